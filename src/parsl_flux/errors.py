@@ -1,0 +1,91 @@
+"""Exceptions raised to users of :class:`parsl_flux.FluxExecutor`.
+
+Each failure mode has its own type so that workflows (and Parsl's retry
+handlers) can tell a bad request from a crashed job from a lost Flux instance.
+All derive from Parsl's ``ExecutorError`` so Parsl treats them like any other
+executor failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from parsl.executors.errors import ExecutorError
+from parsl.executors.errors import InvalidResourceSpecification as _ParslInvalidSpec
+
+
+class InvalidResourceSpecification(_ParslInvalidSpec):
+    """A ``resource_specification`` key or value that cannot be honoured.
+
+    Raised at submit time (unknown key, wrong type) or as soon as the executor
+    knows the Flux instance cannot ever satisfy the request.
+    """
+
+    def __init__(self, key: str, value: Any, reason: str) -> None:
+        self.key = key
+        self.value = value
+        self.reason = reason
+        super().__init__({key}, f"resource_specification[{key!r}]={value!r}: {reason}")
+
+    def __str__(self) -> str:
+        return str(self.message)
+
+
+class FluxJobFailed(ExecutorError):
+    """The Flux job of a task ended without producing a result.
+
+    Carries the Flux job id, Flux's description of how it ended (exit code or
+    signal, exception type) and the tail of the job's stderr.
+    """
+
+    def __init__(self, task_id: int, jobid: Optional[str], status: str, stderr_tail: str = "") -> None:
+        self.task_id = task_id
+        self.jobid = jobid
+        self.status = status
+        self.stderr_tail = stderr_tail
+        self.executor = None
+        text = f"task {task_id} (Flux job {jobid or '<not submitted>'}) failed: {status}"
+        if stderr_tail:
+            text += "\n--- tail of stderr ---\n" + stderr_tail.rstrip()
+        self.reason = text
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class BlockLost(ExecutorError):
+    """The Flux instance (block) that held a task died or became unreachable."""
+
+    def __init__(self, block_id: str, reason: str) -> None:
+        self.block_id = block_id
+        self.executor = None
+        self.reason = f"Flux instance of block {block_id} lost: {reason}"
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class ExecutorShutdown(ExecutorError):
+    """The executor was shut down before the task finished, or submit came after shutdown."""
+
+    def __init__(self, reason: str = "executor has been shut down") -> None:
+        self.executor = None
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class RemoteTaskError(Exception):
+    """An app raised an exception that could not be sent back as itself.
+
+    Holds the remote exception's type name, message and formatted traceback.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        return f"{self.args[0]}\n--- remote traceback ---\n{self.remote_traceback.rstrip()}"

@@ -1,0 +1,678 @@
+"""Driver side of parsl-flux: :class:`FluxExecutor`.
+
+It never imports ``flux``. Each block is a Flux instance started by the
+provider; the instance's initial program (:mod:`parsl_flux.manager`) dials back
+to the socket this executor listens on, and tasks and results travel over that
+one connection (see :mod:`parsl_flux.protocol`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Set, Union
+
+import cloudpickle
+import zmq
+from parsl.addresses import address_by_hostname
+from parsl.executors.status_handling import BlockProviderExecutor
+from parsl.jobs.states import TERMINAL_STATES, JobState, JobStatus
+from parsl.providers import LocalProvider
+from parsl.providers.base import ExecutionProvider
+from parsl.serialize.errors import DeserializationError, SerializationError
+from parsl.utils import RepresentationMixin
+
+from parsl_flux import launch, protocol
+from parsl_flux.errors import BlockLost, ExecutorShutdown, FluxJobFailed, InvalidResourceSpecification, RemoteTaskError
+from parsl_flux.protocol import Kind
+from parsl_flux.resources import InstanceResources, JobShape, check_fits, parse_spec
+
+logger = logging.getLogger(__name__)
+
+FLUX_EXECUTOR_KWARGS = frozenset({"threads", "thread_name_prefix", "poll_interval", "handle_args", "handle_kwargs"})
+
+
+class _TaskFuture(Future):
+    """A Future whose ``cancel()`` also cancels the task's Flux job."""
+
+    def __init__(self, executor: "FluxExecutor", task_id: int) -> None:
+        super().__init__()
+        self._executor = executor
+        self.parsl_executor_task_id = task_id
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        self._executor._cancel_task(self.parsl_executor_task_id)
+        return True
+
+
+@dataclass
+class _Task:
+    task_id: int
+    future: _TaskFuture
+    shape: JobShape
+    payload: bytes
+    block_id: Optional[str] = None
+
+
+@dataclass
+class _Block:
+    block_id: str
+    key: bytes
+    launched_at: float = field(default_factory=time.monotonic)
+    resources: Optional[InstanceResources] = None
+    info: Dict[str, Any] = field(default_factory=dict)
+    last_seen: float = 0.0
+    in_flight: Set[int] = field(default_factory=set)
+    closed: bool = False
+
+    @property
+    def live(self) -> bool:
+        return self.resources is not None and not self.closed
+
+    def capacity(self) -> int:
+        """Tasks kept in flight on this block: enough to keep Flux's queue full,
+        few enough that other blocks get work and a lost block loses little."""
+        assert self.resources is not None
+        return 2 * self.resources.cores + 32
+
+
+def _unwrap_parsl_error_wrapper(func: Callable) -> Callable:
+    """Strip Parsl's ``wrap_error`` so runners need not import Parsl.
+
+    ``wrap_error`` only turns an exception into a ``RemoteExceptionWrapper``;
+    this executor fails the future with the exception itself, which the DFK
+    treats the same way, so unwrapping changes no behaviour.
+    """
+    if getattr(func, "__module__", None) == "parsl.app.errors" and \
+            getattr(func, "__qualname__", "") == "wrap_error.<locals>.wrapper" and hasattr(func, "__wrapped__"):
+        return func.__wrapped__  # type: ignore[no-any-return]
+    return func
+
+
+class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
+    """Run every Parsl app as a Flux job, one Flux instance per block.
+
+    Parameters
+    ----------
+    provider : ExecutionProvider, optional
+        Starts blocks. Default ``LocalProvider()`` (one block on this machine).
+    managed : bool
+        Whether the DFK scales and shuts down this executor.
+    working_dir : str, optional
+        Directory, as seen from the allocation, for the managers' logs and the
+        per-task stdout/stderr files. Default: ``<run_dir>/<label>``. Layout:
+        ``<working_dir>/block-<N>/manager.log`` and
+        ``<working_dir>/block-<N>/tasks/<task_id>.{out,err}``. The driver's own
+        log is ``<run_dir>/<label>/executor.log``.
+    label : str
+        Label of this executor.
+    flux_executor_kwargs : Mapping
+        Parsl's page passes these to ``flux.job.FluxExecutor``; here only
+        ``handle_kwargs`` has a meaning (passed to ``flux.Flux()`` in the
+        manager). The other keys of that class are accepted and ignored, since
+        the manager submits jobs itself; unknown keys are an error.
+    flux_path : str, optional
+        ``flux`` command on the compute side. Default ``flux`` from PATH there.
+        The driver itself never runs it.
+    launch_cmd : str, optional
+        Template of the block command; placeholders ``{flux} {python} {url}
+        {block_id} {workdir} {flux_uri}``. Default :attr:`DEFAULT_LAUNCH_CMD`,
+        or :attr:`ATTACH_LAUNCH_CMD` in attach mode.
+    flux_uri : str, optional
+        Attach mode: run the manager against this existing instance via
+        ``flux proxy`` instead of starting one. When None and ``FLUX_URI`` is set
+        in the driver's environment with a ``LocalProvider`` (the driver runs
+        inside a Flux instance, as in the container entrypoint), that instance
+        is used.
+    python : str, optional
+        Python on the compute side. Default: this interpreter for a local
+        provider, else ``python3``.
+    address : str, optional
+        Address managers dial to reach the driver. Default ``127.0.0.1`` for a
+        ``LocalProvider``, else this host's name.
+    port_range : (int, int)
+        Ports the driver may listen on.
+    heartbeat_period, heartbeat_threshold : float
+        Seconds between heartbeats, and of silence after which a block is
+        declared lost and its tasks failed.
+    container : object, optional
+        A :class:`parsl_flux.container.Container` (or any object with
+        ``wrap(command: str, pass_env: Sequence[str]) -> str``) so that
+        ``flux start`` runs inside an image while the provider's launcher runs
+        outside it.
+    block_error_handler : bool or callable
+        As for Parsl's HighThroughputExecutor.
+
+    Notes
+    -----
+    Where this follows current Parsl (2026) rather than the API page:
+
+    * ``hub_address``/``hub_port``/``radio_mode`` no longer exist in Parsl's
+      executor base class; the DFK sets ``monitoring_messages`` and
+      ``run_id``/``run_dir`` instead, which this class uses (block monitoring
+      via ``create_monitoring_info``).
+    * The page's ``DEFAULT_LAUNCH_CMD`` passes ``{manager} {protocol}
+      {hostname} {port}``; here the manager is a module and the endpoint a URL,
+      so the placeholders are those listed above.
+    * ``gpus_per_task`` defaults to 0, not 1, so machines without GPUs work.
+    * Several blocks are supported and ``scale_in`` is implemented (the page's
+      executor has exactly one).
+    * ``monitor_resources()`` is False: tasks run under Flux's own accounting,
+      and Parsl's per-task monitoring wrapper would import Parsl in every job.
+    """
+
+    DEFAULT_LAUNCH_CMD = launch.START_CMD
+    ATTACH_LAUNCH_CMD = launch.ATTACH_CMD
+
+    def __init__(
+        self,
+        provider: Optional[ExecutionProvider] = None,
+        managed: bool = True,
+        working_dir: Optional[str] = None,
+        label: str = "FluxExecutor",
+        flux_executor_kwargs: Mapping = {},
+        flux_path: Optional[str] = None,
+        launch_cmd: Optional[str] = None,
+        *,
+        flux_uri: Optional[str] = None,
+        python: Optional[str] = None,
+        address: Optional[str] = None,
+        port_range: tuple = (54000, 55000),
+        heartbeat_period: float = 1.0,
+        heartbeat_threshold: float = 10.0,
+        container: Any = None,
+        block_error_handler: Union[bool, Callable] = True,
+    ) -> None:
+        provider = provider if provider is not None else LocalProvider()
+        super().__init__(provider=provider, block_error_handler=block_error_handler)
+        unknown = set(flux_executor_kwargs) - FLUX_EXECUTOR_KWARGS
+        if unknown:
+            raise ValueError(f"flux_executor_kwargs has unknown key(s) {sorted(unknown)}; "
+                             f"known: {sorted(FLUX_EXECUTOR_KWARGS)}")
+        if launch_cmd is not None:
+            launch.check_template(launch_cmd)
+        if heartbeat_period <= 0 or heartbeat_threshold <= heartbeat_period:
+            raise ValueError(f"need 0 < heartbeat_period ({heartbeat_period}) < "
+                             f"heartbeat_threshold ({heartbeat_threshold})")
+        self.managed = managed
+        self.working_dir = working_dir
+        self.label = label
+        self.flux_executor_kwargs = dict(flux_executor_kwargs)
+        self.flux_path = flux_path
+        self.launch_cmd = launch_cmd
+        self.flux_uri = flux_uri
+        self.python = python
+        self.address = address
+        self.port_range = port_range
+        self.heartbeat_period = heartbeat_period
+        self.heartbeat_threshold = heartbeat_threshold
+        self.container = container
+        self._master = protocol.new_secret()
+        self._task_ids = itertools.count()
+        self._lock = threading.RLock()
+        self._pending: Deque[_Task] = deque()
+        self._live_tasks: Dict[int, _Task] = {}
+        self._blocks: Dict[str, _Block] = {}
+        self._outgoing: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
+        self._shutting_down = False
+        self._io_thread: Optional[threading.Thread] = None
+        self._stop_io = threading.Event()
+        self._log_handler: Optional[logging.Handler] = None
+        self.url: Optional[str] = None
+
+    # ----------------------------------------------------------------- set-up
+    def _local(self) -> bool:
+        return isinstance(self.provider, LocalProvider)
+
+    def _attach_uri(self) -> Optional[str]:
+        if self.flux_uri:
+            return self.flux_uri
+        if self._local() and os.environ.get("FLUX_URI"):
+            return os.environ["FLUX_URI"]
+        return None
+
+    def start(self) -> None:
+        """Open the driver socket and the I/O thread; blocks come from the DFK's
+        strategy (``init_blocks``), or from :meth:`scale_out` when used alone."""
+        super().start()
+        self._log_dir = os.path.join(self.run_dir, self.label)
+        os.makedirs(self._log_dir, exist_ok=True)
+        self._log_handler = logging.FileHandler(os.path.join(self._log_dir, "executor.log"))
+        self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(message)s"))
+        logging.getLogger("parsl_flux").addHandler(self._log_handler)
+        logging.getLogger("parsl_flux").setLevel(logging.DEBUG)
+        if self.address is None:
+            self.address = "127.0.0.1" if self._local() else address_by_hostname()
+        bind_host = "127.0.0.1" if self.address in ("127.0.0.1", "localhost") else "*"
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        port = self._sock.bind_to_random_port(f"tcp://{bind_host}", min_port=self.port_range[0],
+                                              max_port=self.port_range[1])
+        self.url = f"tcp://{self.address}:{port}"
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._io_thread = threading.Thread(target=self._io_loop, name=f"{self.label}-io", daemon=True)
+        self._io_thread.start()
+        logger.info("%s listening on %s", self.label, self.url)
+
+    def _get_launch_command(self, block_id: str) -> str:
+        key = protocol.block_key(self._master, block_id)
+        with self._lock:
+            self._blocks[block_id] = _Block(block_id, key)
+        uri = self._attach_uri()
+        template = self.launch_cmd or (self.ATTACH_LAUNCH_CMD if uri else self.DEFAULT_LAUNCH_CMD)
+        python = self.python or (sys.executable if self._local() and self.container is None else "python3")
+        fields = {
+            "flux": self.flux_path or "flux", "python": python, "url": self.url, "block_id": block_id,
+            "workdir": self.working_dir or os.path.join(self.run_dir, self.label), "flux_uri": uri or "",
+        }
+        command = launch.render(template, fields)
+        if self.container is not None:
+            command = self.container.wrap(command, pass_env=[protocol.KEY_ENV])
+        return launch.with_key(command, key.hex())
+
+    @property
+    def workers_per_node(self) -> Union[int, float]:
+        """Cores per node of a live block (1 until one has registered)."""
+        with self._lock:
+            for block in self._blocks.values():
+                if block.resources is not None:
+                    return block.resources.cores_per_node
+        return 1
+
+    def outstanding(self) -> int:
+        with self._lock:
+            return len(self._live_tasks)
+
+    def monitor_resources(self) -> bool:
+        """False: tasks are Flux jobs, accounted for by Flux; Parsl's monitoring
+        wrapper would import Parsl in every job."""
+        return False
+
+    # ----------------------------------------------------------------- submit
+    def submit(self, func: Callable, resource_specification: Dict[str, Any], *args: Any, **kwargs: Any) -> Future:
+        """Wrap ``func(*args, **kwargs)`` in a Flux job shaped by ``resource_specification``.
+
+        Raises
+        ------
+        InvalidResourceSpecification
+            Unknown key or bad value (naming both).
+        SerializationError
+            ``func`` or its arguments cannot be pickled.
+        ExecutorShutdown
+            After :meth:`shutdown`.
+        """
+        if self.bad_state_is_set:
+            raise self.executor_exception
+        if self._shutting_down:
+            raise ExecutorShutdown("submit() called after shutdown()")
+        shape = parse_spec(resource_specification)
+        func = _unwrap_parsl_error_wrapper(func)
+        try:
+            payload = cloudpickle.dumps((func, args, kwargs))
+        except Exception as exc:
+            raise SerializationError(getattr(func, "__name__", repr(func))) from exc
+        task_id = next(self._task_ids)
+        fut = _TaskFuture(self, task_id)
+        task = _Task(task_id, fut, shape, payload)
+        with self._lock:
+            self._tasks[task_id] = fut
+            self._live_tasks[task_id] = task
+            live = [b for b in self._blocks.values() if b.live]
+            if live:
+                self._check_fits_any(task, live)
+            self._pending.append(task)
+        self._wake()
+        return fut
+
+    def _check_fits_any(self, task: _Task, blocks: Sequence[_Block]) -> None:
+        error: Optional[InvalidResourceSpecification] = None
+        for block in blocks:
+            assert block.resources is not None
+            try:
+                check_fits(task.shape, block.resources)
+                return
+            except InvalidResourceSpecification as exc:
+                error = exc
+        self._forget(task.task_id)
+        assert error is not None
+        raise error
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, AttributeError):
+            pass
+
+    def _cancel_task(self, task_id: int) -> None:
+        with self._lock:
+            task = self._live_tasks.get(task_id)
+            if task is None:
+                return
+            if task.block_id is None:
+                self._pending.remove(task)
+                self._forget(task_id)
+                return
+        self._outgoing.put((task.block_id, Kind.CANCEL, [task_id]))
+        self._wake()
+
+    def _forget(self, task_id: int) -> Optional[_Task]:
+        """Drop all state of a task (caller holds the lock)."""
+        self._tasks.pop(task_id, None)
+        task = self._live_tasks.pop(task_id, None)
+        if task is not None and task.block_id is not None:
+            block = self._blocks.get(task.block_id)
+            if block is not None:
+                block.in_flight.discard(task_id)
+        return task
+
+    # ------------------------------------------------------------- I/O thread
+    def _io_loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        last_beat = 0.0
+        while not self._stop_io.is_set():
+            try:
+                ready = dict(poller.poll(timeout=self.heartbeat_period * 1000))
+                if self._wake_r in ready:
+                    try:
+                        os.read(self._wake_r, 65536)
+                    except BlockingIOError:
+                        pass
+                if self._sock in ready:
+                    self._receive_all()
+                self._send_outgoing()
+                self._dispatch()
+                now = time.monotonic()
+                if now - last_beat >= self.heartbeat_period:
+                    last_beat = now
+                    self._heartbeat(now)
+            except Exception:
+                logger.exception("error in the I/O loop of %s", self.label)
+
+    def _send(self, block: _Block, kind: Kind, data: Any = None) -> bool:
+        try:
+            self._sock.send_multipart([block.block_id.encode(), *protocol.encode(block.key, kind, data)])
+            return True
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: the manager is not connected
+            logger.warning("cannot send %s to block %s: %s", kind.value, block.block_id, exc)
+            return False
+
+    def _send_outgoing(self) -> None:
+        while True:
+            try:
+                block_id, kind, data = self._outgoing.get_nowait()
+            except queue.Empty:
+                return
+            block = self._blocks.get(block_id)
+            if block is not None and block.live:
+                self._send(block, kind, data)
+
+    def _receive_all(self) -> None:
+        while True:
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ident = frames[0].decode(errors="replace")
+            with self._lock:
+                block = self._blocks.get(ident)
+            msg = protocol.decode_or_none(block.key if block else None, frames[1:])
+            if msg is None or block is None:
+                logger.warning("dropped an unauthenticated message from peer %r", ident[:64])
+                continue
+            kind, data = msg
+            block.last_seen = time.monotonic()
+            if kind is Kind.REGISTER:
+                self._register(block, data)
+            elif kind is Kind.RESULTS:
+                self._complete(block, data)
+            elif kind is Kind.BYE:
+                self._lose_block(block, f"manager exited: {data.get('reason', 'no reason given')}")
+
+    def _register(self, block: _Block, data: Dict[str, Any]) -> None:
+        if block.resources is not None or block.closed:
+            logger.warning("ignored a second registration for block %s", block.block_id)
+            return
+        r = data["resources"]
+        with self._lock:
+            block.resources = InstanceResources(r["nodes"], r["cores_per_node"], r["gpus_per_node"])
+            block.info = data
+        logger.info("block %s registered from %s: %s, Flux %s", block.block_id, data.get("hostname"),
+                    block.resources, data.get("flux_version"))
+
+    def _complete(self, block: _Block, results: List[Dict[str, Any]]) -> None:
+        for res in results:
+            with self._lock:
+                task = self._forget(res["id"])
+            if task is None or task.future.done():
+                continue
+            try:
+                self._resolve(task, res)
+            except Exception as exc:  # never leave a future unresolved
+                task.future.set_exception(exc)
+
+    def _resolve(self, task: _Task, res: Dict[str, Any]) -> None:
+        fut = task.future
+        if res.get("ok"):
+            try:
+                fut.set_result(cloudpickle.loads(res["value"]))
+            except Exception as exc:
+                fut.set_exception(DeserializationError(f"result of task {task.task_id}: {exc}"))
+        elif res.get("cancelled"):
+            fut.set_exception(CancelledError(f"task {task.task_id} was cancelled"))
+        elif res.get("job_failed"):
+            fut.set_exception(FluxJobFailed(task.task_id, _jobid_str(res.get("jobid")), res["status"],
+                                            res.get("stderr", "")))
+        elif "exception" in res:
+            try:
+                exc = cloudpickle.loads(res["exception"])
+            except Exception:
+                exc = RemoteTaskError(res["type"], res["message"], res["traceback"])
+            fut.set_exception(exc)
+        else:
+            fut.set_exception(RemoteTaskError(res.get("type", "Exception"), res.get("message", ""),
+                                              res.get("traceback", "")))
+
+    def _dispatch(self) -> None:
+        """Send pending tasks to live blocks, least loaded first, within capacity."""
+        batches: Dict[str, List[Dict[str, Any]]] = {}
+        with self._lock:
+            live = [b for b in self._blocks.values() if b.live]
+            if not live or not self._pending:
+                return
+            kept: Deque[_Task] = deque()
+            while self._pending:
+                task = self._pending.popleft()
+                fits = [b for b in live if b.resources is not None and _fits(task.shape, b.resources)]
+                if not fits:
+                    try:
+                        self._check_fits_any(task, live)
+                    except InvalidResourceSpecification as exc:
+                        if not task.future.done():
+                            task.future.set_exception(exc)
+                    continue
+                room = [b for b in fits if len(b.in_flight) < b.capacity()]
+                if not room:
+                    kept.append(task)
+                    continue
+                block = min(room, key=lambda b: len(b.in_flight) / b.capacity())
+                block.in_flight.add(task.task_id)
+                task.block_id = block.block_id
+                batches.setdefault(block.block_id, []).append(
+                    {"id": task.task_id, "payload": task.payload, "shape": task.shape.to_wire()})
+                task.payload = b""  # the manager holds it now
+            self._pending = kept
+        for block_id, tasks in batches.items():
+            if not self._send(self._blocks[block_id], Kind.TASKS, tasks):
+                self._lose_block(self._blocks[block_id], "could not send tasks to its manager")
+
+    def _heartbeat(self, now: float) -> None:
+        with self._lock:
+            blocks = list(self._blocks.values())
+        for block in blocks:
+            if block.closed:
+                continue
+            if block.resources is None:
+                continue
+            if now - block.last_seen > self.heartbeat_threshold:
+                self._lose_block(block, f"no heartbeat for {now - block.last_seen:.1f}s "
+                                        f"(threshold {self.heartbeat_threshold}s)")
+            else:
+                self._send(block, Kind.HEARTBEAT)
+
+    def _lose_block(self, block: _Block, reason: str, mark_failed: bool = True) -> None:
+        """Fail every task in flight on ``block``; unless the provider already
+        reports the block ended (``mark_failed=False``), mark it FAILED for Parsl."""
+        with self._lock:
+            if block.closed:
+                return
+            block.closed = True
+            lost = [self._forget(t) for t in list(block.in_flight)]
+            if mark_failed and not self._shutting_down:
+                status = JobStatus(JobState.FAILED, f"Flux instance lost: {reason}")
+                self._simulated_status[block.block_id] = status
+                self._status[block.block_id] = status
+        logger.error("block %s lost: %s; failing %d task(s)", block.block_id, reason, len(lost))
+        for task in lost:
+            if task is not None and not task.future.done():
+                task.future.set_exception(BlockLost(block.block_id, reason))
+        self._wake()
+
+    # ------------------------------------------------------------ scaling etc
+    def status(self) -> Dict[str, JobStatus]:
+        """Provider status of each block, overridden by what the executor knows
+        (a block whose manager stopped talking is FAILED even if its batch job
+        still runs). A block the provider reports as ended loses its tasks."""
+        status = super().status()
+        for block_id, s in status.items():
+            block = self._blocks.get(block_id)
+            if block is not None and not block.closed and s.state in TERMINAL_STATES:
+                self._lose_block(block, f"its batch job is {s.state.name}", mark_failed=False)
+        return status
+
+    def scale_in(self, blocks: int, max_idletime: Optional[float] = None) -> List[str]:
+        """Stop ``blocks`` blocks, idle ones first, then those still starting,
+        then busy ones (whose tasks fail with :class:`BlockLost`).
+
+        Returns
+        -------
+        list of str
+            Ids of the blocks that were stopped.
+        """
+        with self._lock:
+            candidates = [b for b in self._blocks.values() if not b.closed
+                          and self._status.get(b.block_id, JobStatus(JobState.PENDING)).state not in TERMINAL_STATES]
+            now = time.monotonic()
+            if max_idletime is not None:
+                candidates = [b for b in candidates if not b.in_flight and now - b.last_seen >= 0
+                              and (b.resources is None or now - b.launched_at >= max_idletime)]
+            candidates.sort(key=lambda b: (b.resources is not None and bool(b.in_flight), len(b.in_flight)))
+            chosen = candidates[:blocks]
+        for block in chosen:
+            if block.live:
+                self._outgoing.put((block.block_id, Kind.SHUTDOWN, None))
+        self._wake()
+        time.sleep(0.2 if chosen else 0)  # let SHUTDOWN reach the managers before the provider kills them
+        for block in chosen:
+            self._lose_block(block, "scaled in", mark_failed=False)
+        job_ids = [self.blocks_to_job_id[b.block_id] for b in chosen if b.block_id in self.blocks_to_job_id]
+        if not job_ids:
+            return [b.block_id for b in chosen]
+        killed = self.provider.cancel(job_ids) if self.provider else [False] * len(job_ids)
+        return [self.job_ids_to_block[j] for j in self._filter_scale_in_ids(job_ids, killed)]
+
+    def set_bad_state_and_fail_all(self, exception: Exception) -> None:
+        """Mark the executor bad and fail every unresolved future with ``exception``."""
+        logger.error("executor %s set to bad state: %s", self.label, exception)
+        self._executor_exception = exception
+        self._executor_bad_state.set()
+        with self._lock:
+            tasks = [self._forget(t) for t in list(self._live_tasks)]
+            self._pending.clear()
+        for task in tasks:
+            if task is not None and not task.future.done():
+                task.future.set_exception(exception)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Shut down: later :meth:`submit` calls raise.
+
+        With ``wait=True`` return only after every submitted future is done
+        (each resolves: blocks that die fail their tasks within the heartbeat
+        threshold), then stop the managers and their Flux instances. With
+        ``wait=False`` the unfinished futures fail with :class:`ExecutorShutdown`.
+        """
+        self._shutting_down = True
+        with self._lock:
+            futures = [t.future for t in self._live_tasks.values()]
+        if wait:
+            wait_futures(futures)
+        else:
+            self.set_bad_state_and_fail_all(ExecutorShutdown("executor shut down before the task finished"))
+        with self._lock:
+            live = [b for b in self._blocks.values() if b.live]
+        for block in live:
+            self._outgoing.put((block.block_id, Kind.SHUTDOWN, None))
+        self._wake()
+        deadline = time.monotonic() + 10
+        while any(not b.closed for b in live) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.provider is not None:
+            to_cancel = [j for b, j in self.blocks_to_job_id.items()
+                         if self._status.get(b, JobStatus(JobState.PENDING)).state not in TERMINAL_STATES]
+            if to_cancel:
+                try:
+                    self.provider.cancel(to_cancel)
+                except Exception:
+                    logger.exception("provider could not cancel blocks %s", to_cancel)
+        self._stop_io.set()
+        self._wake()
+        if self._io_thread is not None:
+            self._io_thread.join(timeout=5)
+            self._sock.close()
+            self._ctx.term()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._io_thread = None
+        if self._log_handler is not None:
+            logging.getLogger("parsl_flux").removeHandler(self._log_handler)
+            self._log_handler.close()
+        super().shutdown()
+
+
+def _fits(shape: JobShape, res: InstanceResources) -> bool:
+    try:
+        check_fits(shape, res)
+        return True
+    except InvalidResourceSpecification:
+        return False
+
+
+def _jobid_str(jobid: Optional[int]) -> Optional[str]:
+    """Flux's f58 form of a job id, computed without importing flux."""
+    if jobid is None:
+        return None
+    alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+    digits = ""
+    n = jobid
+    while True:
+        n, r = divmod(n, 58)
+        digits = alphabet[r] + digits
+        if n == 0:
+            break
+    return "ƒ" + digits

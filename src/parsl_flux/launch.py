@@ -1,0 +1,54 @@
+"""The command that starts one block: ``flux start`` (or ``flux proxy``) + manager.
+
+Pure string building, kept apart from the executor so the exact line a provider
+submits can be unit-tested and printed (``parsl-flux sites show``).
+"""
+
+from __future__ import annotations
+
+import shlex
+import string
+from typing import Mapping, Optional
+
+from parsl_flux.protocol import KEY_ENV
+
+MANAGER = "{flux} env {python} -m parsl_flux.manager --url {url} --block-id {block_id} --workdir {workdir}"
+START_CMD = "{flux} start " + MANAGER
+"""Start a new Flux instance whose initial program is the manager.
+
+``flux env`` puts Flux's Python bindings on the manager's ``PYTHONPATH`` (``flux
+start`` alone does not), so any interpreter with parsl-flux installed works."""
+
+ATTACH_CMD = "{flux} proxy {flux_uri} " + MANAGER
+"""Run the manager against an existing Flux instance (attach mode)."""
+
+FIELDS = frozenset({"flux", "python", "url", "block_id", "workdir", "flux_uri"})
+
+
+def template_fields(template: str) -> set[str]:
+    """The ``{placeholders}`` used by a launch command template."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def check_template(template: str) -> None:
+    """Reject a user ``launch_cmd`` that uses placeholders we do not fill."""
+    unknown = template_fields(template) - FIELDS
+    if unknown:
+        raise ValueError(f"launch_cmd {template!r} uses unknown placeholder(s) {sorted(unknown)}; "
+                         f"available: {sorted(FIELDS)}")
+
+
+def render(template: str, fields: Mapping[str, str]) -> str:
+    """Fill a template; every value is shell-quoted."""
+    return template.format(**{k: shlex.quote(str(v)) for k, v in fields.items()})
+
+
+def with_key(command: str, key_hex: str, extra_env: Optional[Mapping[str, str]] = None) -> str:
+    """Prefix the block key (and other variables) as environment assignments.
+
+    The key travels in the environment of the block's process tree, not as an
+    argument, so it does not show in ``ps`` output of other users.
+    """
+    assignments = {KEY_ENV: key_hex, **(extra_env or {})}
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in assignments.items())
+    return f"{prefix} {command}"

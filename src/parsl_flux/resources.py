@@ -1,0 +1,163 @@
+"""``resource_specification`` -> validated Flux job shape.
+
+Pure code (no Flux, no I/O) so every rule here is unit-tested. The executor
+calls :func:`parse_spec` in ``submit`` and :func:`check_fits` once it knows the
+shape of a block's Flux instance; the manager turns a :class:`JobShape` into a
+Flux jobspec.
+
+Keys (all optional):
+
+=================  =====  =======  ==============================================
+key                type   default  meaning
+=================  =====  =======  ==============================================
+num_tasks          int    1        tasks (MPI ranks) of the Flux job
+cores_per_task     int    1        cores bound to each task
+gpus_per_task      int    0        GPUs per task (Parsl's page says 1; 0 here so
+                                   machines without GPUs work by default)
+num_nodes          int    0        if > 0, spread the tasks evenly over this many
+                                   nodes (not exclusive unless ``exclusive``)
+exclusive          bool   False    allocate whole nodes (needs ``num_nodes``)
+walltime           number none     time limit of the Flux job, seconds
+env                dict   {}       environment variables added for the job
+=================  =====  =======  ==============================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional
+
+from parsl_flux.errors import InvalidResourceSpecification
+
+_INT_KEYS = {"num_tasks": 1, "cores_per_task": 1, "gpus_per_task": 0, "num_nodes": 0}
+KNOWN_KEYS = frozenset(_INT_KEYS) | {"exclusive", "walltime", "env"}
+
+
+@dataclass(frozen=True)
+class JobShape:
+    """The shape of one task's Flux job, validated."""
+
+    num_tasks: int = 1
+    cores_per_task: int = 1
+    gpus_per_task: int = 0
+    num_nodes: int = 0
+    exclusive: bool = False
+    walltime: Optional[float] = None
+    env: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def packable(self) -> bool:
+        """True if the task fits one core of a long-lived worker (packing mode)."""
+        return (self.num_tasks == 1 and self.cores_per_task == 1 and self.gpus_per_task == 0
+                and self.num_nodes <= 1 and not self.exclusive and not self.env
+                and self.walltime is None)
+
+    def to_wire(self) -> Dict[str, Any]:
+        """Plain dict sent to the manager."""
+        return {
+            "num_tasks": self.num_tasks, "cores_per_task": self.cores_per_task,
+            "gpus_per_task": self.gpus_per_task, "num_nodes": self.num_nodes,
+            "exclusive": self.exclusive, "walltime": self.walltime, "env": dict(self.env),
+        }
+
+
+DEFAULT_SHAPE = JobShape()
+
+
+@dataclass(frozen=True)
+class InstanceResources:
+    """What one Flux instance (block) has, as reported by its manager."""
+
+    nodes: int
+    cores_per_node: int
+    gpus_per_node: int = 0
+
+    @property
+    def cores(self) -> int:
+        return self.nodes * self.cores_per_node
+
+
+def _int(key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidResourceSpecification(key, value, f"must be an integer, not {type(value).__name__}")
+    if value < minimum:
+        raise InvalidResourceSpecification(key, value, f"must be >= {minimum}")
+    return value
+
+
+def parse_spec(spec: Optional[Mapping[str, Any]]) -> JobShape:
+    """Validate a Parsl ``resource_specification`` and return its :class:`JobShape`.
+
+    Raises
+    ------
+    InvalidResourceSpecification
+        Naming the first offending key and value.
+    """
+    if not spec:
+        return DEFAULT_SHAPE
+    if not isinstance(spec, Mapping):
+        raise InvalidResourceSpecification("<resource_specification>", spec, "must be a dict")
+    for key in spec:
+        if key not in KNOWN_KEYS:
+            raise InvalidResourceSpecification(
+                key, spec[key], f"unknown key; supported keys are {sorted(KNOWN_KEYS)}")
+    ints = {k: _int(k, spec.get(k, default), 1 if default == 1 else 0) for k, default in _INT_KEYS.items()}
+    if ints["num_nodes"] > ints["num_tasks"]:
+        raise InvalidResourceSpecification(
+            "num_nodes", ints["num_nodes"], f"cannot exceed num_tasks={ints['num_tasks']}")
+    exclusive = spec.get("exclusive", False)
+    if not isinstance(exclusive, bool):
+        raise InvalidResourceSpecification("exclusive", exclusive, "must be True or False")
+    if exclusive and ints["num_nodes"] == 0:
+        raise InvalidResourceSpecification("exclusive", exclusive, "requires num_nodes > 0")
+    walltime = spec.get("walltime")
+    if walltime is not None:
+        if isinstance(walltime, bool) or not isinstance(walltime, (int, float)) \
+                or not math.isfinite(walltime) or walltime <= 0:
+            raise InvalidResourceSpecification("walltime", walltime, "must be a positive number of seconds")
+        walltime = float(walltime)
+    env = spec.get("env", {})
+    if not isinstance(env, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise InvalidResourceSpecification("env", env, "must be a dict of str to str")
+    return JobShape(exclusive=exclusive, walltime=walltime, env=dict(env), **ints)
+
+
+def check_fits(shape: JobShape, res: InstanceResources) -> None:
+    """Raise if ``shape`` can never run on an instance with resources ``res``.
+
+    A job that merely has to wait for busy resources fits; only requests larger
+    than the whole instance are refused, naming the key that is too large.
+    """
+    if shape.num_nodes > res.nodes:
+        raise InvalidResourceSpecification(
+            "num_nodes", shape.num_nodes, f"the Flux instance has only {res.nodes} node(s)")
+    if shape.cores_per_task > res.cores_per_node:
+        raise InvalidResourceSpecification(
+            "cores_per_task", shape.cores_per_task,
+            f"a task must fit one node and nodes have {res.cores_per_node} cores")
+    if shape.gpus_per_task > res.gpus_per_node:
+        raise InvalidResourceSpecification(
+            "gpus_per_task", shape.gpus_per_task, f"nodes of the Flux instance have {res.gpus_per_node} GPU(s)")
+    nodes = shape.num_nodes or res.nodes
+    tasks_per_node = math.ceil(shape.num_tasks / nodes) if shape.num_nodes else None
+    if tasks_per_node is not None:
+        if tasks_per_node * shape.cores_per_task > res.cores_per_node:
+            raise InvalidResourceSpecification(
+                "num_tasks", shape.num_tasks,
+                f"{tasks_per_node} tasks x {shape.cores_per_task} cores per node exceed the "
+                f"{res.cores_per_node} cores of a node")
+        if tasks_per_node * shape.gpus_per_task > res.gpus_per_node:
+            raise InvalidResourceSpecification(
+                "num_tasks", shape.num_tasks,
+                f"{tasks_per_node} tasks x {shape.gpus_per_task} GPUs per node exceed the "
+                f"{res.gpus_per_node} GPUs of a node")
+    else:
+        slots_per_node = res.cores_per_node // shape.cores_per_task
+        if shape.gpus_per_task:
+            slots_per_node = min(slots_per_node, res.gpus_per_node // shape.gpus_per_task)
+        if shape.num_tasks > slots_per_node * res.nodes:
+            raise InvalidResourceSpecification(
+                "num_tasks", shape.num_tasks,
+                f"the Flux instance has room for {slots_per_node * res.nodes} such tasks "
+                f"({res.nodes} node(s) x {res.cores_per_node} cores, {res.gpus_per_node} GPUs per node)")
