@@ -141,8 +141,16 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
     address : str, optional
         Address managers dial to reach the driver. Default ``127.0.0.1`` for a
         ``LocalProvider``, else this host's name.
+    port : int, optional
+        A fixed port to listen on (for a Kubernetes Service, a firewall rule);
+        default: a free one in ``port_range``.
     port_range : (int, int)
         Ports the driver may listen on.
+    secret : str, optional
+        Master secret (hex) from which each block's key is derived. Default:
+        ``$PARSL_FLUX_SECRET`` if set, else a fresh random one. Give it only
+        when managers are started outside Parsl (``ExternalProvider``, the Helm
+        chart), which then need the same secret.
     heartbeat_period, heartbeat_threshold : float
         Seconds between heartbeats, and of silence after which a block is
         declared lost and its tasks failed.
@@ -188,7 +196,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         flux_uri: Optional[str] = None,
         python: Optional[str] = None,
         address: Optional[str] = None,
+        port: Optional[int] = None,
         port_range: tuple = (54000, 55000),
+        secret: Optional[str] = None,
         heartbeat_period: float = 1.0,
         heartbeat_threshold: float = 10.0,
         container: Any = None,
@@ -214,11 +224,19 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self.flux_uri = flux_uri
         self.python = python
         self.address = address
+        self.port = port
         self.port_range = port_range
+        self.secret = "<redacted>" if secret else None  # never show the secret in Parsl's config logs
         self.heartbeat_period = heartbeat_period
         self.heartbeat_threshold = heartbeat_threshold
         self.container = container
-        self._master = protocol.new_secret()
+        master_hex = secret or os.environ.get(protocol.SECRET_ENV)
+        try:
+            self._master = bytes.fromhex(master_hex) if master_hex else protocol.new_secret()
+        except ValueError:
+            raise ValueError("secret (or $PARSL_FLUX_SECRET) must be a hex string") from None
+        if len(self._master) < 16:
+            raise ValueError("secret (or $PARSL_FLUX_SECRET) must hold at least 16 bytes (32 hex digits)")
         self._task_ids = itertools.count()
         self._lock = threading.RLock()
         self._pending: Deque[_Task] = deque()
@@ -248,6 +266,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         super().start()
         self._log_dir = os.path.join(self.run_dir, self.label)
         os.makedirs(self._log_dir, exist_ok=True)
+        if self.provider is not None and getattr(self.provider, "script_dir", None) is None:
+            self.provider.script_dir = os.path.join(self._log_dir, "submit_scripts")  # the DFK sets it otherwise
+            os.makedirs(self.provider.script_dir, exist_ok=True)
         self._log_handler = logging.FileHandler(os.path.join(self._log_dir, "executor.log"))
         self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(message)s"))
         logging.getLogger("parsl_flux").addHandler(self._log_handler)
@@ -259,8 +280,12 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        port = self._sock.bind_to_random_port(f"tcp://{bind_host}", min_port=self.port_range[0],
-                                              max_port=self.port_range[1])
+        if self.port is not None:
+            self._sock.bind(f"tcp://{bind_host}:{self.port}")
+            port = self.port
+        else:
+            port = self._sock.bind_to_random_port(f"tcp://{bind_host}", min_port=self.port_range[0],
+                                                  max_port=self.port_range[1])
         self.url = f"tcp://{self.address}:{port}"
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -548,7 +573,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                 status = JobStatus(JobState.FAILED, f"Flux instance lost: {reason}")
                 self._simulated_status[block.block_id] = status
                 self._status[block.block_id] = status
-        logger.error("block %s lost: %s; failing %d task(s)", block.block_id, reason, len(lost))
+        log = logger.info if self._shutting_down or not lost else logger.error
+        log("block %s closed: %s; failing %d task(s)", block.block_id, reason, len(lost))
         for task in lost:
             if task is not None and not task.future.done():
                 task.future.set_exception(BlockLost(block.block_id, reason))

@@ -248,7 +248,7 @@ class Manager:
     def _job_environment(self) -> Dict[str, str]:
         """The allocation's environment (container + worker_init), minus the block key,
         plus what runners need to reach this manager."""
-        env = {k: v for k, v in os.environ.items() if k != protocol.KEY_ENV and not k.startswith("FLUX_")}
+        env = {k: v for k, v in os.environ.items() if k not in (protocol.KEY_ENV, protocol.SECRET_ENV)}
         env[protocol.RUNNER_URL_ENV] = self.runner_url
         env[protocol.RUNNER_KEY_ENV] = self.runner_key.hex()
         return env
@@ -264,7 +264,7 @@ class Manager:
         resources = instance_resources(handle)
         self.send(Kind.REGISTER, {
             "block_id": self.block_id, "resources": resources, "hostname": socket.gethostname(),
-            "flux_uri": handle.attr_get("local-uri"), "flux_version": flux.__version__ if hasattr(flux, "__version__") else "",
+            "flux_uri": handle.attr_get("local-uri"), "flux_version": handle.attr_get("version"),
             "workdir": str(self.workdir), "pid": os.getpid(),
         })
         logger.info("block %s registered: %s", self.block_id, resources)
@@ -422,6 +422,19 @@ class Manager:
             self.outbox = _Outbox()
 
 
+def manager_key(environ: Dict[str, str], block_id: str) -> bytes:
+    """The block key: given directly, or derived from the master secret when the
+    block was started outside Parsl (Helm chart)."""
+    try:
+        if environ.get(protocol.KEY_ENV):
+            return bytes.fromhex(environ[protocol.KEY_ENV])
+        if environ.get(protocol.SECRET_ENV):
+            return protocol.block_key(bytes.fromhex(environ[protocol.SECRET_ENV]), block_id)
+    except ValueError:
+        raise ValueError(f"{protocol.KEY_ENV}/{protocol.SECRET_ENV} must be hex strings") from None
+    raise ValueError(f"neither {protocol.KEY_ENV} nor {protocol.SECRET_ENV} is set")
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m parsl_flux.manager", description=__doc__.split("\n")[0])
     p.add_argument("--url", required=True, help="driver endpoint, tcp://HOST:PORT")
@@ -436,9 +449,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    key_hex = os.environ.get(protocol.KEY_ENV)
-    if not key_hex:
-        print(f"parsl-flux manager: {protocol.KEY_ENV} is not set; refusing to start", file=sys.stderr)
+    try:
+        key = manager_key(os.environ, args.block_id)
+    except ValueError as exc:
+        print(f"parsl-flux manager: {exc}; refusing to start", file=sys.stderr)
         return 2
     if args.workdir:
         workdir = Path(args.workdir) / f"block-{args.block_id}"
@@ -448,7 +462,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(filename=str(workdir / "manager.log"), level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(threadName)s %(message)s")
-    manager = Manager(args.url, args.block_id, bytes.fromhex(key_hex), workdir, args.python,
+    manager = Manager(args.url, args.block_id, key, workdir, args.python,
                       args.heartbeat_period, args.driver_timeout, args.runner_host)
     return manager.run()
 

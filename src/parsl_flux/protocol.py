@@ -33,6 +33,10 @@ KEY_ENV = "PARSL_FLUX_KEY"
 
 An environment variable rather than an argument keeps the key out of ``ps``."""
 
+SECRET_ENV = "PARSL_FLUX_SECRET"
+"""Environment variable holding the executor's master secret (hex), for blocks
+started outside Parsl: the manager then derives its own block key."""
+
 RUNNER_KEY_ENV = "PARSL_FLUX_RUNNER_KEY"
 RUNNER_URL_ENV = "PARSL_FLUX_RUNNER_URL"
 TASK_ENV = "PARSL_FLUX_TASK"
