@@ -24,6 +24,7 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence
 import cloudpickle
 import zmq
 from parsl.addresses import address_by_hostname
+from parsl.app.errors import wrap_error
 from parsl.executors.status_handling import BlockProviderExecutor
 from parsl.jobs.states import TERMINAL_STATES, JobState, JobStatus
 from parsl.providers import LocalProvider
@@ -94,10 +95,13 @@ def _unwrap_parsl_error_wrapper(func: Callable) -> Callable:
     this executor fails the future with the exception itself, which the DFK
     treats the same way, so unwrapping changes no behaviour.
     """
-    if getattr(func, "__module__", None) == "parsl.app.errors" and \
-            getattr(func, "__qualname__", "") == "wrap_error.<locals>.wrapper" and hasattr(func, "__wrapped__"):
+    if getattr(func, "__code__", None) is _WRAP_ERROR_CODE and hasattr(func, "__wrapped__"):
         return func.__wrapped__  # type: ignore[no-any-return]
     return func
+
+
+# ``functools.wraps`` copies name and module, so the wrapper is known by its code object.
+_WRAP_ERROR_CODE = wrap_error(lambda: None).__code__
 
 
 class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
@@ -127,7 +131,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         The driver itself never runs it.
     launch_cmd : str, optional
         Template of the block command; placeholders ``{flux} {python} {url}
-        {block_id} {workdir} {flux_uri}``. Default :attr:`DEFAULT_LAUNCH_CMD`,
+        {block_id} {workdir} {flux_uri} {heartbeat_period} {heartbeat_threshold}``. Default :attr:`DEFAULT_LAUNCH_CMD`,
         or :attr:`ATTACH_LAUNCH_CMD` in attach mode.
     flux_uri : str, optional
         Attach mode: run the manager against this existing instance via
@@ -153,7 +157,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         chart), which then need the same secret.
     heartbeat_period, heartbeat_threshold : float
         Seconds between heartbeats, and of silence after which a block is
-        declared lost and its tasks failed.
+        declared lost and its tasks failed (and after which a manager whose
+        driver went silent cancels its jobs and ends its Flux instance).
     container : object, optional
         A :class:`parsl_flux.container.Container` (or any object with
         ``wrap(command: str, pass_env: Sequence[str]) -> str``) so that
@@ -175,7 +180,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
       so the placeholders are those listed above.
     * ``gpus_per_task`` defaults to 0, not 1, so machines without GPUs work.
     * Several blocks are supported and ``scale_in`` is implemented (the page's
-      executor has exactly one).
+      executor has exactly one). ``scale_out(blocks=1)`` and ``scaling_enabled()``
+      remain for the page's callers; the DFK uses ``scale_out_facade``.
     * ``monitor_resources()`` is False: tasks run under Flux's own accounting,
       and Parsl's per-task monitoring wrapper would import Parsl in every job.
     """
@@ -304,6 +310,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         fields = {
             "flux": self.flux_path or "flux", "python": python, "url": self.url, "block_id": block_id,
             "workdir": self.working_dir or os.path.join(self.run_dir, self.label), "flux_uri": uri or "",
+            "heartbeat_period": self.heartbeat_period, "heartbeat_threshold": self.heartbeat_threshold,
         }
         command = launch.render(template, fields)
         if self.container is not None:
@@ -581,6 +588,25 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._wake()
 
     # ------------------------------------------------------------ scaling etc
+    def scaling_enabled(self) -> bool:
+        """True: blocks are added and removed by the DFK's strategy (page API)."""
+        return self.provider is not None
+
+    @property
+    def error_management_enabled(self) -> bool:
+        """True: block failures are handled by ``block_error_handler`` (page API)."""
+        return True
+
+    def scale_out(self, blocks: int = 1) -> List[str]:
+        """Add ``blocks`` blocks (page API; the DFK calls ``scale_out_facade``).
+
+        Returns
+        -------
+        list of str
+            Ids of the blocks that were launched.
+        """
+        return self.scale_out_facade(blocks)
+
     def status(self) -> Dict[str, JobStatus]:
         """Provider status of each block, overridden by what the executor knows
         (a block whose manager stopped talking is FAILED even if its batch job

@@ -12,7 +12,8 @@ from typing import Mapping, Optional
 
 from parsl_flux.protocol import KEY_ENV
 
-MANAGER = "{flux} env {python} -m parsl_flux.manager --url {url} --block-id {block_id} --workdir {workdir}"
+MANAGER = ("{flux} env {python} -m parsl_flux.manager --url {url} --block-id {block_id} --workdir {workdir}"
+           " --heartbeat-period {heartbeat_period} --driver-timeout {heartbeat_threshold}")
 START_CMD = "{flux} start " + MANAGER
 """Start a new Flux instance whose initial program is the manager.
 
@@ -22,7 +23,8 @@ start`` alone does not), so any interpreter with parsl-flux installed works."""
 ATTACH_CMD = "{flux} proxy {flux_uri} " + MANAGER
 """Run the manager against an existing Flux instance (attach mode)."""
 
-FIELDS = frozenset({"flux", "python", "url", "block_id", "workdir", "flux_uri"})
+FIELDS = frozenset({"flux", "python", "url", "block_id", "workdir", "flux_uri", "heartbeat_period",
+                    "heartbeat_threshold"})
 
 
 def template_fields(template: str) -> set[str]:

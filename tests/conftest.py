@@ -1,0 +1,92 @@
+"""Shared fixtures: locating a real Flux, and executors running on it.
+
+Flux tests are marked ``flux`` and skip, with the reason, when no Flux is found
+(``FLUX_PATH`` names the ``flux`` binary, or ``flux`` is on PATH). There is no
+fake Flux: everything that touches Flux runs against a real broker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def find_flux() -> Optional[str]:
+    """The flux binary from $FLUX_PATH or PATH, or None."""
+    env = os.environ.get("FLUX_PATH")
+    if env:
+        path = Path(env)
+        if path.is_dir():
+            path = path / "bin" / "flux" if (path / "bin" / "flux").exists() else path / "flux"
+        return str(path) if os.access(path, os.X_OK) else None
+    return shutil.which("flux")
+
+
+NO_FLUX_REASON = ("no Flux found: set FLUX_PATH to the flux binary or put flux on PATH "
+                  "(build flux-core, or run the tests in the parsl-flux image)")
+
+
+@pytest.fixture(scope="session")
+def flux_path() -> str:
+    path = find_flux()
+    if path is None:
+        pytest.skip(NO_FLUX_REASON)
+    return path
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``predicate`` until true; fail the test naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def start_blocks(executor, n: int = 1, timeout: float = 60) -> None:
+    """Scale out ``n`` blocks and wait until their managers registered."""
+    before = sum(1 for b in executor._blocks.values() if b.live)
+    executor.scale_out_facade(n)
+    wait_for(lambda: sum(1 for b in executor._blocks.values() if b.live) >= before + n, timeout,
+             f"{n} Flux block(s) to register")
+
+
+@pytest.fixture
+def make_executor(flux_path: str, tmp_path: Path) -> Iterator:
+    """Factory for started FluxExecutors on a local Flux; all are shut down after the test."""
+    from parsl_flux import FluxExecutor
+
+    made = []
+
+    def make(blocks: int = 1, **kwargs) -> "FluxExecutor":
+        kwargs.setdefault("flux_path", flux_path)
+        kwargs.setdefault("heartbeat_threshold", 5.0)
+        ex = FluxExecutor(**kwargs)
+        ex.run_dir = str(tmp_path / f"run{len(made)}")
+        ex.start()
+        made.append(ex)
+        if blocks:
+            start_blocks(ex, blocks)
+        return ex
+
+    yield make
+    for ex in made:
+        if ex._io_thread is not None:
+            ex.shutdown(wait=False)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``flux``-marked tests up front (one clear reason) when Flux is absent."""
+    if find_flux() is not None:
+        return
+    skip = pytest.mark.skip(reason=NO_FLUX_REASON)
+    for item in items:
+        if "flux" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,51 @@
+"""Block launch commands (pure string building, no Flux)."""
+
+import shlex
+
+import pytest
+
+from parsl_flux import launch
+from parsl_flux.manager import manager_key, parse_args
+from parsl_flux import protocol
+
+FIELDS = {"flux": "/opt/flux bin/flux", "python": "/usr/bin/python3", "url": "tcp://h:1",
+          "block_id": "3", "workdir": "/scratch/w", "flux_uri": "local:///run/flux/local",
+          "heartbeat_period": 1.0, "heartbeat_threshold": 10.0}
+
+
+def test_start_command_argv():
+    argv = shlex.split(launch.render(launch.START_CMD, FIELDS))
+    assert argv[:2] == ["/opt/flux bin/flux", "start"]
+    assert argv[2:5] == ["/opt/flux bin/flux", "env", "/usr/bin/python3"]
+    assert argv[5:7] == ["-m", "parsl_flux.manager"]
+    args = parse_args(argv[7:])
+    assert (args.url, args.block_id, args.workdir) == ("tcp://h:1", "3", "/scratch/w")
+    assert (args.heartbeat_period, args.driver_timeout) == (1.0, 10.0)
+
+
+def test_attach_command_uses_flux_proxy():
+    argv = shlex.split(launch.render(launch.ATTACH_CMD, FIELDS))
+    assert argv[:3] == ["/opt/flux bin/flux", "proxy", "local:///run/flux/local"]
+    assert "parsl_flux.manager" in argv
+
+
+def test_key_is_an_environment_assignment_not_an_argument():
+    cmd = launch.with_key("flux start x", "ab12")
+    assert cmd.startswith(f"{protocol.KEY_ENV}=ab12 ")
+    assert shlex.split(cmd)[1:] == ["flux", "start", "x"]
+
+
+def test_unknown_placeholder_rejected():
+    with pytest.raises(ValueError, match="hostname"):
+        launch.check_template("{flux} start {hostname}")
+    launch.check_template(launch.START_CMD)
+
+
+def test_manager_key_from_block_key_or_master_secret():
+    master = protocol.new_secret()
+    assert manager_key({protocol.KEY_ENV: "00ff"}, "1") == b"\x00\xff"
+    assert manager_key({protocol.SECRET_ENV: master.hex()}, "1") == protocol.block_key(master, "1")
+    with pytest.raises(ValueError, match="neither"):
+        manager_key({}, "1")
+    with pytest.raises(ValueError, match="hex"):
+        manager_key({protocol.KEY_ENV: "zz"}, "1")

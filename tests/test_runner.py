@@ -1,0 +1,48 @@
+"""The runner's payload handling (pure: no Flux, no sockets)."""
+
+import subprocess
+import sys
+
+import cloudpickle
+
+from parsl_flux.runner import run_payload
+
+
+def _payload(func, *args, **kwargs):
+    return cloudpickle.dumps((func, args, kwargs))
+
+
+def test_result_is_returned():
+    out = run_payload(_payload(lambda a, b=0: a + b, 2, b=3))
+    assert out["ok"] and cloudpickle.loads(out["value"]) == 5
+
+
+def test_exception_keeps_type_message_and_traceback():
+    def fails():
+        raise KeyError("missing-thing")
+
+    out = run_payload(_payload(fails))
+    assert not out["ok"]
+    assert out["type"] == "KeyError" and "missing-thing" in out["message"]
+    assert "fails" in out["traceback"]
+    exc = cloudpickle.loads(out["exception"])
+    assert isinstance(exc, KeyError)
+    assert exc.__traceback__ is not None
+
+
+def test_unpicklable_result_is_an_error_not_a_crash():
+    import threading
+
+    out = run_payload(_payload(threading.Lock))
+    assert not out["ok"] and "cannot be serialized" in out["message"]
+
+
+def test_sys_exit_in_app_is_an_app_failure():
+    out = run_payload(_payload(sys.exit, 3))
+    assert not out["ok"] and out["type"] == "SystemExit"
+
+
+def test_runner_does_not_import_parsl():
+    code = "import sys, parsl_flux.runner; print('parsl' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
