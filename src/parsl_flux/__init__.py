@@ -5,13 +5,11 @@ Flux job and must not pay for importing Parsl. ``FluxExecutor`` and
 ``Container`` are loaded on first access.
 """
 
-from typing import Any
-
 __version__ = "0.1.0"
 __all__ = ["FluxExecutor", "Container", "__version__"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name == "FluxExecutor":
         from parsl_flux.executor import FluxExecutor
 

@@ -12,15 +12,25 @@ script. The part that runs inside the image is exactly the command the
 PMI: the launcher gives each ``flux start`` its rank through PMI variables and,
 for the simple PMI wire protocol, an inherited file descriptor (``PMI_FD``).
 Apptainer/Singularity and Shifter keep the host environment and file
-descriptors, so PMI reaches the brokers unchanged. Docker and Podman do not
+descriptors, so PMI reaches the brokers unchanged; that is also why options
+that clean the environment are refused for them. Docker and Podman do not
 pass descriptors; they get ``--network host --ipc host`` and the PMI variables,
 and are meant for single-node runs (CI, laptops); podman-hpc's ``--mpi`` does
 the pass-through on systems that ship it.
+
+MPI inside the image is the image's own OpenMPI, launched by Flux through
+Flux's PMI (see ``containers/Dockerfile``); nothing MPI-specific is added here.
+
+Parsl's launchers copy the launch line into an *unquoted* shell here-document,
+so ``$`` and backquotes in ``env``, ``binds`` or ``options`` values are
+expanded on the compute node before the line runs (``$HOME`` works; a literal
+``$`` needs ``\\$``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -34,18 +44,33 @@ PMI_ENV = ("PMI_FD", "PMI_RANK", "PMI_SIZE", "PMI_SPAWNED", "PMI_JOBID", "PMIX_R
            "SLURM_PROCID", "SLURM_NODEID", "SLURM_JOB_ID", "SLURM_STEP_ID", "FLUX_PMI_CLIENT_METHODS")
 """Variables a containerized ``flux start`` needs from the launcher to bootstrap."""
 
+CLEAN_ENV_OPTIONS = ("-e", "--cleanenv", "-C", "--containall")
+"""Apptainer/Singularity options that drop the host environment, and with it
+the PMI variables and the block key that ``flux start`` and the manager need."""
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
 
 class ContainerError(ValueError):
     """A :class:`Container` was given a value it cannot use (named in the message)."""
 
 
 def _parse_bind(bind: str) -> Tuple[str, str, str]:
+    """Split ``SRC[:DST[:OPTS]]``; both paths must be absolute.
+
+    Absolute because Docker and Podman read a relative ``SRC`` as the name of a
+    volume, and every runtime reads ``DST`` inside the image, where the host's
+    working directory means nothing.
+    """
     parts = bind.split(":")
     if not parts[0] or len(parts) > 3:
         raise ContainerError(f"bind {bind!r} is not of the form SRC[:DST[:OPTS]]")
     src = parts[0]
     dst = parts[1] if len(parts) > 1 and parts[1] else src
     opts = parts[2] if len(parts) > 2 else ""
+    for path in (src, dst):
+        if not os.path.isabs(path):
+            raise ContainerError(f"bind {bind!r}: {path!r} is not an absolute path")
     return src, dst, opts
 
 
@@ -59,12 +84,15 @@ class Container:
         One of ``apptainer``, ``singularity``, ``docker``, ``podman``,
         ``podman-hpc``, ``shifter`` or ``none`` (run on the host).
     image : str
-        A SIF path or an image reference (``docker://...`` for Apptainer,
-        ``repo:tag`` for Docker/Podman, ``docker:repo:tag`` for Shifter).
+        A SIF file or sandbox directory, or an image reference (``docker://...``
+        for Apptainer, ``repo:tag`` for Docker/Podman, ``docker:repo:tag`` for
+        Shifter).
     binds : sequence of str
-        ``SRC[:DST[:OPTS]]`` host paths to mount; ``SRC`` must exist.
+        ``SRC[:DST[:OPTS]]`` absolute host paths to mount; ``SRC`` must exist.
     env : dict
-        Variables set inside the container.
+        Variables set inside the container. Apptainer/Singularity get them as
+        ``APPTAINERENV_``/``SINGULARITYENV_`` variables rather than ``--env``,
+        which splits values at commas.
     options : sequence of str
         Extra arguments for the runtime, inserted before the image.
     gpus : str, optional
@@ -75,6 +103,14 @@ class Container:
         Check that the image file and bind sources exist, on the machine that
         builds the launch line. Turn off when those paths exist only on the
         compute nodes.
+
+    Raises
+    ------
+    ContainerError
+        For an unknown runtime or GPU vendor, a missing image, a malformed or
+        relative bind, a bad variable name, an option that would drop the
+        environment, or (with ``check_paths``) a missing image file or bind
+        source; the message names the value.
     """
 
     runtime: str = "none"
@@ -95,16 +131,22 @@ class Container:
         if isinstance(self.binds, str) or isinstance(self.options, str):
             raise ContainerError("binds and options must be lists of strings, not one string")
         for name, value in self.env.items():
-            if not isinstance(name, str) or not isinstance(value, str) or not name.isidentifier():
-                raise ContainerError(f"env entry {name!r}={value!r} must be NAME=str with a valid NAME")
+            if not isinstance(name, str) or not isinstance(value, str) or not _ENV_NAME.match(name):
+                raise ContainerError(f"env entry {name!r}={value!r} must be NAME=str with NAME of [A-Za-z0-9_]")
         for bind in self.binds:
             _parse_bind(bind)
+        if self.runtime in ("apptainer", "singularity"):
+            for option in self.options:
+                if option in CLEAN_ENV_OPTIONS:
+                    raise ContainerError(f"option {option!r} drops the host environment, and with it the PMI "
+                                         f"variables and block key that flux start and the manager need; "
+                                         f"set variables with env= instead")
         if self.check_paths:
             self.check()
 
     def check(self) -> None:
         """Raise :class:`ContainerError` for a missing image file or bind source."""
-        if self.runtime in ("apptainer", "singularity") and self.image_is_file and not os.path.isfile(self.image):
+        if self.runtime in ("apptainer", "singularity") and self.image_is_file and not os.path.exists(self.image):
             raise ContainerError(f"image file {self.image!r} does not exist")
         for bind in self.binds:
             src = _parse_bind(bind)[0]
@@ -113,29 +155,41 @@ class Container:
 
     @property
     def image_is_file(self) -> bool:
+        """Whether :attr:`image` names a local SIF file or sandbox (no ``scheme://``)."""
         return "://" not in self.image
 
     def with_binds(self, *paths: str) -> "Container":
-        """A copy that also binds ``paths`` (same path inside), skipping ones already bound."""
+        """A copy that also binds ``paths`` (same path inside), skipping ones already bound.
+
+        For directories known only at launch time (the run directory); they
+        are not checked, since they may exist only on the compute nodes. A
+        relative path is made absolute here, on the driver, as Parsl's
+        ``runinfo`` is (it must be on a filesystem the nodes share).
+        """
         bound = {_parse_bind(b)[0] for b in self.binds}
-        extra = [p for p in paths if p and p not in bound]
+        extra = list(dict.fromkeys(os.path.abspath(p) for p in paths if p))
+        extra = [p for p in extra if p not in bound]
         return Container(self.runtime, self.image, [*self.binds, *extra], dict(self.env), list(self.options),
                          self.gpus, check_paths=False)
 
     def prefix(self, pass_env: Sequence[str] = ()) -> List[str]:
-        """The argv that goes before the inner command (empty for ``none``)."""
+        """The argv that goes before the inner command (empty for ``none``).
+
+        ``pass_env`` names host variables to forward; only Docker and Podman
+        need them listed, the other runtimes keep the host environment.
+        """
         rt = self.runtime
         binds = [_parse_bind(b) for b in self.binds]
         if rt == "none":
             return []
         if rt in ("apptainer", "singularity"):
-            argv = [rt, "exec"]
+            env_prefix = "APPTAINERENV_" if rt == "apptainer" else "SINGULARITYENV_"
+            argv = ["env", *(f"{env_prefix}{k}={v}" for k, v in self.env.items())] if self.env else []
+            argv += [rt, "exec"]
             if self.gpus:
                 argv.append("--nv" if self.gpus == "nvidia" else "--rocm")
             for src, dst, opts in binds:
                 argv += ["--bind", ":".join(x for x in (src, dst, opts) if x)]
-            for k, v in self.env.items():
-                argv += ["--env", f"{k}={v}"]
             return [*argv, *self.options, self.image]
         if rt == "shifter":
             argv = ["shifter", f"--image={self.image}"]
@@ -146,8 +200,9 @@ class Container:
             for k, v in self.env.items():
                 argv.append(f"--env={k}={v}")
             return [*argv, *self.options, "--"]
-        # docker, podman, podman-hpc
-        argv = [rt, "run", "--rm", "--network", "host", "--ipc", "host"]
+        # docker, podman, podman-hpc. --init: Flux's broker would otherwise be
+        # PID 1 and leave the orphans of finished jobs unreaped.
+        argv = [rt, "run", "--rm", "--init", "--network", "host", "--ipc", "host"]
         if rt == "podman-hpc":
             argv.append("--mpi")
         if self.gpus == "nvidia":
@@ -173,5 +228,5 @@ class Container:
         if self.runtime == "none":
             if not self.env:
                 return command
-            return "env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items()) + " " + command
+            return "env " + " ".join(shlex.quote(f"{k}={v}") for k, v in self.env.items()) + " " + command
         return shlex.join(self.prefix(pass_env)) + " " + command

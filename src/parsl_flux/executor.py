@@ -122,10 +122,11 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
     label : str
         Label of this executor.
     flux_executor_kwargs : Mapping
-        Parsl's page passes these to ``flux.job.FluxExecutor``; here only
-        ``handle_kwargs`` has a meaning (passed to ``flux.Flux()`` in the
-        manager). The other keys of that class are accepted and ignored, since
-        the manager submits jobs itself; unknown keys are an error.
+        Parsl's page passes these to ``flux.job.FluxExecutor``; here
+        ``handle_kwargs`` is passed to the manager's ``flux.Flux()`` handles.
+        The class's other keys (threads, poll_interval, ...) are accepted and
+        have no effect, since the manager submits jobs itself; unknown keys are
+        an error.
     flux_path : str, optional
         ``flux`` command on the compute side. Default ``flux`` from PATH there.
         The driver itself never runs it.
@@ -164,6 +165,18 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         ``wrap(command: str, pass_env: Sequence[str]) -> str``) so that
         ``flux start`` runs inside an image while the provider's launcher runs
         outside it.
+    packing : bool
+        Packing mode for small apps. Apps whose specification fits one core
+        (no ``num_tasks`` > 1, no GPUs, no ``env``/``walltime``) run on
+        long-lived one-core worker processes that are themselves Flux jobs, so
+        Flux still accounts for every core; other apps stay Flux jobs of their
+        own. The pool grows with queued small apps, shrinks when idle, and
+        gives its cores back while a large app's job waits for resources.
+    packing_workers : int, optional
+        Upper bound on packing workers per block; default: all cores of the
+        block's Flux instance.
+    packing_idle_timeout : float
+        Seconds an idle packing worker lingers before it exits.
     block_error_handler : bool or callable
         As for Parsl's HighThroughputExecutor.
 
@@ -208,6 +221,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         heartbeat_period: float = 1.0,
         heartbeat_threshold: float = 10.0,
         container: Any = None,
+        packing: bool = False,
+        packing_workers: Optional[int] = None,
+        packing_idle_timeout: float = 5.0,
         block_error_handler: Union[bool, Callable] = True,
     ) -> None:
         provider = provider if provider is not None else LocalProvider()
@@ -236,6 +252,13 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self.heartbeat_period = heartbeat_period
         self.heartbeat_threshold = heartbeat_threshold
         self.container = container
+        if packing_workers is not None and packing_workers < 1:
+            raise ValueError(f"packing_workers={packing_workers!r} must be >= 1 (or None for all cores)")
+        if packing_idle_timeout <= 0:
+            raise ValueError(f"packing_idle_timeout={packing_idle_timeout!r} must be > 0")
+        self.packing = packing
+        self.packing_workers = packing_workers
+        self.packing_idle_timeout = packing_idle_timeout
         master_hex = secret or os.environ.get(protocol.SECRET_ENV)
         try:
             self._master = bytes.fromhex(master_hex) if master_hex else protocol.new_secret()
@@ -482,6 +505,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             logger.warning("ignored a second registration for block %s", block.block_id)
             return
         r = data["resources"]
+        workers = (self.packing_workers or -1) if self.packing else 0
+        self._send(block, Kind.CONFIG, {"packing_workers": workers, "idle_timeout": self.packing_idle_timeout,
+                                        "handle_kwargs": self.flux_executor_kwargs.get("handle_kwargs", {})})
         with self._lock:
             block.resources = InstanceResources(r["nodes"], r["cores_per_node"], r["gpus_per_node"])
             block.info = data
@@ -547,7 +573,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                 block.in_flight.add(task.task_id)
                 task.block_id = block.block_id
                 batches.setdefault(block.block_id, []).append(
-                    {"id": task.task_id, "payload": task.payload, "shape": task.shape.to_wire()})
+                    {"id": task.task_id, "payload": task.payload, "shape": task.shape.to_wire(),
+                     "packable": task.shape.packable})
                 task.payload = b""  # the manager holds it now
             self._pending = kept
         for block_id, tasks in batches.items():

@@ -1,217 +1,68 @@
 """The manager: initial program of each block's Flux instance.
 
-``flux start python -m parsl_flux.manager --url tcp://DRIVER:PORT --block-id N``
+``flux start flux env python -m parsl_flux.manager --url tcp://DRIVER:PORT --block-id N``
 
-It dials back to the driver (the driver never needs to reach into the
-allocation, and never needs ssh), reports the instance's resources, and then
-turns each task it receives into a Flux job running :mod:`parsl_flux.runner`.
+It dials back to the driver (the driver never reaches into the allocation and
+needs no ssh), reports the instance's resources, receives its configuration,
+and then runs each task either as its own Flux job (:mod:`parsl_flux.runner`,
+shaped by the task's resource specification) or, in packing mode, on a pool of
+one-core worker jobs.
 
-Threads, each with one job:
-
-* main: the ZMQ loop. Talks to the driver (DEALER) and to runners (ROUTER),
-  keeps per-task state only while a task is in flight, batches results back.
-* submitter: owns one Flux handle; submits jobspecs asynchronously in batches
-  (all RPCs of a batch in flight at once), cancels jobs, pings the broker.
-* waiter: owns a second Flux handle; one ``job.wait(ANY)`` at a time reports
-  each waitable job's end, so there is no thread and no eventlog watch per job.
-
-The threads hand events to the main loop through a queue and wake it with one
-byte on a pipe that the ZMQ poller watches.
+The main thread runs one ZMQ loop over the driver connection and a wake-up
+pipe; Flux calls happen in :class:`~parsl_flux.flux_backend.FluxThreads` and
+runner traffic in :class:`~parsl_flux.task_server.TaskServer`, which both hand
+events to the loop through a queue. State is kept per task only while the task
+is in flight.
 
 The manager exits (and so the Flux instance ends) when the driver says
-shutdown, when the driver has been silent for ``--driver-timeout`` seconds,
-or when its Flux broker is gone; in each case it tells the driver why, if it can.
+shutdown, when the driver has been silent for ``--driver-timeout`` seconds, or
+when its Flux broker is gone; in each case it tells the driver why, if it can.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import queue
 import socket
 import sys
-import threading
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import zmq
 
 from parsl_flux import protocol
+from parsl_flux.flux_backend import (FluxThreads, build_jobspec, instance_resources, read_tail, task_output,
+                                     worker_output)
 from parsl_flux.protocol import Kind
+from parsl_flux.task_server import TaskServer
 
 logger = logging.getLogger("parsl_flux.manager")
 
-SUBMIT_BATCH = 256
-STDERR_TAIL_BYTES = 4096
-RUNNER_COMMAND = ["-m", "parsl_flux.runner"]
+WORKER_SHAPE = {"num_tasks": 1, "cores_per_task": 1, "gpus_per_task": 0, "num_nodes": 0,
+                "exclusive": False, "walltime": None}
 
 
 @dataclass
 class _Task:
     task_id: int
-    payload: bytes
     shape: Dict[str, Any]
+    packed: bool
     jobid: Optional[int] = None
-    outcome: Optional[Dict[str, Any]] = None
     cancelled: bool = False
 
 
 @dataclass
-class _Outbox:
-    """Results gathered in one loop turn, sent to the driver as one message."""
+class _Pool:
+    """Packing workers: how many may run, and how many are submitted or running."""
 
-    results: List[Dict[str, Any]] = field(default_factory=list)
-
-
-def read_tail(path: Path, limit: int = STDERR_TAIL_BYTES) -> str:
-    """Last ``limit`` bytes of a file as text ('' when the file is missing)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def instance_resources(handle: Any) -> Dict[str, int]:
-    """Nodes, and the smallest per-node core and GPU counts, of the instance."""
-    import flux.resource
-
-    rset = flux.resource.resource_list(handle).get().all
-    ranks = list(rset.ranks)
-    per_rank = [rset.copy_ranks(str(r)) for r in ranks]
-    return {
-        "nodes": len(ranks),
-        "cores_per_node": min(r.ncores for r in per_rank),
-        "gpus_per_node": min(r.ngpus for r in per_rank),
-    }
-
-
-def build_jobspec(task_id: int, shape: Dict[str, Any], python: str, env: Dict[str, str], workdir: Path) -> Any:
-    """The Flux jobspec (``JobspecV1``) of one task."""
-    from flux.job import JobspecV1
-
-    jobspec = JobspecV1.from_command(
-        [python, *RUNNER_COMMAND],
-        num_tasks=shape["num_tasks"],
-        cores_per_task=shape["cores_per_task"],
-        gpus_per_task=shape["gpus_per_task"] or None,
-        num_nodes=shape["num_nodes"] or None,
-        exclusive=shape["exclusive"],
-    )
-    jobspec.environment = {**env, **shape["env"], protocol.TASK_ENV: str(task_id)}
-    jobspec.cwd = str(workdir)
-    jobspec.stdout = str(task_output(workdir, task_id, "out"))
-    jobspec.stderr = str(task_output(workdir, task_id, "err"))
-    if shape["walltime"]:
-        jobspec.duration = shape["walltime"]
-    jobspec.setattr("system.job.name", f"parsl-task-{task_id}")
-    return jobspec
-
-
-def task_output(workdir: Path, task_id: int, stream: str) -> Path:
-    """Where the Flux shell writes a task's stdout ("out") or stderr ("err")."""
-    return workdir / "tasks" / f"{task_id}.{stream}"
-
-
-class _FluxThreads:
-    """Submitter and waiter threads around two Flux handles."""
-
-    def __init__(self, events: "queue.Queue[Tuple]", wake: int) -> None:
-        self._events = events
-        self._wake = wake
-        self.requests: "queue.Queue[Tuple]" = queue.Queue()
-        self._in_flight = 0
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-
-    def _emit(self, *event: Any) -> None:
-        self._events.put(event)
-        try:
-            os.write(self._wake, b"x")
-        except BlockingIOError:  # the pipe is full, so the main loop is awake anyway
-            pass
-
-    def start(self) -> None:
-        threading.Thread(target=self._guard, args=(self._submit_loop,), name="flux-submit", daemon=True).start()
-        threading.Thread(target=self._guard, args=(self._wait_loop,), name="flux-wait", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-
-    def _guard(self, loop: Any) -> None:
-        try:
-            loop()
-        except Exception as exc:  # a lost broker surfaces here as OSError
-            if not self._stop.is_set():
-                logger.exception("Flux thread failed")
-                self._emit("fatal", f"{type(exc).__name__}: {exc}")
-
-    def _submit_loop(self) -> None:
-        import flux
-        import flux.job
-
-        handle = flux.Flux()
-        while not self._stop.is_set():
-            try:
-                batch = [self.requests.get(timeout=2.0)]
-            except queue.Empty:
-                handle.rpc("broker.ping", {"seq": 0, "pad": ""}).get()  # proves the broker is alive
-                continue
-            while len(batch) < SUBMIT_BATCH:
-                try:
-                    batch.append(self.requests.get_nowait())
-                except queue.Empty:
-                    break
-            futures = []
-            for op, task_id, arg in batch:
-                if op == "submit":
-                    futures.append((task_id, flux.job.submit_async(handle, arg, waitable=True)))
-                elif op == "cancel":
-                    flux.job.cancel_async(handle, arg, "cancelled by parsl-flux")
-            for task_id, fut in futures:
-                try:
-                    jobid = fut.get_id()
-                except OSError as exc:
-                    if exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.ENOSYS):
-                        raise
-                    self._emit("submit_failed", task_id, f"Flux rejected the job: {exc.strerror or exc}")
-                    continue
-                with self._cond:
-                    self._in_flight += 1
-                    self._cond.notify()
-                self._emit("submitted", task_id, int(jobid))
-
-    def _wait_loop(self) -> None:
-        import flux
-        import flux.job
-
-        handle = flux.Flux()
-        while not self._stop.is_set():
-            with self._cond:
-                while self._in_flight == 0 and not self._stop.is_set():
-                    self._cond.wait()
-            if self._stop.is_set():
-                return
-            try:
-                res = flux.job.wait(handle)
-            except OSError as exc:
-                if exc.errno == errno.ECHILD:  # raced with the submit that will notify us
-                    time.sleep(0.01)
-                    continue
-                raise
-            with self._cond:
-                self._in_flight -= 1
-            errstr = res.errstr.decode(errors="replace") if isinstance(res.errstr, bytes) else str(res.errstr)
-            self._emit("done", int(res.jobid), bool(res.success), errstr)
+    limit: int = 0
+    jobs: int = 0
+    serial: int = 0
 
 
 class Manager:
@@ -226,40 +77,42 @@ class Manager:
         self.heartbeat_period = heartbeat_period
         self.driver_timeout = driver_timeout
         self.tasks: Dict[int, _Task] = {}
-        self.by_jobid: Dict[int, _Task] = {}
-        self.runner_key = protocol.new_secret()
+        self.by_jobid: Dict[int, Optional[_Task]] = {}  # None marks a packing worker's job
+        self.results: List[Dict[str, Any]] = []
+        self.pool = _Pool()
         self.ctx = zmq.Context()
         self.driver = self.ctx.socket(zmq.DEALER)
         self.driver.setsockopt(zmq.IDENTITY, block_id.encode())
         self.driver.setsockopt(zmq.LINGER, 2000)
         self.driver.connect(url)
-        self.runners = self.ctx.socket(zmq.ROUTER)
-        self.runners.setsockopt(zmq.LINGER, 0)
-        port = self.runners.bind_to_random_port("tcp://*")
-        self.runner_url = f"tcp://{runner_host}:{port}"
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self.events: "queue.Queue[Tuple]" = queue.Queue()
-        self.flux = _FluxThreads(self.events, self._wake_w)
-        self.job_env = self._job_environment()
-        self.outbox = _Outbox()
+        self.events: "queue.SimpleQueue[Tuple]" = queue.SimpleQueue()
+        runner_key = protocol.new_secret()
+        self.server = TaskServer(runner_key, self._emit)
+        self.job_env = {k: v for k, v in os.environ.items() if k not in (protocol.KEY_ENV, protocol.SECRET_ENV)}
+        self.job_env[protocol.RUNNER_URL_ENV] = f"{runner_host}:{self.server.port}"
+        self.job_env[protocol.RUNNER_KEY_ENV] = runner_key.hex()
+        self.flux: Optional[FluxThreads] = None
 
-    def _job_environment(self) -> Dict[str, str]:
-        """The allocation's environment (container + worker_init), minus the block key,
-        plus what runners need to reach this manager."""
-        env = {k: v for k, v in os.environ.items() if k not in (protocol.KEY_ENV, protocol.SECRET_ENV)}
-        env[protocol.RUNNER_URL_ENV] = self.runner_url
-        env[protocol.RUNNER_KEY_ENV] = self.runner_key.hex()
-        return env
+    def _emit(self, *event: Any) -> None:
+        """Called from other threads: queue an event and wake the main loop."""
+        self.events.put(event)
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:  # pipe full: the loop is awake anyway
+            pass
 
     def send(self, kind: Kind, data: Any = None) -> None:
         self.driver.send_multipart(protocol.encode(self.key, kind, data))
 
+    # ------------------------------------------------------------ lifecycle
     def run(self) -> int:
         import flux
 
-        (self.workdir / "tasks").mkdir(parents=True, exist_ok=True)
+        for sub in ("tasks", "workers"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         handle = flux.Flux()
         resources = instance_resources(handle)
         self.send(Kind.REGISTER, {
@@ -267,58 +120,76 @@ class Manager:
             "flux_uri": handle.attr_get("local-uri"), "flux_version": handle.attr_get("version"),
             "workdir": str(self.workdir), "pid": os.getpid(),
         })
-        logger.info("block %s registered: %s", self.block_id, resources)
         del handle
+        logger.info("block %s registered: %s", self.block_id, resources)
+        config = self._await_config()
+        if config is None:
+            self._close(f"no configuration from the driver within {self.driver_timeout:.0f}s")
+            return 2
+        cores = resources["nodes"] * resources["cores_per_node"]
+        self.pool.limit = cores if config.get("packing_workers") == -1 else int(config.get("packing_workers", 0))
+        self.server.idle_timeout = float(config.get("idle_timeout", 5.0))
+        self.flux = FluxThreads(self._emit, config.get("handle_kwargs"))
         self.flux.start()
+        self.server.start()
+        reason, code = self._loop()
+        self._close(reason)
+        return code
+
+    def _await_config(self) -> Optional[Mapping[str, Any]]:
+        deadline = time.monotonic() + self.driver_timeout
+        while time.monotonic() < deadline:
+            if not self.driver.poll(500):
+                continue
+            msg = protocol.decode_or_none(self.key, self.driver.recv_multipart())
+            if msg is not None and msg[0] is Kind.CONFIG:
+                return msg[1]
+        return None
+
+    def _loop(self) -> Tuple[str, int]:
         poller = zmq.Poller()
         poller.register(self.driver, zmq.POLLIN)
-        poller.register(self.runners, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         last_from_driver = last_heartbeat = time.monotonic()
-        reason, code = "", 0
         while True:
             ready = dict(poller.poll(timeout=self.heartbeat_period * 1000))
             now = time.monotonic()
-            if self.driver in ready:
-                last_from_driver = now
-                if self._drain_driver():
-                    reason = "shutdown requested by the driver"
-                    break
-            if self.runners in ready:
-                self._drain_runners()
             if self._wake_r in ready:
                 try:
                     os.read(self._wake_r, 65536)
                 except BlockingIOError:
                     pass
+            if self.driver in ready:
+                last_from_driver = now
+                if self._drain_driver():
+                    return "shutdown requested by the driver", 0
             fatal = self._drain_events()
-            self._flush()
+            self._grow_pool()
+            if self.results:
+                self.send(Kind.RESULTS, self.results)
+                self.results = []
             if fatal:
-                reason, code = f"Flux broker unreachable: {fatal}", 1
-                break
+                return f"Flux broker unreachable: {fatal}", 1
             if now - last_from_driver > self.driver_timeout:
-                reason, code = f"no word from the driver for {self.driver_timeout:.0f}s", 2
-                break
+                return f"no word from the driver for {self.driver_timeout:.0f}s", 2
             if now - last_heartbeat >= self.heartbeat_period:
-                self.send(Kind.HEARTBEAT, {"in_flight": len(self.tasks)})
+                self.send(Kind.HEARTBEAT, {"in_flight": len(self.tasks), "workers": self.pool.jobs})
                 last_heartbeat = now
-        self._exit(reason)
-        return code
 
-    def _exit(self, reason: str) -> None:
+    def _close(self, reason: str) -> None:
         logger.info("manager of block %s exiting: %s", self.block_id, reason)
-        for task in self.tasks.values():
-            if task.jobid is not None:
-                self.flux.requests.put(("cancel", task.task_id, task.jobid))
-        deadline = time.monotonic() + 5
-        while self.tasks and not self.flux.requests.empty() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        if self.flux is not None:
+            for jobid in self.by_jobid:
+                self.flux.requests.put(("cancel", None, jobid))
+            deadline = time.monotonic() + 5
+            while not self.flux.requests.empty() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.flux.stop()
         self.send(Kind.BYE, {"reason": reason, "lost": sorted(self.tasks)})
-        self.flux.stop()
         self.driver.close()
-        self.runners.close()
         self.ctx.term()
 
+    # ------------------------------------------------------- driver messages
     def _drain_driver(self) -> bool:
         """Handle all pending driver messages; True when asked to shut down."""
         while True:
@@ -328,53 +199,71 @@ class Manager:
                 return False
             msg = protocol.decode_or_none(self.key, frames)
             if msg is None:
-                logger.warning("dropped a message that failed authentication")
+                logger.warning("dropped a driver message that failed authentication")
                 continue
             kind, data = msg
             if kind is Kind.TASKS:
                 for t in data:
-                    task = _Task(t["id"], t["payload"], t["shape"])
-                    self.tasks[task.task_id] = task
-                    jobspec = build_jobspec(task.task_id, task.shape, self.python, self.job_env, self.workdir)
-                    self.flux.requests.put(("submit", task.task_id, jobspec))
+                    self._accept(t)
             elif kind is Kind.CANCEL:
                 for task_id in data:
                     self._cancel(task_id)
             elif kind is Kind.SHUTDOWN:
                 return True
 
+    def _accept(self, t: Mapping[str, Any]) -> None:
+        packed = bool(t.get("packable")) and self.pool.limit > 0
+        task = _Task(t["id"], t["shape"], packed)
+        self.tasks[task.task_id] = task
+        self.server.add(task.task_id, t["payload"], packed)
+        if packed:
+            return
+        assert self.flux is not None
+        env = {**self.job_env, **task.shape.get("env", {}), protocol.TASK_ENV: str(task.task_id)}
+        jobspec = build_jobspec(task.shape, self.python, env, self.workdir,
+                                task_output(self.workdir, task.task_id, "out"),
+                                task_output(self.workdir, task.task_id, "err"), f"parsl-task-{task.task_id}")
+        self.flux.requests.put(("submit", task.task_id, jobspec))
+
     def _cancel(self, task_id: int) -> None:
         task = self.tasks.get(task_id)
-        if task is None:
+        if task is None or self.flux is None:
             return
         task.cancelled = True
-        if task.jobid is not None:
+        if task.packed:
+            worker_job = self.server.cancel_packed(task_id)
+            if worker_job is None:
+                self._finish(task, {"ok": False, "cancelled": True})
+            elif worker_job:
+                self.flux.requests.put(("cancel", None, int(worker_job)))
+        elif task.jobid is not None:
             self.flux.requests.put(("cancel", task_id, task.jobid))
 
-    def _drain_runners(self) -> None:
-        while True:
-            try:
-                ident, *frames = self.runners.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            msg = protocol.decode_or_none(self.runner_key, frames)
-            if msg is None:
-                logger.warning("dropped a runner message that failed authentication")
-                continue
-            kind, data = msg
-            if kind is Kind.FETCH:
-                task = self.tasks.get(data)
-                reply = task.payload if task is not None and not task.cancelled else None
-                self.runners.send_multipart([ident, *protocol.encode(self.runner_key, Kind.PAYLOAD, reply)])
-            elif kind is Kind.RESULT:
-                task_id, outcome = data
-                task = self.tasks.get(task_id)
-                if task is not None:
-                    task.outcome = outcome
-                self.runners.send_multipart([ident, *protocol.encode(self.runner_key, Kind.ACK, None)])
+    # ---------------------------------------------------------- pool sizing
+    def _grow_pool(self) -> None:
+        """Start worker jobs while packed tasks wait and no large job waits.
 
+        Workers that are submitted but not yet connected count as coming, so
+        one burst of tasks does not start more workers than it needs.
+        """
+        if self.pool.limit == 0 or self.server.large_waiting or self.flux is None:
+            return
+        coming = self.pool.jobs - self.server.connected_workers
+        need = self.server.queued_packed - self.server.idle_workers - coming
+        for _ in range(max(0, min(need, self.pool.limit - self.pool.jobs))):
+            self.pool.jobs += 1
+            self.pool.serial += 1
+            n = self.pool.serial
+            env = dict(self.job_env)
+            jobspec = build_jobspec(WORKER_SHAPE, self.python, env, self.workdir,
+                                    worker_output(self.workdir, n, "out"), worker_output(self.workdir, n, "err"),
+                                    f"parsl-worker-{n}")
+            self.flux.requests.put(("submit", None, jobspec))
+
+    # ------------------------------------------------------------ events
     def _drain_events(self) -> Optional[str]:
-        """Apply events from the Flux threads; return a reason if the broker is gone."""
+        """Apply events from the Flux threads and the task server; return a
+        reason if the broker is gone."""
         while True:
             try:
                 event = self.events.get_nowait()
@@ -383,46 +272,62 @@ class Manager:
             op = event[0]
             if op == "submitted":
                 _, task_id, jobid = event
-                task = self.tasks[task_id]
-                task.jobid = jobid
+                task = self.tasks.get(task_id) if task_id is not None else None
                 self.by_jobid[jobid] = task
-                if task.cancelled:
-                    self.flux.requests.put(("cancel", task_id, jobid))
+                if task is not None:
+                    task.jobid = jobid
+                    if task.cancelled:
+                        self._cancel(task_id)
             elif op == "submit_failed":
                 _, task_id, error = event
-                self._finish(self.tasks[task_id], {"ok": False, "job_failed": True, "status": error})
+                if task_id is None:
+                    self.pool.jobs -= 1
+                    logger.error("packing worker not started: %s", error)
+                elif task_id in self.tasks:
+                    self._finish(self.tasks[task_id], {"ok": False, "job_failed": True, "status": error})
             elif op == "done":
                 _, jobid, success, errstr = event
-                task = self.by_jobid.pop(jobid, None)
-                if task is not None:
+                if jobid not in self.by_jobid:
+                    continue
+                task = self.by_jobid.pop(jobid)
+                if task is None:
+                    self.pool.jobs -= 1
+                elif task.task_id in self.tasks:
                     self._job_done(task, success, errstr)
+            elif op == "packed_done":
+                _, task_id, outcome = event
+                if task_id in self.tasks:
+                    self._finish(self.tasks[task_id], outcome)
+            elif op == "packed_lost":
+                _, task_id, worker_job, reason = event
+                task = self.tasks.get(task_id)
+                if task is not None:
+                    self._finish(task, {"ok": False, "cancelled": True} if task.cancelled else
+                                 {"ok": False, "job_failed": True, "status": reason,
+                                  "jobid": int(worker_job) if worker_job else None})
             elif op == "fatal":
-                return event[1]
+                return str(event[1])
 
     def _job_done(self, task: _Task, success: bool, errstr: str) -> None:
+        outcome = self.server.forget(task.task_id)
         if task.cancelled:
             result: Dict[str, Any] = {"ok": False, "cancelled": True}
-        elif success and task.outcome is not None:
-            result = task.outcome
+        elif success and outcome is not None:
+            result = outcome
         else:
-            status = errstr or "job exited without sending a result"
-            result = {"ok": False, "job_failed": True, "status": status,
+            result = {"ok": False, "job_failed": True, "status": errstr or "job exited without sending a result",
                       "stderr": read_tail(task_output(self.workdir, task.task_id, "err"))}
         self._finish(task, result)
 
     def _finish(self, task: _Task, result: Dict[str, Any]) -> None:
         del self.tasks[task.task_id]
+        self.server.forget(task.task_id)
+        result.setdefault("jobid", task.jobid)
         result["id"] = task.task_id
-        result["jobid"] = task.jobid
-        self.outbox.results.append(result)
-
-    def _flush(self) -> None:
-        if self.outbox.results:
-            self.send(Kind.RESULTS, self.outbox.results)
-            self.outbox = _Outbox()
+        self.results.append(result)
 
 
-def manager_key(environ: Dict[str, str], block_id: str) -> bytes:
+def manager_key(environ: Mapping[str, str], block_id: str) -> bytes:
     """The block key: given directly, or derived from the master secret when the
     block was started outside Parsl (Helm chart)."""
     try:
@@ -436,15 +341,30 @@ def manager_key(environ: Dict[str, str], block_id: str) -> bytes:
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m parsl_flux.manager", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m parsl_flux.manager",
+                                description="parsl-flux manager: the initial program of a block's Flux instance")
     p.add_argument("--url", required=True, help="driver endpoint, tcp://HOST:PORT")
     p.add_argument("--block-id", required=True)
-    p.add_argument("--workdir", default=None, help="task outputs and logs (default: a fresh temporary directory)")
+    p.add_argument("--workdir", default=None,
+                   help="parent of block-<ID>/ with manager.log and task outputs (default: a temporary directory)")
     p.add_argument("--python", default=sys.executable, help="interpreter for runners (default: this one)")
     p.add_argument("--heartbeat-period", type=float, default=1.0)
     p.add_argument("--driver-timeout", type=float, default=30.0)
     p.add_argument("--runner-host", default=socket.gethostname(), help="address runners use to reach this manager")
     return p.parse_args(argv)
+
+
+def _workdir(parent: Optional[str], block_id: str) -> Path:
+    """``<parent>/block-<id>``; a temporary directory when there is no parent
+    or it is not writable here (no filesystem shared with the driver)."""
+    if parent:
+        path = Path(parent) / f"block-{block_id}"
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        except OSError as exc:
+            print(f"parsl-flux manager: cannot use {path} ({exc}); using a temporary directory", file=sys.stderr)
+    return Path(tempfile.mkdtemp(prefix=f"parsl-flux-block-{block_id}-"))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -454,14 +374,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as exc:
         print(f"parsl-flux manager: {exc}; refusing to start", file=sys.stderr)
         return 2
-    if args.workdir:
-        workdir = Path(args.workdir) / f"block-{args.block_id}"
-    else:
-        import tempfile
-        workdir = Path(tempfile.mkdtemp(prefix=f"parsl-flux-block-{args.block_id}-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = _workdir(args.workdir, args.block_id)
     logging.basicConfig(filename=str(workdir / "manager.log"), level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(threadName)s %(message)s")
+                        format="%(asctime)s %(levelname)s %(threadName)s %(name)s %(message)s")
     manager = Manager(args.url, args.block_id, key, workdir, args.python,
                       args.heartbeat_period, args.driver_timeout, args.runner_host)
     return manager.run()

@@ -22,10 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import pickle
-import secrets
+import socket
+import struct
 from enum import Enum
-from typing import Any, List, Optional, Sequence, Tuple
+
+# No ``typing`` import: this module loads in every Flux job, and annotations
+# stay strings (``from __future__ import annotations``).
 
 VERSION = b"parsl-flux/1"
 KEY_ENV = "PARSL_FLUX_KEY"
@@ -48,16 +52,18 @@ class Kind(str, Enum):
     """Message kinds. Direction noted as driver (D), manager (M), runner (R)."""
 
     REGISTER = "register"    # M->D: block id, resources, flux version, uri
+    CONFIG = "config"        # D->M: answer to REGISTER (packing pool, Flux handle options)
     TASKS = "tasks"          # D->M: list of task dicts
     CANCEL = "cancel"        # D->M: list of task ids
     RESULTS = "results"      # M->D: list of result dicts
     HEARTBEAT = "heartbeat"  # both ways
     SHUTDOWN = "shutdown"    # D->M: drain and exit
     BYE = "bye"              # M->D: manager is exiting, with reason
-    FETCH = "fetch"          # R->M: give me the payload of task id
-    PAYLOAD = "payload"      # M->R: the payload
+    FETCH = "fetch"          # R->M: give me the payload of task id (None: any packed task)
+    PAYLOAD = "payload"      # M->R: the payload (for packed tasks: (task id, payload))
     RESULT = "result"        # R->M: rank 0's outcome
     ACK = "ack"              # M->R
+    EXIT = "exit"            # M->R: a packing worker should exit (idle, or cores are wanted)
 
 
 class AuthenticationError(Exception):
@@ -66,7 +72,7 @@ class AuthenticationError(Exception):
 
 def new_secret() -> bytes:
     """A fresh 32-byte master secret."""
-    return secrets.token_bytes(32)
+    return os.urandom(32)
 
 
 def block_key(master: bytes, block_id: str) -> bytes:
@@ -78,14 +84,14 @@ def _mac(key: bytes, kind: bytes, body: bytes) -> bytes:
     return hmac.new(key, VERSION + kind + body, hashlib.sha256).digest()
 
 
-def encode(key: bytes, kind: Kind, data: Any = None) -> List[bytes]:
+def encode(key: bytes, kind: Kind, data: object = None) -> list[bytes]:
     """Frames for one message, signed with ``key``."""
     k = kind.value.encode()
     body = pickle.dumps(data, protocol=_PICKLE_PROTOCOL)
     return [VERSION, k, body, _mac(key, k, body)]
 
 
-def decode(key: bytes, frames: Sequence[bytes]) -> Tuple[Kind, Any]:
+def decode(key: bytes, frames: list[bytes]) -> tuple[Kind, object]:
     """Verify and unpack frames made by :func:`encode`.
 
     Raises
@@ -107,7 +113,7 @@ def decode(key: bytes, frames: Sequence[bytes]) -> Tuple[Kind, Any]:
     return kind, pickle.loads(body)
 
 
-def decode_or_none(key: Optional[bytes], frames: Sequence[bytes]) -> Optional[Tuple[Kind, Any]]:
+def decode_or_none(key: bytes | None, frames: list[bytes]) -> tuple[Kind, object] | None:
     """Like :func:`decode` but returns None for unauthenticated input or a missing key."""
     if key is None:
         return None
@@ -115,3 +121,40 @@ def decode_or_none(key: Optional[bytes], frames: Sequence[bytes]) -> Optional[Tu
         return decode(key, frames)
     except AuthenticationError:
         return None
+
+
+# ---------------------------------------------------------------------------
+# Runner <-> manager transport: plain TCP, so that each Flux job imports only
+# the standard library (pyzmq costs ~60 ms of start-up per job). A message is
+# the same four frames as above, each prefixed with its 4-byte length.
+_LEN = struct.Struct("!I")
+MAX_FRAME = 1 << 31
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        if not chunk:
+            raise ConnectionError("peer closed the connection")
+        buf += chunk
+    return bytes(buf)
+
+
+def send_stream(sock: socket.socket, frames: list[bytes]) -> None:
+    """Write one message (as made by :func:`encode`) to a stream socket."""
+    sock.sendall(b"".join(_LEN.pack(len(f)) + f for f in frames))
+
+
+def recv_stream(sock: socket.socket) -> list[bytes]:
+    """Read one four-frame message from a stream socket (not yet verified)."""
+    frames = []
+    for limit in _FRAME_LIMITS:
+        (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
+        if n > limit:
+            raise AuthenticationError(f"frame of {n} bytes refused")
+        frames.append(_recv_exact(sock, n))
+    return frames
+
+
+_FRAME_LIMITS = (len(VERSION), 32, MAX_FRAME, 32)  # version, kind, body, mac: only the body may be large

@@ -1,0 +1,182 @@
+"""Everything the manager does with Flux itself: jobspecs, resources, and the
+two threads that submit jobs and collect their ends.
+
+* submitter: owns one Flux handle; submits jobspecs asynchronously in batches
+  (all RPCs of a batch in flight at once), cancels jobs, and pings the broker
+  when idle so a dead broker is noticed even with nothing running.
+* waiter: owns a second handle; one ``job.wait(ANY)`` at a time reports each
+  waitable job's end, so there is no thread and no eventlog watch per job.
+
+Both hand events to the manager's main loop through ``emit``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+logger = logging.getLogger(__name__)
+
+SUBMIT_BATCH = 256
+STDERR_TAIL_BYTES = 4096
+RUNNER_MODULE = ["-m", "parsl_flux.runner"]
+_BROKER_GONE = (errno.ECONNRESET, errno.EPIPE, errno.ENOSYS, errno.EHOSTUNREACH)
+
+
+def read_tail(path: Path, limit: int = STDERR_TAIL_BYTES) -> str:
+    """Last ``limit`` bytes of a file as text ('' when the file is missing)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def task_output(workdir: Path, task_id: int, stream: str) -> Path:
+    """Where the Flux shell writes a task's stdout ("out") or stderr ("err")."""
+    return workdir / "tasks" / f"{task_id}.{stream}"
+
+
+def worker_output(workdir: Path, worker: int, stream: str) -> Path:
+    """Where a packing worker's stdout/stderr go (shared by the tasks it runs)."""
+    return workdir / "workers" / f"{worker}.{stream}"
+
+
+def instance_resources(handle: Any) -> Dict[str, int]:
+    """Nodes, and the smallest per-node core and GPU counts, of the instance."""
+    import flux.resource
+
+    rset = flux.resource.resource_list(handle).get().all
+    per_rank = [rset.copy_ranks(str(r)) for r in rset.ranks]
+    return {
+        "nodes": len(per_rank),
+        "cores_per_node": min(r.ncores for r in per_rank),
+        "gpus_per_node": min(r.ngpus for r in per_rank),
+    }
+
+
+def build_jobspec(shape: Mapping[str, Any], python: str, env: Mapping[str, str], cwd: Path,
+                  stdout: Path, stderr: Path, name: str) -> Any:
+    """The Flux jobspec (``JobspecV1``) of one runner job of the given shape."""
+    from flux.job import JobspecV1
+
+    jobspec = JobspecV1.from_command(
+        [python, *RUNNER_MODULE],
+        num_tasks=shape["num_tasks"],
+        cores_per_task=shape["cores_per_task"],
+        gpus_per_task=shape["gpus_per_task"] or None,
+        num_nodes=shape["num_nodes"] or None,
+        exclusive=shape["exclusive"],
+    )
+    jobspec.environment = dict(env)
+    jobspec.cwd = str(cwd)
+    jobspec.stdout = str(stdout)
+    jobspec.stderr = str(stderr)
+    if shape.get("walltime"):
+        jobspec.duration = shape["walltime"]
+    jobspec.setattr("system.job.name", name)
+    return jobspec
+
+
+class FluxThreads:
+    """Submitter and waiter threads around two Flux handles.
+
+    Requests (``("submit", tag, jobspec)``, ``("cancel", tag, jobid)``) go in
+    through :attr:`requests`; events come out through ``emit``:
+    ``("submitted", tag, jobid)``, ``("submit_failed", tag, error)``,
+    ``("done", jobid, success, errstr)`` and ``("fatal", reason)``.
+    """
+
+    def __init__(self, emit: Callable[..., None], handle_kwargs: Optional[Mapping[str, Any]] = None) -> None:
+        self._emit = emit
+        self._handle_kwargs = dict(handle_kwargs or {})
+        self.requests: "queue.Queue[Tuple]" = queue.Queue()
+        self._in_flight = 0
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        for name, loop in (("flux-submit", self._submit_loop), ("flux-wait", self._wait_loop)):
+            threading.Thread(target=self._guard, args=(loop,), name=name, daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def _handle(self) -> Any:
+        import flux
+
+        return flux.Flux(**self._handle_kwargs)
+
+    def _guard(self, loop: Callable[[], None]) -> None:
+        try:
+            loop()
+        except Exception as exc:  # a lost broker surfaces here as OSError
+            if not self._stop.is_set():
+                logger.exception("Flux thread failed")
+                self._emit("fatal", f"{type(exc).__name__}: {exc}")
+
+    def _submit_loop(self) -> None:
+        import flux.job
+
+        handle = self._handle()
+        while not self._stop.is_set():
+            try:
+                batch = [self.requests.get(timeout=2.0)]
+            except queue.Empty:
+                handle.rpc("broker.ping", {"seq": 0, "pad": ""}).get()  # proves the broker is alive
+                continue
+            while len(batch) < SUBMIT_BATCH:
+                try:
+                    batch.append(self.requests.get_nowait())
+                except queue.Empty:
+                    break
+            futures = []
+            for op, tag, arg in batch:
+                if op == "submit":
+                    futures.append((tag, flux.job.submit_async(handle, arg, waitable=True)))
+                else:
+                    flux.job.cancel_async(handle, arg, "cancelled by parsl-flux")
+            for tag, fut in futures:
+                try:
+                    jobid = int(fut.get_id())
+                except OSError as exc:
+                    if exc.errno in _BROKER_GONE:
+                        raise
+                    self._emit("submit_failed", tag, f"Flux rejected the job: {exc.strerror or exc}")
+                    continue
+                with self._cond:
+                    self._in_flight += 1
+                    self._cond.notify()
+                self._emit("submitted", tag, jobid)
+
+    def _wait_loop(self) -> None:
+        import flux.job
+
+        handle = self._handle()
+        while not self._stop.is_set():
+            with self._cond:
+                while self._in_flight == 0 and not self._stop.is_set():
+                    self._cond.wait()
+            if self._stop.is_set():
+                return
+            try:
+                res = flux.job.wait(handle)
+            except OSError as exc:
+                if exc.errno == errno.ECHILD:  # raced with the submit that will notify us
+                    time.sleep(0.01)
+                    continue
+                raise
+            with self._cond:
+                self._in_flight -= 1
+            errstr = res.errstr.decode(errors="replace") if isinstance(res.errstr, bytes) else str(res.errstr)
+            self._emit("done", int(res.jobid), bool(res.success), errstr)
