@@ -33,6 +33,7 @@ from parsl.serialize.errors import DeserializationError, SerializationError
 from parsl.utils import RepresentationMixin
 
 from parsl_flux import launch, protocol
+from parsl_flux.container import Container
 from parsl_flux.errors import BlockLost, ExecutorShutdown, FluxJobFailed, InvalidResourceSpecification, RemoteTaskError
 from parsl_flux.protocol import Kind
 from parsl_flux.resources import InstanceResources, JobShape, check_fits, parse_spec
@@ -337,7 +338,10 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         }
         command = launch.render(template, fields)
         if self.container is not None:
-            command = self.container.wrap(command, pass_env=[protocol.KEY_ENV])
+            container = self.container
+            if isinstance(container, Container):  # the manager writes under workdir: bind it
+                container = container.with_binds(fields["workdir"])
+            command = container.wrap(command, pass_env=[protocol.KEY_ENV])
         return launch.with_key(command, key.hex())
 
     @property

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Start a one-node Slurm on this host, as root, for tests/test_slurm.py.
+#
+# Installs slurm-wlm and munge with apt-get (only if missing), writes
+# /etc/slurm/slurm.conf for this host (its real CPUs and memory from
+# `slurmd -C`; no cgroups: proctrack/linuxproc, task/none; no accounting, so
+# Parsl's SlurmProvider reads job states from squeue), starts munged,
+# slurmctld and slurmd, and waits (bounded) until sinfo shows the node up.
+# Safe to re-run: a running, healthy Slurm is left alone.
+set -euo pipefail
+
+WAIT_S=${SLURM_SETUP_WAIT_S:-90}
+HOST=$(hostname -s)
+CONF=/etc/slurm/slurm.conf
+
+log() { echo "20-slurm: $*"; }
+fail() { echo "20-slurm: ERROR: $*" >&2; for f in /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log; do
+           [ -f "$f" ] && { echo "--- tail $f" >&2; tail -n 20 "$f" >&2; }; done; exit 1; }
+
+node_state() { sinfo -h -N -n "$HOST" -o %t 2>/dev/null | head -n1 | tr -d '*~#!%$@^-' || true; }
+node_up() { case "$(node_state)" in idle|mix|alloc|comp) return 0;; *) return 1;; esac; }
+
+[ "$(id -u)" = 0 ] || fail "must run as root (it installs packages and starts daemons)"
+
+missing=()
+for pkg in slurm-wlm munge; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if scontrol ping >/dev/null 2>&1 && node_up; then
+    log "Slurm already running; node $HOST is $(node_state)"
+    exit 0
+fi
+
+# munge: the key is made by the package; make one if it is missing.
+if [ ! -s /etc/munge/munge.key ]; then
+    mungekey --create --keyfile=/etc/munge/munge.key 2>/dev/null \
+        || dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+fi
+mkdir -p /run/munge /var/log/munge /var/lib/munge
+chown munge:munge /etc/munge /etc/munge/munge.key /run/munge /var/log/munge /var/lib/munge
+chmod 0700 /etc/munge /var/log/munge /var/lib/munge
+chmod 0400 /etc/munge/munge.key
+chmod 0755 /run/munge
+if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
+    log "starting munged"
+    runuser -u munge -- /usr/sbin/munged --force
+    for _ in $(seq 1 20); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.5; done
+    munge -n | unmunge >/dev/null || fail "munged does not answer"
+fi
+
+mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
+node_line=$(slurmd -C | head -n1)
+case "$node_line" in NodeName=*) ;; *) fail "slurmd -C printed no NodeName line: $node_line";; esac
+new_conf=$(mktemp)
+cat > "$new_conf" <<CONF
+# Written by .ci/setup.d/20-slurm.sh: one-node test cluster on $HOST.
+ClusterName=parslflux
+SlurmctldHost=$HOST
+SlurmUser=root
+AuthType=auth/munge
+MpiDefault=none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+ReturnToService=2
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+SlurmdTimeout=60
+$node_line State=UNKNOWN
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+CONF
+if ! cmp -s "$new_conf" "$CONF"; then
+    log "writing $CONF"
+    install -m 0644 "$new_conf" "$CONF"
+fi
+rm -f "$new_conf"
+
+if ! scontrol ping >/dev/null 2>&1; then
+    log "starting slurmctld"
+    slurmctld || fail "slurmctld did not start"
+fi
+if ! pgrep -x slurmd >/dev/null; then
+    log "starting slurmd"
+    slurmd || fail "slurmd did not start"
+fi
+
+deadline=$((SECONDS + WAIT_S))
+until node_up; do
+    case "$(node_state)" in
+        down|drain|drng|fail|unk) scontrol update NodeName="$HOST" State=RESUME >/dev/null 2>&1 || true;;
+    esac
+    [ $SECONDS -lt $deadline ] || fail "node $HOST not up after ${WAIT_S}s (state: '$(node_state)'; sinfo: $(sinfo 2>&1 | tr '\n' ' '))"
+    sleep 1
+done
+log "Slurm is up: $(sinfo -h -N -o '%N %t %c CPUs %m MB' | head -n1)"

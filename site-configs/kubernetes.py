@@ -1,0 +1,61 @@
+"""Kubernetes: each block is one pod of the parsl-flux image, running ``flux start``.
+
+Parsl's KubernetesProvider runs the block command in a pod, so the image
+itself is the container: no runtime wrapping, and ``flux``/``python3`` are
+the image's. One pod is one single-broker Flux instance (no PMI); for an
+instance of N pods use the Helm chart in ``charts/`` and attach to it.
+
+Needs the ``kubernetes`` Python package (``pip install kubernetes``) and a
+kube config (``~/.kube/config``, or the in-cluster service account); the
+provider loads both when the config is built, so importing this module needs
+neither. Pods must reach the driver: set ``PARSL_FLUX_ADDRESS`` to an
+address they can dial (the driver's pod IP or a Service).
+
+Environment: ``PARSL_FLUX_IMAGE`` (required), ``PARSL_FLUX_NAMESPACE``
+(``default``), ``PARSL_FLUX_MAX_BLOCKS`` (2), ``PARSL_FLUX_CPUS`` (2, the
+pod's CPU limit), ``PARSL_FLUX_MEMORY`` (``2Gi``), ``PARSL_FLUX_WORKER_INIT``,
+``PARSL_FLUX_ADDRESS``/``PARSL_FLUX_INTERFACE``, ``PARSL_FLUX_RUN_DIR``.
+"""
+
+from typing import Optional
+
+from parsl.config import Config
+
+from parsl_flux import sites
+from parsl_flux.executor import FluxExecutor
+
+SITE = sites.Site(
+    name="kubernetes", summary="Kubernetes: one pod of the image per block", batch="Kubernetes", submit=None,
+    launcher=None, runtime="the pod (image runs directly)", mpi="the image's OpenMPI, launched by Flux",
+    pmi="none per pod (single broker); multi-pod instances via the Helm chart", required=("image",))
+
+
+def make_config(*, image: Optional[str] = None, namespace: Optional[str] = None,
+                max_blocks: Optional[int] = None, cpus: Optional[int] = None, memory: Optional[str] = None,
+                worker_init: Optional[str] = None, address: Optional[str] = None,
+                interface: Optional[str] = None, run_dir: Optional[str] = None) -> Config:
+    """Config for Kubernetes; see the module docstring for defaults and needs."""
+    name = SITE.name
+    cpu = sites.positive_int(cpus, "PARSL_FLUX_CPUS", name, "cpus", 2)
+    mem = sites.setting(memory, "PARSL_FLUX_MEMORY", name, "memory", "2Gi")
+    options = dict(
+        image=sites.setting(image, "PARSL_FLUX_IMAGE", name, "image"),
+        namespace=sites.setting(namespace, "PARSL_FLUX_NAMESPACE", name, "namespace", "default"),
+        nodes_per_block=1, init_blocks=1, min_blocks=0,
+        max_blocks=sites.positive_int(max_blocks, "PARSL_FLUX_MAX_BLOCKS", name, "max_blocks", 2),
+        init_cpu=float(cpu), max_cpu=float(cpu), init_mem=mem, max_mem=mem,
+        worker_init=sites.setting(worker_init, "PARSL_FLUX_WORKER_INIT", name, "worker_init", ""),
+    )
+    try:
+        from parsl.providers import KubernetesProvider
+
+        provider = KubernetesProvider(**options)
+    except Exception as exc:  # OptionalModuleMissing, kube ConfigException: both mean "not set up here"
+        raise sites.SiteError(f"site {name!r}: the Kubernetes provider cannot start here ({exc}); it needs "
+                              "`pip install kubernetes` and a kube config (~/.kube/config or in-cluster)") from exc
+    executor = FluxExecutor(label="flux", provider=provider, flux_path="flux", python="python3",
+                            address=sites.address(address, interface))
+    return Config(executors=[executor], run_dir=sites.run_dir(run_dir))
+
+
+__getattr__ = sites.lazy_config(make_config)
