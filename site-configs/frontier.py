@@ -20,10 +20,10 @@ from typing import Optional, Sequence
 
 from parsl.config import Config
 from parsl.launchers import SrunLauncher
-from parsl.providers import SlurmProvider
 
 from parsl_flux import sites
 from parsl_flux.executor import FluxExecutor
+from parsl_flux.providers import SlurmProvider
 
 SITE = sites.Site(
     name="frontier", summary="OLCF Frontier: Slurm + srun + Apptainer, AMD GPUs", batch="Slurm", submit="sbatch",

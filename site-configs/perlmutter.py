@@ -27,10 +27,10 @@ from typing import Optional, Sequence
 
 from parsl.config import Config
 from parsl.launchers import SrunLauncher
-from parsl.providers import SlurmProvider
 
 from parsl_flux import sites
 from parsl_flux.executor import FluxExecutor
+from parsl_flux.providers import SlurmProvider
 
 SITE = sites.Site(
     name="perlmutter", summary="NERSC Perlmutter: Slurm + srun + podman-hpc (or Shifter)", batch="Slurm",

@@ -24,10 +24,10 @@ from typing import Optional, Sequence
 
 from parsl.config import Config
 from parsl.launchers import SrunLauncher
-from parsl.providers import SlurmProvider
 
 from parsl_flux import sites
 from parsl_flux.executor import FluxExecutor
+from parsl_flux.providers import SlurmProvider
 
 SITE = sites.Site(
     name="slurm", summary="Any Slurm cluster: sbatch + srun, host Flux or Apptainer", batch="Slurm",

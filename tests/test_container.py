@@ -213,8 +213,10 @@ def test_executor_launch_command_with_container(runtime: str, paths: Dict[str, s
     assert launcher[0] == "srun"
     assert re.fullmatch(r"[0-9a-f]{64}", assignments.pop("PARSL_FLUX_KEY"))
     assert assignments == {}
-    prefix = container.prefix(pass_env=["PARSL_FLUX_KEY"])
+    workdir = str(tmp_path / "FluxExecutor")  # the manager writes there: the executor binds it
+    prefix = container.with_binds(workdir).prefix(pass_env=["PARSL_FLUX_KEY"])
     assert argv[:len(prefix)] == prefix
+    assert workdir in " ".join(prefix)
     if runtime == "docker":  # the key crosses into the container by name, its value stays off the line
         assert ("-e", "PARSL_FLUX_KEY") in zip(prefix, prefix[1:])
     inside = argv[len(prefix):]
@@ -233,5 +235,6 @@ def test_executor_local_provider_uses_python3_in_image(paths: Dict[str, str], tm
     monkeypatch.delenv("FLUX_URI", raising=False)
     ex = _executor(Container("apptainer", paths["sif"]), LocalProvider(), tmp_path)
     _, _, argv = split_launch(ex._get_launch_command("1"))
-    assert argv[:3] == ["apptainer", "exec", paths["sif"]]
-    assert argv[3:8] == ["flux", "start", "flux", "env", "python3"]
+    workdir = str(tmp_path / "FluxExecutor")
+    assert argv[:5] == ["apptainer", "exec", "--bind", f"{workdir}:{workdir}", paths["sif"]]
+    assert argv[5:10] == ["flux", "start", "flux", "env", "python3"]

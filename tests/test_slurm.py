@@ -16,9 +16,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import parsl
 import pytest
 from parsl import python_app
-from parsl.providers import SlurmProvider
-
 from parsl_flux import sites
+from parsl_flux.providers import SlurmProvider
 
 pytestmark = pytest.mark.slurm
 
@@ -78,6 +77,15 @@ def _squeue_jobs() -> set[str]:
     return set(out.split())
 
 
+def test_status_command_reports_ended_jobs(slurm):
+    """Without accounting, block status must come from ``squeue --states=all``,
+    or a block that failed at once reads as COMPLETED and its tasks hang."""
+    provider = SlurmProvider()
+    if provider._cmd.startswith("sacct"):
+        pytest.skip("this Slurm has accounting; sacct reports ended jobs itself")
+    assert provider._cmd.startswith("squeue --states=all ")
+
+
 def test_submits_through_sbatch(slurm, tmp_path):
     """The site config's provider really submits: the script lands in
     submit_scripts and Slurm knows the job."""
@@ -102,7 +110,7 @@ def test_submits_through_sbatch(slurm, tmp_path):
 def test_missing_flux_fails_future_in_bounded_time(slurm, tmp_path):
     """With no Flux where the job runs, the block fails and the app's future
     fails with an error naming the missing binary, within two minutes."""
-    dfk = _load(tmp_path, "/nonexistent/flux")
+    _load(tmp_path, "/nonexistent/flux")
     try:
         @python_app
         def answer():

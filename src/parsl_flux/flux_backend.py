@@ -89,14 +89,19 @@ def build_jobspec(shape: Mapping[str, Any], python: str, env: Mapping[str, str],
 class FluxThreads:
     """Submitter and waiter threads around two Flux handles.
 
+    ``novalidate`` skips the ingest validator (a Python worker in the broker)
+    for jobspecs this module built itself; only the instance owner may ask.
+
     Requests (``("submit", tag, jobspec)``, ``("cancel", tag, jobid)``) go in
     through :attr:`requests`; events come out through ``emit``:
     ``("submitted", tag, jobid)``, ``("submit_failed", tag, error)``,
     ``("done", jobid, success, errstr)`` and ``("fatal", reason)``.
     """
 
-    def __init__(self, emit: Callable[..., None], handle_kwargs: Optional[Mapping[str, Any]] = None) -> None:
+    def __init__(self, emit: Callable[..., None], handle_kwargs: Optional[Mapping[str, Any]] = None,
+                 novalidate: bool = False) -> None:
         self._emit = emit
+        self._novalidate = novalidate
         self._handle_kwargs = dict(handle_kwargs or {})
         self.requests: "queue.Queue[Tuple]" = queue.Queue()
         self._in_flight = 0
@@ -143,7 +148,8 @@ class FluxThreads:
             futures = []
             for op, tag, arg in batch:
                 if op == "submit":
-                    futures.append((tag, flux.job.submit_async(handle, arg, waitable=True)))
+                    futures.append((tag, flux.job.submit_async(handle, arg, waitable=True,
+                                                               novalidate=self._novalidate)))
                 else:
                     flux.job.cancel_async(handle, arg, "cancelled by parsl-flux")
             for tag, fut in futures:

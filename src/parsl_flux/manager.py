@@ -115,6 +115,7 @@ class Manager:
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         handle = flux.Flux()
         resources = instance_resources(handle)
+        owner = int(handle.attr_get("security.owner")) == os.getuid()
         self.send(Kind.REGISTER, {
             "block_id": self.block_id, "resources": resources, "hostname": socket.gethostname(),
             "flux_uri": handle.attr_get("local-uri"), "flux_version": handle.attr_get("version"),
@@ -129,10 +130,14 @@ class Manager:
         cores = resources["nodes"] * resources["cores_per_node"]
         self.pool.limit = cores if config.get("packing_workers") == -1 else int(config.get("packing_workers", 0))
         self.server.idle_timeout = float(config.get("idle_timeout", 5.0))
-        self.flux = FluxThreads(self._emit, config.get("handle_kwargs"))
+        self.flux = FluxThreads(self._emit, config.get("handle_kwargs"), novalidate=owner)
         self.flux.start()
         self.server.start()
-        reason, code = self._loop()
+        try:
+            reason, code = self._loop()
+        except Exception as exc:  # a bug here must still end the block cleanly and say why
+            logger.exception("manager loop failed")
+            reason, code = f"manager error: {type(exc).__name__}: {exc}", 3
         self._close(reason)
         return code
 
@@ -235,7 +240,7 @@ class Manager:
             if worker_job is None:
                 self._finish(task, {"ok": False, "cancelled": True})
             elif worker_job:
-                self.flux.requests.put(("cancel", None, int(worker_job)))
+                self.flux.requests.put(("cancel", None, _jobid(worker_job)))
         elif task.jobid is not None:
             self.flux.requests.put(("cancel", task_id, task.jobid))
 
@@ -304,7 +309,7 @@ class Manager:
                 if task is not None:
                     self._finish(task, {"ok": False, "cancelled": True} if task.cancelled else
                                  {"ok": False, "job_failed": True, "status": reason,
-                                  "jobid": int(worker_job) if worker_job else None})
+                                  "jobid": _jobid(worker_job) if worker_job else None})
             elif op == "fatal":
                 return str(event[1])
 
@@ -325,6 +330,13 @@ class Manager:
         result.setdefault("jobid", task.jobid)
         result["id"] = task.task_id
         self.results.append(result)
+
+
+def _jobid(text: str) -> int:
+    """A Flux job id from any of its encodings (``FLUX_JOB_ID`` is f58)."""
+    from flux.job import JobID
+
+    return int(JobID(text))
 
 
 def manager_key(environ: Mapping[str, str], block_id: str) -> bytes:

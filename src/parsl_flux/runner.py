@@ -106,13 +106,12 @@ def run_one(link: ManagerLink, task_id: int, rank: int) -> int:
 
 def run_worker(link: ManagerLink) -> int:
     """Packing worker: fetch, run, report, until told to exit."""
-    job = os.environ.get("FLUX_JOB_ID", "")
-    while True:
-        kind, data = link.request(Kind.FETCH, {"worker": job}, timeout=None)  # EXIT comes when idle
-        if kind is Kind.EXIT:
-            return 0
+    kind, data = link.request(Kind.FETCH, {"worker": os.environ.get("FLUX_JOB_ID", "")}, timeout=None)
+    while kind is Kind.PAYLOAD:
         task_id, payload = data
-        link.request(Kind.RESULT, (task_id, run_payload(payload)))
+        # the answer to a result is the next task, or EXIT when idle or when cores are wanted
+        kind, data = link.request(Kind.RESULT, (task_id, run_payload(payload)), timeout=None)
+    return 0
 
 
 def main() -> int:

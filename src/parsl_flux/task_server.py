@@ -141,7 +141,9 @@ class TaskServer:
                     with self._lock:
                         self._running_packed.pop(task_id, None)
                     self.emit("packed_done", task_id, outcome)
-                    self._send(conn, Kind.ACK)
+                    holding = self._next_packed(conn, worker_job)  # the answer is the next task: one round trip
+                    if holding is None:
+                        return
                 elif kind is Kind.RESULT:
                     task_id, outcome = data
                     with self._lock:

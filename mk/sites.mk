@@ -1,0 +1,23 @@
+# Site configs (site-configs/, parsl-flux sites/doctor). Included by the Makefile.
+SITE ?= local
+NODES ?=
+
+.PHONY: sites site-show doctor test-sites test-slurm slurm-up
+
+sites: $(STAMP)  ## list the site configs
+	$(VENV)/bin/parsl-flux sites
+
+site-show: $(STAMP)  ## print the batch script of SITE (make site-show SITE=polaris NODES=4)
+	$(VENV)/bin/parsl-flux sites show $(SITE) $(if $(NODES),--nodes $(NODES))
+
+doctor: $(STAMP)  ## what SITE needs and what is missing here (make doctor SITE=frontier)
+	$(VENV)/bin/parsl-flux doctor --site $(SITE)
+
+test-sites: $(STAMP)  ## site configs, Cobalt provider and CLI tests
+	$(PY) -m pytest tests/test_sites.py tests/test_cobalt.py tests/test_cli.py $(PYTEST_ARGS)
+
+slurm-up:  ## start the one-node Slurm the Slurm tests use (root; as in CI)
+	bash .ci/setup.d/20-slurm.sh
+
+test-slurm: $(STAMP) slurm-up  ## the real-Slurm tests (Flux ones skip without Flux)
+	$(PY) -m pytest -m slurm $(PYTEST_ARGS)

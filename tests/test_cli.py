@@ -1,0 +1,166 @@
+"""The ``parsl-flux`` command: sites, sites show, doctor, run, image, bench.
+
+Errors must be one ``parsl-flux: error: ...`` line and exit status 1, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from parsl_flux import cli, sites
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    for name in list(os.environ):
+        if name.startswith("PARSL_FLUX_") or name == "FLUX_PATH":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def run(capsys, *argv: str) -> tuple:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_clean_error(code: int, err: str, message: str) -> None:
+    assert code == 1
+    assert err.startswith("parsl-flux: error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_sites_lists_every_site(capsys):
+    code, out, _ = run(capsys, "sites")
+    assert code == 0
+    listed = [line.split()[0] for line in out.splitlines()[1:]]
+    assert listed == sites.names()
+    assert out.splitlines()[0].split()[:4] == ["NAME", "BATCH", "LAUNCHER", "RUNTIME"]
+
+
+def test_sites_show_prints_exactly_the_script(capsys):
+    code, out, err = run(capsys, "sites", "show", "slurm", "--nodes", "4", "--walltime", "00:20:00")
+    assert code == 0
+    assert out.startswith("#!/bin/bash") and "#SBATCH --nodes=4" in out and "#SBATCH --time=20" in out
+    srun = next(shlex.split(line) for line in out.splitlines() if line.startswith("srun "))
+    assert srun[srun.index("--ntasks") + 1] == "4"
+    assert err.startswith("# submit with: sbatch ")
+
+
+def test_sites_show_with_container(capsys, tmp_path):
+    sif = tmp_path / "img.sif"
+    sif.write_text("")
+    code, out, _ = run(capsys, "sites", "show", "polaris", "--account", "proj", "--image", str(sif),
+                       "--set", "filesystems=home:grand")
+    assert code == 0
+    assert "#PBS -l filesystems=home:grand" in out and "apptainer exec --nv" in out and str(sif) in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sites", "show", "atlantis"], "unknown site 'atlantis'; known sites:"),
+    (["sites", "show", "polaris", "--image", "/no/such/image.sif"], "image file '/no/such/image.sif' does not exist"),
+    (["sites", "show", "frontier", "--image", "/no/such.sif", "--account", "p"], "does not exist"),
+    (["sites", "show", "slurm", "--walltime", "90"], "walltime '90' is not HH:MM:SS"),
+    (["sites", "show", "slurm", "--nodes", "0"], "nodes=0 is not a whole number >= 1"),
+    (["sites", "show", "local", "--queue", "debug"], "does not take 'queue'"),
+    (["sites", "show", "slurm", "--set", "nonsense"], "expected KEY=VALUE"),
+    (["sites", "show"], "sites show needs a site NAME"),
+    (["run", "--site", "local", "missing_workflow.py"], "workflow script 'missing_workflow.py' does not exist"),
+    (["doctor", "--site", "atlantis"], "unknown site 'atlantis'"),
+])
+def test_clear_errors(capsys, argv, message):
+    code, _, err = run(capsys, *argv)
+    assert_clean_error(code, err, message)
+
+
+def test_missing_account(capsys, tmp_path):
+    sif = tmp_path / "img.sif"
+    sif.write_text("")
+    code, _, err = run(capsys, "sites", "show", "theta", "--image", str(sif))
+    assert_clean_error(code, err, "site 'theta' needs account: pass make_config(account=...) "
+                                  "(parsl-flux: --account) or set PARSL_FLUX_ACCOUNT")
+
+
+def test_doctor_machine_report(capsys):
+    code, out, _ = run(capsys, "doctor")
+    assert code == 0
+    for what in ("python: parsl", "flux", "mpi: mpiexec", "runtime: apptainer", "batch: sbatch"):
+        assert what in out
+
+
+def test_doctor_site_says_what_is_missing(capsys, monkeypatch):
+    monkeypatch.setenv("FLUX_PATH", "/nonexistent/flux")
+    code, out, _ = run(capsys, "doctor", "--site", "local")
+    assert code == 1
+    assert "MISSING" in out and "flux (on the host)" in out and "site local: missing: flux (on the host)" in out
+
+
+def test_doctor_site_with_unbuildable_config(capsys):
+    code, out, _ = run(capsys, "doctor", "--site", "polaris")
+    assert code == 1
+    assert "PARSL_FLUX_IMAGE" in out and "submit: qsub" in out and "launcher: mpiexec" in out
+
+
+@pytest.mark.flux
+def test_doctor_local_with_flux(capsys, monkeypatch):
+    flux = os.environ.get("FLUX_PATH") or shutil.which("flux")
+    if not flux:
+        pytest.skip("Flux not found: set FLUX_PATH or put flux on PATH")
+    monkeypatch.setenv("FLUX_PATH", flux)
+    code, out, _ = run(capsys, "doctor", "--site", "local")
+    assert "ok       flux (on the host)" in out
+    assert code == (0 if shutil.which("mpiexec") else 1)
+
+
+@pytest.mark.parametrize("command, module", [("image", "images"), ("bench", "bench")])
+def test_delegated_commands(capsys, monkeypatch, command, module):
+    seen = {}
+
+    def main(argv):
+        seen["argv"] = argv
+        return 3
+
+    fake = types.ModuleType(f"parsl_flux.{module}")
+    fake.main = main
+    monkeypatch.setitem(sys.modules, f"parsl_flux.{module}", fake)
+    import parsl_flux
+    monkeypatch.setattr(parsl_flux, module, fake, raising=False)
+    code, _, _ = run(capsys, command, "sub", "--flag", "x")
+    assert seen["argv"] == ["sub", "--flag", "x"] and code == 3
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).with_name("parsl-flux")
+    if not exe.exists():
+        pytest.skip("parsl-flux console script not installed in this environment")
+    proc = subprocess.run([str(exe), "sites", "show", "nowhere"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "unknown site 'nowhere'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.flux
+def test_run_workflow_on_local_site(tmp_path):
+    flux = os.environ.get("FLUX_PATH") or shutil.which("flux")
+    if not flux:
+        pytest.skip("Flux not found: set FLUX_PATH or put flux on PATH")
+    workflow = tmp_path / "wf.py"
+    workflow.write_text(
+        "import sys\n"
+        "from parsl import python_app\n\n"
+        "@python_app\n"
+        "def add(a, b):\n"
+        "    return a + b\n\n"
+        "print('sum', add(int(sys.argv[1]), 2).result(timeout=120))\n")
+    env = {**os.environ, "FLUX_PATH": flux}
+    proc = subprocess.run([sys.executable, "-m", "parsl_flux.cli", "run", "--site", "local", str(workflow), "40"],
+                          capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sum 42" in proc.stdout

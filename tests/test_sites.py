@@ -1,0 +1,277 @@
+"""Site configs: each imports, builds with defaults and overrides, and renders the
+batch script its provider would submit; bad input gives a clear SiteError.
+
+Scripts are checked by structure (shlex), not against a golden text: the
+launcher line starts one broker per node, the container wraps ``flux start``
+with its binds, and the manager command dials the driver.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shlex
+import sys
+import types
+
+import pytest
+
+from parsl_flux import sites
+
+ALL = ["aurora", "frontier", "kubernetes", "local", "pbs", "perlmutter", "polaris", "slurm", "theta"]
+CONTAINERS = {"theta": "singularity", "polaris": "apptainer", "aurora": "apptainer", "frontier": "apptainer",
+              "perlmutter": "podman-hpc"}
+LAUNCHERS = {"theta": "aprun", "polaris": "mpiexec", "aurora": "mpiexec", "pbs": "mpiexec", "frontier": "srun",
+             "perlmutter": "srun", "slurm": "srun"}
+SUBMIT = {"theta": "qsub", "polaris": "qsub", "aurora": "qsub", "pbs": "qsub", "frontier": "sbatch",
+          "perlmutter": "sbatch", "slurm": "sbatch"}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    """No PARSL_FLUX_* from the caller's shell; run in a scratch directory."""
+    for name in list(os.environ):
+        if name.startswith("PARSL_FLUX_") or name == "FLUX_PATH":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def image(tmp_path) -> str:
+    path = tmp_path / "parsl-flux.sif"
+    path.write_text("")
+    return str(path)
+
+
+@pytest.fixture
+def fake_kubernetes(monkeypatch):
+    """Stand-ins for the kubernetes package and kube config, so that Parsl's
+    KubernetesProvider can be built where neither exists."""
+    kube = pytest.importorskip("parsl.providers.kubernetes.kube")
+    config = types.SimpleNamespace(load_kube_config=lambda: None,
+                                   config_exception=types.SimpleNamespace(ConfigException=Exception))
+    monkeypatch.setattr(kube, "_kubernetes_enabled", True)
+    monkeypatch.setattr(kube, "config", config, raising=False)
+    monkeypatch.setattr(kube, "client", types.SimpleNamespace(CoreV1Api=lambda: object()), raising=False)
+
+
+def required_env(monkeypatch, image: str) -> None:
+    monkeypatch.setenv("PARSL_FLUX_ACCOUNT", "myproject")
+    monkeypatch.setenv("PARSL_FLUX_IMAGE", image)
+
+
+def build(name: str, monkeypatch, sif: str, **overrides):
+    """Site ``name`` with its required values in the environment: an account,
+    and an image for the sites that always use one (a reference for
+    podman-hpc and Kubernetes, the ``.sif`` file ``sif`` otherwise)."""
+    monkeypatch.setenv("PARSL_FLUX_ACCOUNT", "myproject")
+    if name in ("perlmutter", "kubernetes"):
+        monkeypatch.setenv("PARSL_FLUX_IMAGE", "registry.example.org/parsl-flux:1")
+    elif name in CONTAINERS:
+        monkeypatch.setenv("PARSL_FLUX_IMAGE", sif)
+    return sites.make_config(name, **overrides)
+
+
+# --------------------------------------------------------------- structure
+def block_command(script: str) -> list:
+    """argv of the per-node command, from the launcher's here-doc (or the
+    SingleNodeLauncher's CMD function)."""
+    lines = script.splitlines()
+    for i, line in enumerate(lines):
+        match = re.match(r"cat << (\w+) >", line)
+        if match:
+            end = lines.index(match.group(1), i + 1)
+            return shlex.split("\n".join(lines[i + 1:end]))
+        if line == "CMD() {":
+            return shlex.split("\n".join(lines[i + 1:lines.index("}", i + 1)]))
+    raise AssertionError(f"no block command in:\n{script}")
+
+
+def launcher_line(script: str, launcher: str) -> list:
+    lines = [shlex.split(line) for line in script.splitlines() if line.startswith(launcher + " ")]
+    assert len(lines) == 1, f"expected one {launcher} line in:\n{script}"
+    return lines[0]
+
+
+def assert_one_broker_per_node(script: str, launcher: str, nodes: int) -> None:
+    argv = launcher_line(script, launcher)
+    if launcher == "srun":
+        assert argv[argv.index("--ntasks") + 1] == str(nodes)
+        assert "--ntasks-per-node=1" in argv
+    elif launcher == "aprun":
+        assert argv[argv.index("-n") + 1] == str(nodes) and argv[argv.index("-N") + 1] == "1"
+    else:  # mpiexec -n $WORKERCOUNT, WORKERCOUNT set above
+        assert argv[argv.index("-n") + 1] == "$WORKERCOUNT"
+        assert f"WORKERCOUNT={nodes}" in script.splitlines()
+        assert ("--ppn" in argv or "-ppn" in argv) and argv[argv.index("--ppn" if "--ppn" in argv else "-ppn") + 1] == "1"
+
+
+def assert_manager_command(argv: list, rundir: str) -> None:
+    """``[env...] flux start flux env PYTHON -m parsl_flux.manager --url tcp://... --block-id 0 --workdir ...``"""
+    start = argv.index("start")
+    assert argv[start - 1].endswith("flux")
+    assert argv[start + 1].endswith("flux") and argv[start + 2] == "env"
+    assert argv[start + 4:start + 6] == ["-m", "parsl_flux.manager"]
+    opts = argv[start + 6:]
+    assert opts[opts.index("--url") + 1].startswith("tcp://")
+    assert opts[opts.index("--block-id") + 1] == "0"
+    assert opts[opts.index("--workdir") + 1].startswith(rundir)
+
+
+def binds_of(argv: list, runtime: str) -> list:
+    flag = "--bind" if runtime in ("apptainer", "singularity") else "-v"
+    return [argv[i + 1].split(":")[0] for i, a in enumerate(argv) if a == flag]
+
+
+# --------------------------------------------------------------- tests
+def test_registry_lists_every_site():
+    assert sites.names() == ALL
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_imports_without_environment(name):
+    module = sites.load(name)
+    assert module.SITE.name == name
+    assert callable(module.make_config)
+
+
+@pytest.mark.parametrize("name", ["polaris", "theta", "frontier", "perlmutter", "aurora"])
+def test_lazy_config_needs_required_values(name):
+    module = sites.load(name)
+    with pytest.raises(sites.SiteError, match="PARSL_FLUX_"):
+        module.config  # noqa: B018 - the access builds it
+
+
+def test_lazy_config_builds_from_environment(monkeypatch, image):
+    required_env(monkeypatch, image)
+    config = sites.load("polaris").config
+    assert sites.flux_executor(config).provider.account == "myproject"
+    assert sites.flux_executor(sites.load("local").config).provider.label == "local"
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n != "kubernetes"])
+def test_builds_and_renders_with_defaults(name, monkeypatch, image):
+    config = build(name, monkeypatch, image)
+    rendered = sites.render(config)
+    rundir = os.path.abspath("runinfo")
+    argv = block_command(rendered.script)
+    assert argv[0].startswith("PARSL_FLUX_KEY=") and len(argv[0]) > len("PARSL_FLUX_KEY=") + 32
+    assert_manager_command(argv, rundir)
+    runtime = CONTAINERS.get(name)
+    if runtime:
+        i = argv.index(runtime)
+        assert argv[i + 1] == ("run" if runtime == "podman-hpc" else "exec")
+        assert i < argv.index("start")
+        assert rundir in binds_of(argv, runtime), "the run directory must be visible inside the image"
+        assert argv[argv.index("start") - 2] == sites.flux_executor(config).container.image
+    else:
+        assert not {"apptainer", "singularity", "podman-hpc"} & set(argv)
+    if name in LAUNCHERS:
+        executor = sites.flux_executor(config)
+        assert_one_broker_per_node(rendered.script, LAUNCHERS[name], executor.provider.nodes_per_block)
+        assert shlex.split(rendered.submit_command)[0] == SUBMIT[name]
+    else:
+        assert rendered.submit_command is None
+
+
+@pytest.mark.parametrize("name", ["theta", "polaris", "aurora", "frontier", "perlmutter", "slurm", "pbs"])
+def test_overrides_reach_the_script(name, monkeypatch, image, tmp_path):
+    extra = tmp_path / "data"
+    extra.mkdir()
+    overrides = dict(nodes=3, walltime="01:15:00", account="otherproj", queue="prod", binds=[str(extra)],
+                     worker_init="echo hello-from-init", run_dir=str(tmp_path / "runs"))
+    if name not in ("slurm", "pbs", "perlmutter"):
+        overrides["image"] = image
+    config = build(name, monkeypatch, image, **overrides)
+    rendered = sites.render(config)
+    assert_one_broker_per_node(rendered.script, LAUNCHERS[name], 3)
+    assert "echo hello-from-init" in rendered.script
+    submit = rendered.submit_command + "\n" + rendered.script
+    assert "otherproj" in submit and "prod" in submit
+    assert any(t in submit for t in ("walltime=01:15:00", "--time=75", "-t 75"))
+    argv = block_command(rendered.script)
+    assert_manager_command(argv, str(tmp_path / "runs"))
+    if name in CONTAINERS:
+        assert str(extra) in binds_of(argv, CONTAINERS[name])
+
+
+def test_container_gpus_and_pmi(monkeypatch, image):
+    polaris = block_command(sites.render(build("polaris", monkeypatch, image)).script)
+    assert "--nv" in polaris and "/opt/cray/pe" in binds_of(polaris, "apptainer")
+    assert any("FLUX_PMI_CLIENT_METHODS=libpmi2" in a for a in polaris)
+    frontier = block_command(sites.render(build("frontier", monkeypatch, image)).script)
+    assert "--rocm" in frontier
+    script = sites.render(build("frontier", monkeypatch, image)).script
+    assert "--mpi=pmi2" in launcher_line(script, "srun")
+    shifter = sites.render(build("perlmutter", monkeypatch, image, runtime="shifter",
+                                 image="docker:me/parsl-flux:1")).script
+    assert "--mpi=pmi2" in launcher_line(shifter, "srun")
+    assert any(a.startswith("--image=docker:me/parsl-flux:1") for a in block_command(shifter))
+
+
+def test_slurm_site_without_image_uses_host_flux(monkeypatch, image):
+    monkeypatch.setenv("FLUX_PATH", "/opt/flux/bin/flux")
+    argv = block_command(sites.render(sites.make_config("slurm")).script)
+    assert argv[1] == "/opt/flux/bin/flux" and argv[argv.index("env") + 1] == sys.executable
+
+
+def test_kubernetes_needs_the_package_or_says_so(monkeypatch):
+    monkeypatch.setenv("PARSL_FLUX_IMAGE", "registry.example.org/parsl-flux:1")
+    if importlib.util.find_spec("kubernetes") is not None:
+        pytest.skip("the kubernetes package is installed here")
+    with pytest.raises(sites.SiteError, match="pip install kubernetes"):
+        sites.make_config("kubernetes")
+
+
+def test_kubernetes_builds_and_renders_pod_command(monkeypatch, fake_kubernetes):
+    config = sites.make_config("kubernetes", image="registry.example.org/parsl-flux:1", worker_init="echo init")
+    provider = sites.flux_executor(config).provider
+    assert provider.image == "registry.example.org/parsl-flux:1" and provider.nodes_per_block == 1
+    rendered = sites.render(config)
+    assert rendered.submit_command is None and rendered.script.startswith("echo init")
+    argv = shlex.split(rendered.script.split("\n", 1)[1])
+    assert argv[0].startswith("PARSL_FLUX_KEY=") and argv[1:3] == ["flux", "start"]
+    assert_manager_command(argv, os.path.abspath("runinfo"))
+
+
+# --------------------------------------------------------------- bad input
+def test_unknown_site():
+    with pytest.raises(sites.SiteError, match="unknown site 'nowhere'; known sites: aurora, frontier"):
+        sites.make_config("nowhere")
+
+
+def test_missing_account(image):
+    with pytest.raises(sites.SiteError, match=r"site 'polaris' needs account: .*PARSL_FLUX_ACCOUNT"):
+        sites.make_config("polaris", image=image)
+
+
+@pytest.mark.parametrize("walltime", ["1h", "00:60:00", "00:00:30", "10"])
+def test_bad_walltime(walltime, monkeypatch, image):
+    with pytest.raises(sites.SiteError, match="walltime"):
+        build("frontier", monkeypatch, image, walltime=walltime)
+
+
+def test_image_that_does_not_exist(monkeypatch, tmp_path):
+    with pytest.raises(sites.SiteError, match="image file .*missing.sif.* does not exist"):
+        sites.make_config("theta", account="p", image=str(tmp_path / "missing.sif"))
+
+
+@pytest.mark.parametrize("nodes", [0, -1, "two"])
+def test_bad_node_count(nodes, monkeypatch, image):
+    with pytest.raises(sites.SiteError, match="whole number"):
+        build("slurm", monkeypatch, image, nodes=nodes)
+
+
+def test_keyword_the_site_does_not_take():
+    with pytest.raises(sites.SiteError, match="does not take 'queue'"):
+        sites.make_config("local", queue="debug")
+
+
+def test_site_config_from_a_file(tmp_path):
+    path = tmp_path / "mysite.py"
+    path.write_text(open(sites.load("local").__file__).read())
+    assert sites.load(str(path)).SITE.name == "local"
+    (tmp_path / "bad.py").write_text("x = 1\n")
+    with pytest.raises(sites.SiteError, match="is not a site config"):
+        sites.load(str(tmp_path / "bad.py"))
