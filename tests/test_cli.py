@@ -111,11 +111,8 @@ def test_doctor_site_with_unbuildable_config(capsys):
 
 
 @pytest.mark.flux
-def test_doctor_local_with_flux(capsys, monkeypatch):
-    flux = os.environ.get("FLUX_PATH") or shutil.which("flux")
-    if not flux:
-        pytest.skip("Flux not found: set FLUX_PATH or put flux on PATH")
-    monkeypatch.setenv("FLUX_PATH", flux)
+def test_doctor_local_with_flux(capsys, monkeypatch, flux_path):
+    monkeypatch.setenv("FLUX_PATH", flux_path)
     code, out, _ = run(capsys, "doctor", "--site", "local")
     assert "ok       flux (on the host)" in out
     assert code == (0 if shutil.which("mpiexec") else 1)
@@ -147,10 +144,7 @@ def test_console_script_is_installed():
 
 
 @pytest.mark.flux
-def test_run_workflow_on_local_site(tmp_path):
-    flux = os.environ.get("FLUX_PATH") or shutil.which("flux")
-    if not flux:
-        pytest.skip("Flux not found: set FLUX_PATH or put flux on PATH")
+def test_run_workflow_on_local_site(tmp_path, flux_path):
     workflow = tmp_path / "wf.py"
     workflow.write_text(
         "import sys\n"
@@ -159,7 +153,7 @@ def test_run_workflow_on_local_site(tmp_path):
         "def add(a, b):\n"
         "    return a + b\n\n"
         "print('sum', add(int(sys.argv[1]), 2).result(timeout=120))\n")
-    env = {**os.environ, "FLUX_PATH": flux}
+    env = {**os.environ, "FLUX_PATH": flux_path}
     proc = subprocess.run([sys.executable, "-m", "parsl_flux.cli", "run", "--site", "local", str(workflow), "40"],
                           capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -48,15 +48,6 @@ def slurm() -> None:
         pytest.skip(f"{problem} (start one with .ci/setup.d/20-slurm.sh)")
 
 
-@pytest.fixture
-def flux_binary() -> str:
-    """The flux binary (FLUX_PATH or PATH); the test is skipped without one."""
-    path = os.environ.get("FLUX_PATH") or shutil.which("flux")
-    if not path or not os.access(path, os.X_OK):
-        pytest.skip("Flux not found: set FLUX_PATH or put flux on PATH")
-    return path
-
-
 def _load(tmp_path, flux_path: str, **options) -> parsl.DataFlowKernel:
     config = sites.make_config("slurm", flux_path=flux_path, address="127.0.0.1", walltime="00:05:00",
                                run_dir=str(tmp_path / "runinfo"), **options)
@@ -130,9 +121,9 @@ def test_missing_flux_fails_future_in_bounded_time(slurm, tmp_path):
 
 
 @pytest.mark.flux
-def test_app_runs_through_slurm_and_flux(slurm, flux_binary, tmp_path):
+def test_app_runs_through_slurm_and_flux(slurm, flux_path, tmp_path):
     """SlurmProvider -> sbatch -> srun -> flux start -> manager -> Flux job -> result."""
-    dfk = _load(tmp_path, flux_binary)
+    dfk = _load(tmp_path, flux_path)
     try:
         @python_app
         def square(x):

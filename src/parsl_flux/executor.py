@@ -304,7 +304,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         logging.getLogger("parsl_flux").addHandler(self._log_handler)
         logging.getLogger("parsl_flux").setLevel(logging.DEBUG)
         if self.address is None:
-            self.address = "127.0.0.1" if self._local() else address_by_hostname()
+            self.address = self.default_address()
         bind_host = "127.0.0.1" if self.address in ("127.0.0.1", "localhost") else "*"
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.ROUTER)
@@ -325,14 +325,28 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         logger.info("%s listening on %s", self.label, self.url)
 
     def _get_launch_command(self, block_id: str) -> str:
-        key = protocol.block_key(self._master, block_id)
+        """Register block ``block_id`` (its manager is now expected) and return its command."""
         with self._lock:
-            self._blocks[block_id] = _Block(block_id, key)
+            self._blocks[block_id] = _Block(block_id, protocol.block_key(self._master, block_id))
+        return self.launch_command(block_id)
+
+    def default_address(self) -> str:
+        """Where managers dial when ``address`` is not given: loopback for a
+        ``LocalProvider``, else this host's name."""
+        return "127.0.0.1" if self._local() else address_by_hostname()
+
+    def launch_command(self, block_id: str, url: Optional[str] = None) -> str:
+        """The shell command that starts block ``block_id``: what the provider's
+        launcher runs on each node. ``url`` defaults to the socket opened by
+        :meth:`start`; pass one to show the command before starting."""
+        url = url or self.url
+        if url is None:
+            raise RuntimeError("launch_command needs a url before start()")
         uri = self._attach_uri()
         template = self.launch_cmd or (self.ATTACH_LAUNCH_CMD if uri else self.DEFAULT_LAUNCH_CMD)
         python = self.python or (sys.executable if self._local() and self.container is None else "python3")
         fields = {
-            "flux": self.flux_path or "flux", "python": python, "url": self.url, "block_id": block_id,
+            "flux": self.flux_path or "flux", "python": python, "url": url, "block_id": block_id,
             "workdir": self.working_dir or os.path.join(self.run_dir, self.label), "flux_uri": uri or "",
             "heartbeat_period": self.heartbeat_period, "heartbeat_threshold": self.heartbeat_threshold,
         }
@@ -342,7 +356,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             if isinstance(container, Container):  # the manager writes under workdir: bind it
                 container = container.with_binds(fields["workdir"])
             command = container.wrap(command, pass_env=[protocol.KEY_ENV])
-        return launch.with_key(command, key.hex())
+        return launch.with_key(command, protocol.block_key(self._master, block_id).hex())
 
     @property
     def workers_per_node(self) -> Union[int, float]:
@@ -552,17 +566,20 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                                               res.get("traceback", "")))
 
     def _dispatch(self) -> None:
-        """Send pending tasks to live blocks, least loaded first, within capacity."""
+        """Send pending tasks to live blocks, least loaded first, within capacity.
+
+        First in, first out: when the task at the head fits a live block but
+        every such block is full, dispatch stops there, so a call costs
+        O(tasks sent), never O(tasks pending).
+        """
         batches: Dict[str, List[Dict[str, Any]]] = {}
         with self._lock:
             live = [b for b in self._blocks.values() if b.live]
-            if not live or not self._pending:
-                return
-            kept: Deque[_Task] = deque()
-            while self._pending:
-                task = self._pending.popleft()
+            while self._pending and live:
+                task = self._pending[0]
                 fits = [b for b in live if b.resources is not None and _fits(task.shape, b.resources)]
                 if not fits:
+                    self._pending.popleft()
                     try:
                         self._check_fits_any(task, live)
                     except InvalidResourceSpecification as exc:
@@ -571,8 +588,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                     continue
                 room = [b for b in fits if len(b.in_flight) < b.capacity()]
                 if not room:
-                    kept.append(task)
-                    continue
+                    break
+                self._pending.popleft()
                 block = min(room, key=lambda b: len(b.in_flight) / b.capacity())
                 block.in_flight.add(task.task_id)
                 task.block_id = block.block_id
@@ -580,7 +597,6 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                     {"id": task.task_id, "payload": task.payload, "shape": task.shape.to_wire(),
                      "packable": task.shape.packable})
                 task.payload = b""  # the manager holds it now
-            self._pending = kept
         for block_id, tasks in batches.items():
             if not self._send(self._blocks[block_id], Kind.TASKS, tasks):
                 self._lose_block(self._blocks[block_id], "could not send tasks to its manager")
@@ -646,7 +662,12 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         for block_id, s in status.items():
             block = self._blocks.get(block_id)
             if block is not None and not block.closed and s.state in TERMINAL_STATES:
-                self._lose_block(block, f"its batch job is {s.state.name}", mark_failed=False)
+                # a batch job that ended before its manager ever connected is a failed block,
+                # whatever exit state the batch system reports, so Parsl's error handler sees it
+                never_connected = block.resources is None
+                self._lose_block(block, f"its batch job is {s.state.name}"
+                                 + (" and its manager never connected" if never_connected else ""),
+                                 mark_failed=never_connected)
         return status
 
     def scale_in(self, blocks: int, max_idletime: Optional[float] = None) -> List[str]:

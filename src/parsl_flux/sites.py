@@ -45,6 +45,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from unittest import mock
 
 from parsl.config import Config
+from parsl.providers import LocalProvider
 
 SITE_DIR_ENV = "PARSL_FLUX_SITE_CONFIGS"
 _REQUIRED = object()
@@ -307,12 +308,10 @@ def render(config: Config, block_id: str = "0") -> Rendered:
     at start) and the block key is a fresh random one.
     """
     executor = copy.copy(flux_executor(config))
-    executor._blocks = {}
     executor.run_dir = _next_run_dir(os.path.abspath(config.run_dir))
-    local = executor._local()
-    host = executor.address or ("127.0.0.1" if local else _hostname())
-    executor.url = f"tcp://{host}:{executor.port_range[0]}"
-    command = executor._get_launch_command(block_id)
+    local = isinstance(executor.provider, LocalProvider)
+    host = executor.address or executor.default_address()
+    command = executor.launch_command(block_id, url=f"tcp://{host}:{executor.port_range[0]}")
 
     provider = copy.deepcopy(executor.provider)
     label = getattr(provider, "label", type(provider).__name__)
@@ -340,12 +339,6 @@ def render(config: Config, block_id: str = "0") -> Rendered:
             script = f.read().replace(tmp, real_dir)
     submit = calls[-1].replace(tmp, real_dir) if calls and not local else None
     return Rendered(label, submit, script)
-
-
-def _hostname() -> str:
-    from parsl.addresses import address_by_hostname
-
-    return address_by_hostname()
 
 
 def describe(module: ModuleType) -> Dict[str, str]:
