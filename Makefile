@@ -29,6 +29,9 @@ run: $(STAMP)  ## run the example workflow through Flux (needs flux on PATH or F
 test: $(STAMP)  ## run all tests; pytest's "no tests collected" (exit 5) counts as success
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 
+lint: $(STAMP)  ## static checks: ruff (pyflakes errors) on the package, tests, site configs and examples
+	$(PY) -m ruff check src tests site-configs examples
+
 test-flux: $(STAMP)  ## only the tests that need a real Flux
 	$(PY) -m pytest -m flux $(PYTEST_ARGS)
 

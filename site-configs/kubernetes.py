@@ -1,4 +1,14 @@
-"""Kubernetes: each block is one pod of the parsl-flux image, running ``flux start``.
+"""Kubernetes: each block is one pod of the parsl-flux image, running ``flux start``;
+or, with ``minicluster=True``, each block is a Flux Operator MiniCluster from
+the Helm chart in ``charts/parsl-flux``.
+
+MiniCluster mode (``PARSL_FLUX_MINICLUSTER=1``): the chart starts the Flux
+instance and its manager; the driver (this config, run in the cluster, e.g. by
+the chart's driver Job) LISTENS on ``port`` (``PARSL_FLUX_PORT``, default 54321,
+the chart's ``driver.port``) and the manager dials it through the chart's
+Service. Both derive their keys from ``secret`` (``PARSL_FLUX_SECRET``, which
+the chart's Secret provides). Parsl starts nothing: an ``ExternalProvider``
+waits for block "0". See docs/kubernetes.md.
 
 Parsl's KubernetesProvider runs the block command in a pod, so the image
 itself is the container: no runtime wrapping, and ``flux``/``python3`` are
@@ -23,6 +33,9 @@ from parsl.config import Config
 
 from parsl_flux import sites
 from parsl_flux.executor import FluxExecutor
+from parsl_flux.providers.external import ExternalProvider
+
+CHART_PORT = 54321
 
 SITE = sites.Site(
     name="kubernetes", summary="Kubernetes: one pod of the image per block", batch="Kubernetes", submit=None,
@@ -33,9 +46,20 @@ SITE = sites.Site(
 def make_config(*, image: Optional[str] = None, namespace: Optional[str] = None,
                 max_blocks: Optional[int] = None, cpus: Optional[int] = None, memory: Optional[str] = None,
                 worker_init: Optional[str] = None, address: Optional[str] = None,
-                interface: Optional[str] = None, run_dir: Optional[str] = None) -> Config:
+                interface: Optional[str] = None, run_dir: Optional[str] = None,
+                minicluster: Optional[bool] = None, port: Optional[int] = None,
+                secret: Optional[str] = None) -> Config:
     """Config for Kubernetes; see the module docstring for defaults and needs."""
     name = SITE.name
+    if minicluster is None:
+        minicluster = sites.setting(None, "PARSL_FLUX_MINICLUSTER", name, "minicluster", "0") not in ("0", "")
+    if minicluster:
+        executor = FluxExecutor(
+            label="flux", provider=ExternalProvider(init_blocks=1, min_blocks=1, max_blocks=1),
+            port=sites.positive_int(port, "PARSL_FLUX_PORT", name, "port", CHART_PORT),
+            secret=sites.setting(secret, "PARSL_FLUX_SECRET", name, "secret"),
+            address=sites.address(address, interface))
+        return Config(executors=[executor], run_dir=sites.run_dir(run_dir))
     cpu = sites.positive_int(cpus, "PARSL_FLUX_CPUS", name, "cpus", 2)
     mem = sites.setting(memory, "PARSL_FLUX_MEMORY", name, "memory", "2Gi")
     options = dict(

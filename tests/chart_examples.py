@@ -15,7 +15,6 @@ object by object, with the committed file; ``regenerate`` rewrites them.
 from __future__ import annotations
 
 import argparse
-import base64
 import copy
 import difflib
 import os
@@ -23,7 +22,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -87,7 +86,9 @@ def diff(rendered: str, committed: str, label: str = "") -> str:
     a, b = normalize(load_docs(committed)), normalize(load_docs(rendered))
     if a == b:
         return ""
-    dump = lambda objs: yaml.safe_dump_all([objs[k] for k in sorted(objs)], sort_keys=True).splitlines(True)
+    def dump(objs: dict) -> list:
+        return yaml.safe_dump_all([objs[k] for k in sorted(objs)], sort_keys=True).splitlines(True)
+
     return "".join(difflib.unified_diff(dump(a), dump(b), f"committed {label}", f"helm template {label}"))
 
 

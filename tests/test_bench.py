@@ -1,7 +1,6 @@
 """The benchmark harness: report arithmetic (pure) and a tiny real run (Flux)."""
 
 import json
-import sys
 
 import pytest
 

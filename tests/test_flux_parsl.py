@@ -51,7 +51,6 @@ def add(a, b):
 
 @python_app
 def rank_info(parsl_resource_specification={}):
-    import os
     return int(os.environ["FLUX_TASK_RANK"]), int(os.environ["FLUX_JOB_SIZE"])
 
 

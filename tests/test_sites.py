@@ -8,12 +8,10 @@ with its binds, and the manager command dials the driver.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shlex
 import sys
-import types
 
 import pytest
 
@@ -44,16 +42,31 @@ def image(tmp_path) -> str:
     return str(path)
 
 
+KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster: {server: "https://127.0.0.1:6443"}
+users:
+- name: test
+  user: {token: not-a-real-token}
+contexts:
+- name: test
+  context: {cluster: test, user: test}
+current-context: test
+"""
+
+
 @pytest.fixture
-def fake_kubernetes(monkeypatch):
-    """Stand-ins for the kubernetes package and kube config, so that Parsl's
-    KubernetesProvider can be built where neither exists."""
-    kube = pytest.importorskip("parsl.providers.kubernetes.kube")
-    config = types.SimpleNamespace(load_kube_config=lambda: None,
-                                   config_exception=types.SimpleNamespace(ConfigException=Exception))
-    monkeypatch.setattr(kube, "_kubernetes_enabled", True)
-    monkeypatch.setattr(kube, "config", config, raising=False)
-    monkeypatch.setattr(kube, "client", types.SimpleNamespace(CoreV1Api=lambda: object()), raising=False)
+def kube_home(tmp_path, monkeypatch):
+    """A home directory with a kube config (for a server that is never contacted),
+    so the real kubernetes package and Parsl's KubernetesProvider load it."""
+    (tmp_path / ".kube").mkdir()
+    (tmp_path / ".kube" / "config").write_text(KUBECONFIG)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    return tmp_path
 
 
 def required_env(monkeypatch, image: str) -> None:
@@ -216,15 +229,32 @@ def test_slurm_site_without_image_uses_host_flux(monkeypatch, image):
     assert argv[1] == "/opt/flux/bin/flux" and argv[argv.index("env") + 1] == sys.executable
 
 
-def test_kubernetes_needs_the_package_or_says_so(monkeypatch):
+def test_kubernetes_without_kube_config_says_so(monkeypatch, tmp_path):
     monkeypatch.setenv("PARSL_FLUX_IMAGE", "registry.example.org/parsl-flux:1")
-    if importlib.util.find_spec("kubernetes") is not None:
-        pytest.skip("the kubernetes package is installed here")
-    with pytest.raises(sites.SiteError, match="pip install kubernetes"):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config, not in a cluster
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(sites.SiteError, match="kube config"):
         sites.make_config("kubernetes")
 
 
-def test_kubernetes_builds_and_renders_pod_command(monkeypatch, fake_kubernetes):
+def test_kubernetes_minicluster_mode_waits_for_the_chart_manager(monkeypatch):
+    from parsl_flux.providers.external import ExternalProvider
+
+    secret = "ab" * 32
+    config = sites.make_config("kubernetes", minicluster=True, port=54321, secret=secret)
+    ex = sites.flux_executor(config)
+    assert isinstance(ex.provider, ExternalProvider) and ex.port == 54321
+    assert ex._master == bytes.fromhex(secret) and ex.address is None
+    monkeypatch.setenv("PARSL_FLUX_SECRET", secret)
+    monkeypatch.setenv("PARSL_FLUX_PORT", "5000")
+    monkeypatch.setenv("PARSL_FLUX_MINICLUSTER", "1")
+    assert sites.flux_executor(sites.make_config("kubernetes")).port == 5000
+    with pytest.raises(sites.SiteError, match="secret"):
+        monkeypatch.delenv("PARSL_FLUX_SECRET")
+        sites.make_config("kubernetes")
+
+
+def test_kubernetes_builds_and_renders_pod_command(monkeypatch, kube_home):
     config = sites.make_config("kubernetes", image="registry.example.org/parsl-flux:1", worker_init="echo init")
     provider = sites.flux_executor(config).provider
     assert provider.image == "registry.example.org/parsl-flux:1" and provider.nodes_per_block == 1

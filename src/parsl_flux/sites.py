@@ -313,12 +313,13 @@ def render(config: Config, block_id: str = "0") -> Rendered:
     host = executor.address or executor.default_address()
     command = executor.launch_command(block_id, url=f"tcp://{host}:{executor.port_range[0]}")
 
-    provider = copy.deepcopy(executor.provider)
-    label = getattr(provider, "label", type(provider).__name__)
-    if type(provider).__name__ == "KubernetesProvider":
+    label = getattr(executor.provider, "label", type(executor.provider).__name__)
+    if type(executor.provider).__name__ == "KubernetesProvider":  # holds an API client: render from its template
         from parsl.providers.kubernetes.template import template_string
 
-        return Rendered(label, None, template_string.format(command=command, worker_init=provider.worker_init))
+        return Rendered(label, None, template_string.format(command=command,
+                                                            worker_init=executor.provider.worker_init))
+    provider = copy.deepcopy(executor.provider)
 
     real_dir = os.path.join(executor.run_dir, "submit_scripts")
     calls: List[str] = []
