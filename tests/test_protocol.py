@@ -63,3 +63,23 @@ def test_unknown_kind_with_valid_mac_is_rejected():
 
 def test_missing_key_rejects():
     assert protocol.decode_or_none(None, protocol.encode(b"k" * 32, Kind.BYE, {})) is None
+
+
+@pytest.mark.parametrize("key", [b"", b"k", b"x" * 64, b"y" * 100])
+def test_hmac_matches_the_standard_library(key):
+    import hashlib
+    import hmac
+
+    for msg in (b"", b"hello", bytes(range(256)) * 9):
+        assert protocol.hmac_sha256(key, msg) == hmac.new(key, msg, hashlib.sha256).digest()
+
+
+def test_runner_side_imports_stay_small():
+    """The modules every Flux job loads must not pull in heavy ones."""
+    import subprocess
+    import sys
+
+    code = ("import sys, parsl_flux.runner; heavy = {'parsl', 'zmq', 'cloudpickle', 'hashlib', 'enum', 'typing',"
+            " 'socket', 'pickle'} & set(sys.modules); print(sorted(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,6 +1,5 @@
 """The runner's payload handling (pure: no Flux, no sockets)."""
 
-import subprocess
 import sys
 
 import cloudpickle
@@ -40,9 +39,3 @@ def test_unpicklable_result_is_an_error_not_a_crash():
 def test_sys_exit_in_app_is_an_app_failure():
     out = run_payload(_payload(sys.exit, 3))
     assert not out["ok"] and out["type"] == "SystemExit"
-
-
-def test_runner_does_not_import_parsl():
-    code = "import sys, parsl_flux.runner; print('parsl' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip() == "False"

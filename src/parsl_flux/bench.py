@@ -181,10 +181,12 @@ def run_all(args: argparse.Namespace, flux: str) -> Dict[str, Any]:
     results["machine"]["parsl"] = parsl.__version__
     with FluxInstance(flux) as instance:
         results["machine"]["flux_core"] = instance.version()
+        python = os.path.realpath(sys.executable)  # the interpreter runners use, not a wrapper such as a pyenv shim
         results["bare_flux"] = {
-            "python3 -S -c pass": instance.bare_rate(args.bare_n, ["python3", "-S", "-c", "pass"]),
+            "python3 -S -c pass": instance.bare_rate(args.bare_n, [python, "-S", "-c", "pass"]),
             "true": instance.bare_rate(args.bare_n, ["true"]),
         }
+        results["machine"]["bare_python"] = python
         print(f"bare Flux, {args.bare_n} jobs: " + ", ".join(f"{k}: {v:.1f} jobs/s"
                                                                for k, v in results["bare_flux"].items()), flush=True)
         for workload in args.workloads:

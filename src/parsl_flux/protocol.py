@@ -1,8 +1,11 @@
 """Messages between the driver-side executor, the manager and the runners.
 
 One module, imported by all three programs, so the wire format has exactly one
-definition. It imports only the standard library and is safe to load in every
-Flux job.
+definition. It loads in every Flux job, so it imports only small C modules of
+the standard library: ``_pickle`` rather than ``pickle``, SHA-256 and a
+constant-time compare rather than ``hmac``/``hashlib`` (which load OpenSSL),
+plain string constants rather than ``enum``, and no ``typing``. Together these
+save about 25 ms of start-up per Flux job, a third of a no-op job's cost here.
 
 Wire format: a ZMQ multipart message ``[VERSION, kind, body, mac]``.
 
@@ -20,16 +23,20 @@ manager of one block cannot pose as another.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
-import pickle
-import socket
 import struct
-from enum import Enum
+from _operator import _compare_digest as compare_digest
 
-# No ``typing`` import: this module loads in every Flux job, and annotations
-# stay strings (``from __future__ import annotations``).
+import _pickle
+import _socket
+
+try:
+    from _sha2 import sha256  # CPython >= 3.12
+except ImportError:  # pragma: no cover - depends on the interpreter
+    try:
+        from _sha256 import sha256  # CPython 3.10, 3.11
+    except ImportError:
+        from hashlib import sha256
 
 VERSION = b"parsl-flux/1"
 KEY_ENV = "PARSL_FLUX_KEY"
@@ -45,11 +52,11 @@ RUNNER_KEY_ENV = "PARSL_FLUX_RUNNER_KEY"
 RUNNER_URL_ENV = "PARSL_FLUX_RUNNER_URL"
 TASK_ENV = "PARSL_FLUX_TASK"
 
-_PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
+PICKLE_PROTOCOL = 5  # pickle.HIGHEST_PROTOCOL on Python >= 3.8
 
 
-class Kind(str, Enum):
-    """Message kinds. Direction noted as driver (D), manager (M), runner (R)."""
+class Kind:
+    """Message kinds (plain strings). Direction: driver (D), manager (M), runner (R)."""
 
     REGISTER = "register"    # M->D: block id, resources, flux version, uri
     CONFIG = "config"        # D->M: answer to REGISTER (packing pool, Flux handle options)
@@ -66,6 +73,9 @@ class Kind(str, Enum):
     EXIT = "exit"            # M->R: a packing worker should exit (idle, or cores are wanted)
 
 
+KINDS = frozenset(v for k, v in vars(Kind).items() if k.isupper())
+
+
 class AuthenticationError(Exception):
     """A message failed the version or MAC check and was not unpickled."""
 
@@ -75,23 +85,37 @@ def new_secret() -> bytes:
     return os.urandom(32)
 
 
+_BLOCK = 64  # SHA-256 block size
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+def hmac_sha256(key: bytes, msg: bytes) -> bytes:
+    """HMAC-SHA256 (RFC 2104), equal to ``hmac.new(key, msg, 'sha256').digest()``."""
+    if len(key) > _BLOCK:
+        key = sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    inner = sha256(key.translate(_IPAD) + msg).digest()
+    return sha256(key.translate(_OPAD) + inner).digest()
+
+
 def block_key(master: bytes, block_id: str) -> bytes:
     """Derive the key of one block from the executor's master secret."""
-    return hmac.new(master, b"block:" + block_id.encode(), hashlib.sha256).digest()
+    return hmac_sha256(master, b"block:" + block_id.encode())
 
 
 def _mac(key: bytes, kind: bytes, body: bytes) -> bytes:
-    return hmac.new(key, VERSION + kind + body, hashlib.sha256).digest()
+    return hmac_sha256(key, VERSION + kind + body)
 
 
-def encode(key: bytes, kind: Kind, data: object = None) -> list[bytes]:
+def encode(key: bytes, kind: str, data: object = None) -> list[bytes]:
     """Frames for one message, signed with ``key``."""
-    k = kind.value.encode()
-    body = pickle.dumps(data, protocol=_PICKLE_PROTOCOL)
+    k = kind.encode()
+    body = _pickle.dumps(data, protocol=PICKLE_PROTOCOL)
     return [VERSION, k, body, _mac(key, k, body)]
 
 
-def decode(key: bytes, frames: list[bytes]) -> tuple[Kind, object]:
+def decode(key: bytes, frames: list[bytes]) -> tuple[str, object]:
     """Verify and unpack frames made by :func:`encode`.
 
     Raises
@@ -104,16 +128,15 @@ def decode(key: bytes, frames: list[bytes]) -> tuple[Kind, object]:
     version, k, body, mac = (bytes(f) for f in frames)
     if version != VERSION:
         raise AuthenticationError(f"unsupported protocol version {version[:32]!r}")
-    if not hmac.compare_digest(mac, _mac(key, k, body)):
+    if not compare_digest(mac, _mac(key, k, body)):
         raise AuthenticationError("bad message authentication code")
-    try:
-        kind = Kind(k.decode())
-    except (UnicodeDecodeError, ValueError):
-        raise AuthenticationError(f"unknown message kind {k[:32]!r}") from None
-    return kind, pickle.loads(body)
+    kind = k.decode(errors="replace")
+    if kind not in KINDS:
+        raise AuthenticationError(f"unknown message kind {k[:32]!r}")
+    return kind, _pickle.loads(body)
 
 
-def decode_or_none(key: bytes | None, frames: list[bytes]) -> tuple[Kind, object] | None:
+def decode_or_none(key: bytes | None, frames: list[bytes]) -> tuple[str, object] | None:
     """Like :func:`decode` but returns None for unauthenticated input or a missing key."""
     if key is None:
         return None
@@ -131,7 +154,7 @@ _LEN = struct.Struct("!I")
 MAX_FRAME = 1 << 31
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _recv_exact(sock: "_socket.socket", n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         chunk = sock.recv(min(n - len(buf), 1 << 20))
@@ -141,12 +164,12 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def send_stream(sock: socket.socket, frames: list[bytes]) -> None:
+def send_stream(sock: "_socket.socket", frames: list[bytes]) -> None:
     """Write one message (as made by :func:`encode`) to a stream socket."""
     sock.sendall(b"".join(_LEN.pack(len(f)) + f for f in frames))
 
 
-def recv_stream(sock: socket.socket) -> list[bytes]:
+def recv_stream(sock: "_socket.socket") -> list[bytes]:
     """Read one four-frame message from a stream socket (not yet verified)."""
     frames = []
     for limit in _FRAME_LIMITS:

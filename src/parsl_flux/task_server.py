@@ -122,7 +122,7 @@ class TaskServer:
                 except ConnectionError:
                     return
                 kind, data = protocol.decode(self.key, frames)
-                if kind is Kind.FETCH and isinstance(data, dict):
+                if kind == Kind.FETCH and isinstance(data, dict):
                     if worker_job is None:
                         worker_job = str(data.get("worker", ""))
                         with self._lock:
@@ -130,12 +130,12 @@ class TaskServer:
                     holding = self._next_packed(conn, worker_job)
                     if holding is None:
                         return
-                elif kind is Kind.FETCH:
+                elif kind == Kind.FETCH:
                     with self._lock:
                         self._unstarted_large.discard(data)
                         reply: Any = self._payloads.get(data)
                     self._send(conn, Kind.PAYLOAD, reply)
-                elif kind is Kind.RESULT and worker_job is not None:
+                elif kind == Kind.RESULT and worker_job is not None:
                     task_id, outcome = data
                     holding = None
                     with self._lock:
@@ -144,7 +144,7 @@ class TaskServer:
                     holding = self._next_packed(conn, worker_job)  # the answer is the next task: one round trip
                     if holding is None:
                         return
-                elif kind is Kind.RESULT:
+                elif kind == Kind.RESULT:
                     task_id, outcome = data
                     with self._lock:
                         if task_id in self._payloads:
@@ -161,7 +161,7 @@ class TaskServer:
                 with self._lock:
                     self.connected_workers -= 1
 
-    def _send(self, conn: Any, kind: Kind, data: Any = None) -> None:
+    def _send(self, conn: Any, kind: str, data: Any = None) -> None:
         protocol.send_stream(conn, protocol.encode(self.key, kind, data))
 
     def _next_packed(self, conn: Any, worker_job: str) -> Optional[int]:
