@@ -13,7 +13,7 @@ import pytest
 from parsl.jobs.states import JobState
 from parsl.providers import LocalProvider
 
-from conftest import start_blocks, wait_for
+from conftest import wait_for
 from parsl_flux.errors import BlockLost, FluxJobFailed, InvalidResourceSpecification
 
 pytestmark = pytest.mark.flux
@@ -179,23 +179,39 @@ def test_multi_node_shape_on_test_instance(make_executor, flux_path, tmp_path):
     assert {broker for _, broker in lines} == {"0", "1"}
 
 
-def test_attach_mode_uses_existing_instance(flux_path, tmp_path):
-    from parsl_flux import FluxExecutor
-
+@pytest.fixture
+def external_instance(flux_path, tmp_path):
+    """A Flux instance started outside the executor; yields its URI."""
     uri_file = tmp_path / "uri"
     instance = subprocess.Popen([flux_path, "start", "bash", "-c", f'echo "$FLUX_URI" > {uri_file}; sleep 300'],
                                 start_new_session=True)
     try:
         wait_for(lambda: uri_file.exists() and uri_file.read_text().strip(), 30, "the external instance")
-        uri = uri_file.read_text().strip()
-        ex = FluxExecutor(flux_path=flux_path, flux_uri=uri)
-        ex.run_dir = str(tmp_path / "run")
-        ex.start()
-        start_blocks(ex)
-        assert ex._blocks["0"].info["flux_uri"] == uri
-        assert ex.submit(env_of, {}, "FLUX_URI").result(timeout=60) == uri
-        ex.shutdown()
-        assert instance.poll() is None, "attach mode must not stop the instance it attached to"
+        yield uri_file.read_text().strip(), instance
     finally:
         os.killpg(instance.pid, signal.SIGKILL)
         instance.wait()
+
+
+def test_attach_mode_uses_existing_instance(make_executor, external_instance):
+    uri, instance = external_instance
+    ex = make_executor(flux_uri=uri)
+    assert ex._blocks["0"].info["flux_uri"] == uri
+    assert ex.submit(env_of, {}, "FLUX_URI").result(timeout=60) == uri
+    ex.shutdown()
+    assert instance.poll() is None, "attach mode must not stop the instance it attached to"
+
+
+def test_two_executors_on_one_instance_do_not_steal_job_ends(make_executor, external_instance):
+    """Each manager waits for its own jobs: neither reaps the other's, nor the
+    job a previous manager left behind when it was cancelled."""
+    uri, _ = external_instance
+    first = make_executor(flux_uri=uri)
+    leftover = first.submit(nap, {}, 60)
+    time.sleep(2)
+    first.shutdown(wait=False)  # its manager cancels the job it leaves behind
+    with pytest.raises(Exception):
+        leftover.result(timeout=1)
+    a, b = make_executor(flux_uri=uri), make_executor(flux_uri=uri)
+    futures = [ex.submit(double, {}, i) for i in range(15) for ex in (a, b)]
+    assert sorted(f.result(timeout=120) for f in futures) == sorted(2 * i for i in range(15) for _ in (a, b))

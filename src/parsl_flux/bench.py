@@ -145,9 +145,16 @@ class FluxInstance:
         out = subprocess.run([self.flux, "version"], capture_output=True, text=True).stdout
         return next((line.split(":", 1)[1].strip() for line in out.splitlines() if "libflux-core" in line), "")
 
+    def purge(self) -> None:
+        """Drop inactive jobs, so that each measurement meets an instance in the
+        same state, not one that carries thousands of earlier jobs."""
+        subprocess.run([self.flux, "job", "purge", "--force", "--num-limit=0"], check=True,
+                       env={**os.environ, "FLUX_URI": self.uri}, stdout=subprocess.DEVNULL)
+
     def bare_rate(self, n: int, command: List[str]) -> float:
         """Jobs/s of ``flux submit --cc=1-N COMMAND`` then ``flux queue drain``."""
         env = {**os.environ, "FLUX_URI": self.uri}
+        self.purge()
         start = time.perf_counter()
         subprocess.run([self.flux, "submit", "--quiet", f"--cc=1-{n}", *command], env=env, check=True,
                        stdout=subprocess.DEVNULL)
@@ -199,8 +206,10 @@ def run_all(args: argparse.Namespace, flux: str) -> Dict[str, Any]:
                         results["runs"][key] = {"skipped": f"predicted {predicted:.0f}s > budget {args.budget:.0f}s"}
                         print(f"{key}: skipped ({results['runs'][key]['skipped']})", flush=True)
                         continue
-                    runs = [measure(kind, n, workload, flux, instance.uri, timeout=max(600.0, 4 * predicted))
-                            for _ in range(args.repeats)]
+                    runs = []
+                    for _ in range(args.repeats):
+                        instance.purge()
+                        runs.append(measure(kind, n, workload, flux, instance.uri, timeout=max(600.0, 4 * predicted)))
                     med = median_of(runs)
                     rate = med["tasks_per_s"]
                     results["runs"][key] = med

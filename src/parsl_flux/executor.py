@@ -37,6 +37,7 @@ from parsl_flux.container import Container
 from parsl_flux.errors import BlockLost, ExecutorShutdown, FluxJobFailed, InvalidResourceSpecification, RemoteTaskError
 from parsl_flux.protocol import Kind
 from parsl_flux.resources import InstanceResources, JobShape, check_fits, parse_spec
+from parsl_flux.wakeup import Waker
 
 logger = logging.getLogger(__name__)
 
@@ -277,6 +278,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._outgoing: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
         self._shutting_down = False
         self._io_thread: Optional[threading.Thread] = None
+        self._waker: Optional[Waker] = None
         self._stop_io = threading.Event()
         self._log_handler: Optional[logging.Handler] = None
         self.url: Optional[str] = None
@@ -319,9 +321,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             port = self._sock.bind_to_random_port(f"tcp://{bind_host}", min_port=self.port_range[0],
                                                   max_port=self.port_range[1])
         self.url = f"tcp://{self.address}:{port}"
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._waker = Waker()
         self._io_thread = threading.Thread(target=self._io_loop, name=f"{self.label}-io", daemon=True)
         self._io_thread.start()
         logger.info("%s listening on %s", self.label, self.url)
@@ -428,10 +428,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         raise error
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except (BlockingIOError, AttributeError):
-            pass
+        waker = self._waker  # shutdown() may clear it meanwhile
+        if waker is not None:
+            waker.wake()
 
     def _cancel_task(self, task_id: int) -> None:
         with self._lock:
@@ -459,16 +458,13 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
     def _io_loop(self) -> None:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self._waker.fd, zmq.POLLIN)
         last_beat = 0.0
         while not self._stop_io.is_set():
             try:
                 ready = dict(poller.poll(timeout=self.heartbeat_period * 1000))
-                if self._wake_r in ready:
-                    try:
-                        os.read(self._wake_r, 65536)
-                    except BlockingIOError:
-                        pass
+                if self._waker.fd in ready:
+                    self._waker.drain()
                 if self._sock in ready:
                     self._receive_all()
                 self._send_outgoing()
@@ -752,8 +748,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             self._io_thread.join(timeout=5)
             self._sock.close()
             self._ctx.term()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            self._waker.close()
+            self._waker = None
             self._io_thread = None
         if self._log_handler is not None:
             logging.getLogger("parsl_flux").removeHandler(self._log_handler)

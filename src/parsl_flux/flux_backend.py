@@ -4,8 +4,11 @@ two threads that submit jobs and collect their ends.
 * submitter: owns one Flux handle; submits jobspecs asynchronously in batches
   (all RPCs of a batch in flight at once), cancels jobs, and pings the broker
   when idle so a dead broker is noticed even with nothing running.
-* waiter: owns a second handle; one ``job.wait(ANY)`` at a time reports each
-  waitable job's end, so there is no thread and no eventlog watch per job.
+* waiter: owns a second handle and runs its reactor; each submitted job gets
+  one ``job.wait`` RPC whose continuation reports the job's end, so there is
+  no thread and no eventlog watch per job. Waiting per job id, not for "any
+  waitable job", keeps two managers on one instance (attach mode, several
+  blocks or executors) from reaping each other's jobs.
 
 Both hand events to the manager's main loop through ``emit``.
 """
@@ -17,9 +20,10 @@ import logging
 import os
 import queue
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from parsl_flux.wakeup import Waker
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +108,8 @@ class FluxThreads:
         self._novalidate = novalidate
         self._handle_kwargs = dict(handle_kwargs or {})
         self.requests: "queue.Queue[Tuple]" = queue.Queue()
-        self._in_flight = 0
-        self._cond = threading.Condition()
+        self._to_wait: "queue.SimpleQueue[int]" = queue.SimpleQueue()
+        self._waiter_wake = Waker()
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -114,8 +118,7 @@ class FluxThreads:
 
     def stop(self) -> None:
         self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
+        self._waiter_wake.wake()
 
     def _handle(self) -> Any:
         import flux
@@ -160,29 +163,33 @@ class FluxThreads:
                         raise
                     self._emit("submit_failed", tag, f"Flux rejected the job: {exc.strerror or exc}")
                     continue
-                with self._cond:
-                    self._in_flight += 1
-                    self._cond.notify()
                 self._emit("submitted", tag, jobid)
+                self._to_wait.put(jobid)
+                self._waiter_wake.wake()
 
     def _wait_loop(self) -> None:
         import flux.job
+        from flux.constants import FLUX_POLLIN
 
         handle = self._handle()
-        while not self._stop.is_set():
-            with self._cond:
-                while self._in_flight == 0 and not self._stop.is_set():
-                    self._cond.wait()
-            if self._stop.is_set():
-                return
-            try:
-                res = flux.job.wait(handle)
-            except OSError as exc:
-                if exc.errno == errno.ECHILD:  # raced with the submit that will notify us
-                    time.sleep(0.01)
-                    continue
-                raise
-            with self._cond:
-                self._in_flight -= 1
+
+        def on_done(future: Any, jobid: int) -> None:
+            res = future.get_status()  # raises OSError when the broker is gone
             errstr = res.errstr.decode(errors="replace") if isinstance(res.errstr, bytes) else str(res.errstr)
-            self._emit("done", int(res.jobid), bool(res.success), errstr)
+            self._emit("done", jobid, bool(res.success), errstr)
+
+        def on_wake(h: Any, *_: Any) -> None:
+            self._waiter_wake.drain()
+            if self._stop.is_set():
+                h.reactor_stop()
+                return
+            while True:
+                try:
+                    jobid = self._to_wait.get_nowait()
+                except queue.Empty:
+                    return
+                flux.job.wait_async(h, jobid).then(on_done, jobid)
+
+        watcher = handle.fd_watcher_create(self._waiter_wake.fd, on_wake, events=FLUX_POLLIN)
+        watcher.start()
+        handle.reactor_run()  # an exception in a callback stops the reactor and is raised here

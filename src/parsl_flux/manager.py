@@ -40,6 +40,7 @@ from parsl_flux.flux_backend import (FluxThreads, build_jobspec, instance_resour
                                      worker_output)
 from parsl_flux.protocol import Kind
 from parsl_flux.task_server import TaskServer
+from parsl_flux.wakeup import Waker
 
 logger = logging.getLogger("parsl_flux.manager")
 
@@ -85,9 +86,7 @@ class Manager:
         self.driver.setsockopt(zmq.IDENTITY, block_id.encode())
         self.driver.setsockopt(zmq.LINGER, 2000)
         self.driver.connect(url)
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self.waker = Waker()
         self.events: "queue.SimpleQueue[Tuple]" = queue.SimpleQueue()
         runner_key = protocol.new_secret()
         self.server = TaskServer(runner_key, self._emit)
@@ -99,10 +98,7 @@ class Manager:
     def _emit(self, *event: Any) -> None:
         """Called from other threads: queue an event and wake the main loop."""
         self.events.put(event)
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:  # pipe full: the loop is awake anyway
-            pass
+        self.waker.wake()
 
     def send(self, kind: str, data: Any = None) -> None:
         self.driver.send_multipart(protocol.encode(self.key, kind, data))
@@ -154,16 +150,13 @@ class Manager:
     def _loop(self) -> Tuple[str, int]:
         poller = zmq.Poller()
         poller.register(self.driver, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self.waker.fd, zmq.POLLIN)
         last_from_driver = last_heartbeat = time.monotonic()
         while True:
             ready = dict(poller.poll(timeout=self.heartbeat_period * 1000))
             now = time.monotonic()
-            if self._wake_r in ready:
-                try:
-                    os.read(self._wake_r, 65536)
-                except BlockingIOError:
-                    pass
+            if self.waker.fd in ready:
+                self.waker.drain()
             if self.driver in ready:
                 last_from_driver = now
                 if self._drain_driver():
