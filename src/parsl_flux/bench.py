@@ -51,7 +51,7 @@ def _config(kind: str, flux: str, uri: str, run_dir: str) -> Any:
     elif kind == "parsl-FluxExecutor":
         from parsl.executors import FluxExecutor as ParslFluxExecutor
 
-        ex = ParslFluxExecutor(flux_path=flux, label="bench",
+        ex = ParslFluxExecutor(flux_path=flux, label="bench", working_dir=os.path.join(run_dir, "parsl-flux-executor"),
                                launch_cmd=f"{{flux}} proxy {uri} {{flux}} env {{python}} {{manager}} "
                                           "{protocol} {hostname} {port}")
     elif kind == "htex":
