@@ -91,3 +91,32 @@ def test_pool_yields_cores_to_a_waiting_mpi_job(make_executor):
     finished_before_big = sum(1 for f in small if f.done())
     assert finished_before_big < len(small), "the MPI job waited for every packed app"
     assert [f.result(timeout=120) for f in small] == [0.2] * 60
+
+
+def noop():
+    return None
+
+
+def test_no_per_task_state_after_futures_resolve(make_executor):
+    """Driver memory stays flat with N: after 3000 resolved tasks the executor
+    holds about what it held after the first 300 (no per-task leftovers)."""
+    import gc
+    import tracemalloc
+
+    ex = make_executor(packing=True)
+
+    def run(n):
+        futures = [ex.submit(noop, {}) for _ in range(n)]
+        for f in futures:
+            f.result(timeout=120)
+
+    run(300)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    run(3000)
+    gc.collect()
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert not ex.tasks and not ex._live_tasks and all(not b.in_flight for b in ex._blocks.values())
+    assert grown < 300 * 1024, f"driver kept {grown} bytes after 3000 tasks resolved"
