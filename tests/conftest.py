@@ -41,6 +41,15 @@ def flux_path() -> str:
     return path
 
 
+@pytest.fixture
+def clean_site_env(monkeypatch, tmp_path):
+    """No PARSL_FLUX_* or FLUX_PATH from the caller's shell; run in a scratch directory."""
+    for name in list(os.environ):
+        if name.startswith("PARSL_FLUX_") or name == "FLUX_PATH":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> None:
     """Poll ``predicate`` until true; fail the test naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout

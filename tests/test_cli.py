@@ -18,13 +18,9 @@ import pytest
 
 from parsl_flux import cli, sites
 
+pytestmark = pytest.mark.usefixtures("clean_site_env")
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("PARSL_FLUX_") or name == "FLUX_PATH":
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+
 
 
 def run(capsys, *argv: str) -> tuple:

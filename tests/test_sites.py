@@ -17,6 +17,8 @@ import pytest
 
 from parsl_flux import sites
 
+pytestmark = pytest.mark.usefixtures("clean_site_env")
+
 ALL = ["aurora", "frontier", "kubernetes", "local", "pbs", "perlmutter", "polaris", "slurm", "theta"]
 CONTAINERS = {"theta": "singularity", "polaris": "apptainer", "aurora": "apptainer", "frontier": "apptainer",
               "perlmutter": "podman-hpc"}
@@ -26,13 +28,6 @@ SUBMIT = {"theta": "qsub", "polaris": "qsub", "aurora": "qsub", "pbs": "qsub", "
           "perlmutter": "sbatch", "slurm": "sbatch"}
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    """No PARSL_FLUX_* from the caller's shell; run in a scratch directory."""
-    for name in list(os.environ):
-        if name.startswith("PARSL_FLUX_") or name == "FLUX_PATH":
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
