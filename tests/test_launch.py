@@ -49,3 +49,20 @@ def test_manager_key_from_block_key_or_master_secret():
         manager_key({}, "1")
     with pytest.raises(ValueError, match="hex"):
         manager_key({protocol.KEY_ENV: "zz"}, "1")
+
+
+def test_fast_runner_start_only_when_site_adds_only_paths(tmp_path):
+    from parsl_flux.flux_backend import runner_command, site_adds_only_paths
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "project.pth").write_text("/opt/src\n")
+    (plain / "distutils-precedence.pth").write_text("import os; __import__('_distutils_hack').add_shim()\n")
+    assert site_adds_only_paths([str(plain)])
+    hooked = tmp_path / "hooked"
+    hooked.mkdir()
+    (hooked / "__editable__.pkg.pth").write_text("import __editable___pkg_finder; __editable___pkg_finder.install()\n")
+    assert not site_adds_only_paths([str(plain), str(hooked)])
+    assert runner_command("/py", False) == ["/py", "-m", "parsl_flux.runner"]
+    fast = runner_command("/py", True)
+    assert fast[:3] == ["/py", "-S", "-c"] and "PARSL_FLUX_SYS_PATH" in fast[3]

@@ -36,8 +36,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import zmq
 
 from parsl_flux import protocol
-from parsl_flux.flux_backend import (FluxThreads, build_jobspec, instance_resources, read_tail, task_output,
-                                     worker_output)
+from parsl_flux.flux_backend import (SYS_PATH_ENV, FluxThreads, build_jobspec, instance_resources, read_tail,
+                                     runner_command, site_adds_only_paths, task_output, worker_output)
 from parsl_flux.protocol import Kind
 from parsl_flux.task_server import TaskServer
 from parsl_flux.wakeup import Waker
@@ -74,7 +74,6 @@ class Manager:
         self.block_id = block_id
         self.key = key
         self.workdir = workdir
-        self.python = python
         self.heartbeat_period = heartbeat_period
         self.driver_timeout = driver_timeout
         self.tasks: Dict[int, _Task] = {}
@@ -93,6 +92,12 @@ class Manager:
         self.job_env = {k: v for k, v in os.environ.items() if k not in (protocol.KEY_ENV, protocol.SECRET_ENV)}
         self.job_env[protocol.RUNNER_URL_ENV] = f"{runner_host}:{self.server.port}"
         self.job_env[protocol.RUNNER_KEY_ENV] = runner_key.hex()
+        import site
+
+        fast = site_adds_only_paths([*site.getsitepackages(), site.getusersitepackages()])
+        if fast:
+            self.job_env[SYS_PATH_ENV] = os.pathsep.join(p for p in sys.path if p)
+        self.runner = runner_command(python, fast)
         self.flux: Optional[FluxThreads] = None
 
     def _emit(self, *event: Any) -> None:
@@ -218,7 +223,7 @@ class Manager:
             return
         assert self.flux is not None
         env = {**self.job_env, **task.shape.get("env", {}), protocol.TASK_ENV: str(task.task_id)}
-        jobspec = build_jobspec(task.shape, self.python, env, self.workdir,
+        jobspec = build_jobspec(task.shape, self.runner, env, self.workdir,
                                 task_output(self.workdir, task.task_id, "out"),
                                 task_output(self.workdir, task.task_id, "err"), f"parsl-task-{task.task_id}")
         self.flux.requests.put(("submit", task.task_id, jobspec))
@@ -253,7 +258,7 @@ class Manager:
             self.pool.serial += 1
             n = self.pool.serial
             env = dict(self.job_env)
-            jobspec = build_jobspec(WORKER_SHAPE, self.python, env, self.workdir,
+            jobspec = build_jobspec(WORKER_SHAPE, self.runner, env, self.workdir,
                                     worker_output(self.workdir, n, "out"), worker_output(self.workdir, n, "err"),
                                     f"parsl-worker-{n}")
             self.flux.requests.put(("submit", None, jobspec))
