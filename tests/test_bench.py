@@ -10,7 +10,7 @@ from parsl_flux import bench
 def _results():
     return {
         "machine": {"cpus": 2, "flux_core": "0.88.0", "parsl": "2026.10.26"},
-        "bare_flux": {"python3 -S -c pass": 20.0, "true": 30.0},
+        "bare_flux": {"python3 -S -c pass": {"100": 20.0}, "true": 30.0},
         "runs": {
             "parsl-flux/noop/100": {"tasks_per_s": 16.0, "latency_p50_s": 0.1, "latency_p99_s": 0.2,
                                     "startup_s": 1, "shutdown_s": 1, "driver_peak_rss_mb": 50},
@@ -28,6 +28,15 @@ def test_ratios_against_parsl_flux_htex_and_bare_flux():
     assert r["parsl-flux/noop/100"] == {"vs parsl-FluxExecutor": 4.0, "vs htex": 0.02,
                                         "vs bare flux python3 -S": 0.8}
     assert "parsl-FluxExecutor/noop/1000" not in r
+
+
+def test_bare_flux_ratio_pairs_runs_of_the_same_size():
+    res = _results()
+    res["runs"]["parsl-flux/noop/1000"] = dict(res["runs"]["parsl-flux/noop/100"], tasks_per_s=9.0)
+    res["bare_flux"]["python3 -S -c pass"]["1000"] = 12.0
+    assert bench.ratios(res)["parsl-flux/noop/1000"]["vs bare flux python3 -S"] == 0.75
+    del res["bare_flux"]["python3 -S -c pass"]["1000"]
+    assert "vs bare flux python3 -S" not in bench.ratios(res)["parsl-flux/noop/1000"]
 
 
 def test_table_lists_every_run_and_skips():
@@ -57,4 +66,6 @@ def test_tiny_real_run(flux_path, tmp_path, monkeypatch):
     for kind in ("parsl-flux", "parsl-flux-packing", "threadpool"):
         assert data["runs"][f"{kind}/noop/3"]["tasks_per_s"] > 0
     assert data["bare_flux"]["true"] > 0
+    assert data["bare_flux"]["python3 -S -c pass"]["3"] > 0
+    assert "vs bare flux python3 -S" in data["ratios"]["parsl-flux/noop/3"]
     assert (out / "results.md").read_text().count("| noop | 3 |") == 3

@@ -60,6 +60,15 @@ def test_results_and_200_in_flight(make_executor):
     assert ex.outstanding() == 0 and not ex.tasks, "per-task state kept after completion"
 
 
+def modules_loaded_in_job():
+    return sorted(sys.modules)
+
+
+def test_job_loads_a_by_value_app_without_cloudpickle_or_parsl(make_executor):
+    loaded = make_executor().submit(modules_loaded_in_job, {}).result(timeout=60)
+    assert "cloudpickle" not in loaded and "parsl" not in loaded and "zmq" not in loaded
+
+
 def test_app_exception_reraises_with_remote_traceback(make_executor):
     ex = make_executor()
     with pytest.raises(ValueError, match="bad input 42") as info:

@@ -4,11 +4,12 @@ import sys
 
 import cloudpickle
 
+from parsl_flux.payload import dumps
 from parsl_flux.runner import run_payload
 
 
 def _payload(func, *args, **kwargs):
-    return cloudpickle.dumps((func, args, kwargs))
+    return dumps((func, args, kwargs))
 
 
 def test_result_is_returned():

@@ -9,7 +9,8 @@ instance and one machine, N no-op apps and N 10 ms apps through the DFK on:
 * ``htex``: Parsl's ``HighThroughputExecutor`` with a ``LocalProvider``;
 * ``threadpool``: Parsl's ``ThreadPoolExecutor``, the DFK's own ceiling here.
 
-and, as Flux's per-job ceiling, bare ``flux submit --cc=1-N python3 -S -c pass``.
+and, as Flux's per-job ceiling, bare ``flux submit --cc=1-N python3 -S -c pass``
+(at each N, paired with the per-job runs) and ``true``.
 
 Each measurement runs in a fresh child process (so driver peak memory is the
 child's) and is repeated; the report gives medians, ratios against Parsl's
@@ -37,6 +38,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 EXECUTORS = ("parsl-flux", "parsl-flux-packing", "parsl-FluxExecutor", "htex", "threadpool")
 WORKLOADS = {"noop": 0.0, "sleep10ms": 0.01}
+BARE = "python3 -S -c pass"
+"""Flux's per-job reference: one such job per app, measured at each N right
+before each per-job parsl-flux run (the ratio pairs the two)."""
 
 
 # --------------------------------------------------------------- child side
@@ -67,20 +71,14 @@ def _config(kind: str, flux: str, uri: str, run_dir: str) -> Any:
     return Config(executors=[ex], run_dir=run_dir, initialize_logging=False)
 
 
-def _app(seconds: float) -> Optional[float]:
-    if seconds:
-        import time as t
-
-        t.sleep(seconds)
-    return None
-
-
 def child(kind: str, n: int, workload: str, flux: str, uri: str) -> Dict[str, Any]:
     """One measurement, in this (fresh) process."""
     import parsl
     from parsl import python_app
 
-    app = python_app(_app, executors=["bench"])
+    from parsl_flux.bench_app import sleep_app
+
+    app = python_app(sleep_app, executors=["bench"])
     seconds = WORKLOADS[workload]
     run_dir = tempfile.mkdtemp(prefix="parsl-flux-bench-")
     t0 = time.perf_counter()
@@ -189,13 +187,10 @@ def run_all(args: argparse.Namespace, flux: str) -> Dict[str, Any]:
     with FluxInstance(flux) as instance:
         results["machine"]["flux_core"] = instance.version()
         python = os.path.realpath(sys.executable)  # the interpreter runners use, not a wrapper such as a pyenv shim
-        results["bare_flux"] = {
-            "python3 -S -c pass": instance.bare_rate(args.bare_n, [python, "-S", "-c", "pass"]),
-            "true": instance.bare_rate(args.bare_n, ["true"]),
-        }
+        bare_python = [python, "-S", "-c", "pass"]
         results["machine"]["bare_python"] = python
-        print(f"bare Flux, {args.bare_n} jobs: " + ", ".join(f"{k}: {v:.1f} jobs/s"
-                                                               for k, v in results["bare_flux"].items()), flush=True)
+        results["bare_flux"] = {"true": instance.bare_rate(args.bare_n, ["true"]), BARE: {}}
+        print(f"bare Flux, {args.bare_n} jobs of true: {results['bare_flux']['true']:.1f} jobs/s", flush=True)
         for workload in args.workloads:
             for kind in args.executors:
                 rate: Optional[float] = None
@@ -206,10 +201,17 @@ def run_all(args: argparse.Namespace, flux: str) -> Dict[str, Any]:
                         results["runs"][key] = {"skipped": f"predicted {predicted:.0f}s > budget {args.budget:.0f}s"}
                         print(f"{key}: skipped ({results['runs'][key]['skipped']})", flush=True)
                         continue
-                    runs = []
+                    paired = kind == "parsl-flux" and workload == "noop"
+                    runs, bare = [], []
                     for _ in range(args.repeats):
+                        if paired:  # the reference, right before each run, so both meet the machine as it is then
+                            bare.append(instance.bare_rate(n, bare_python))
                         instance.purge()
                         runs.append(measure(kind, n, workload, flux, instance.uri, timeout=max(600.0, 4 * predicted)))
+                    if paired:
+                        results["bare_flux"][BARE][str(n)] = statistics.median(bare)
+                        print(f"bare Flux, {n} jobs of python -S: {results['bare_flux'][BARE][str(n)]:.1f} jobs/s",
+                              flush=True)
                     med = median_of(runs)
                     rate = med["tasks_per_s"]
                     results["runs"][key] = med
@@ -231,8 +233,9 @@ def ratios(results: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
             b = results["runs"].get(f"{base}/{workload}/{n}", {})
             if "tasks_per_s" in b:
                 row[f"vs {base}"] = r["tasks_per_s"] / b["tasks_per_s"]
-        if kind == "parsl-flux":
-            row["vs bare flux python3 -S"] = r["tasks_per_s"] / results["bare_flux"]["python3 -S -c pass"]
+        bare = results["bare_flux"][BARE].get(n)
+        if kind == "parsl-flux" and bare:
+            row["vs bare flux python3 -S"] = r["tasks_per_s"] / bare
         out[key] = row
     return out
 
@@ -271,9 +274,9 @@ def plot(results: Dict[str, Any], path: Path) -> bool:
                          if k.startswith(f"{kind}/{workload}/") and "tasks_per_s" in r)
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=kind)
-        if workload == "noop":
-            ax.axhline(results["bare_flux"]["python3 -S -c pass"], color="grey", linestyle="--",
-                       label="bare flux: python3 -S jobs")
+        bare = sorted((int(n), rate) for n, rate in results["bare_flux"][BARE].items())
+        if workload == "noop" and bare:
+            ax.plot(*zip(*bare), color="grey", linestyle="--", marker="x", label="bare flux: python3 -S jobs")
         ax.set(xscale="log", yscale="log", xlabel="N apps", ylabel="tasks/s", title=f"{workload} apps")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
@@ -298,7 +301,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--executors", type=lambda s: s.split(","), default=list(EXECUTORS))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--budget", type=float, default=150.0, help="skip a size predicted to take longer (s)")
-    p.add_argument("--bare-n", type=int, default=200, help="jobs for the bare-Flux reference")
+    p.add_argument("--bare-n", type=int, default=200, help="jobs for the bare-Flux reference of `true`")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args(argv)
     for kind in args.executors:

@@ -35,6 +35,7 @@ from parsl.utils import RepresentationMixin
 from parsl_flux import launch, protocol
 from parsl_flux.container import Container
 from parsl_flux.errors import BlockLost, ExecutorShutdown, FluxJobFailed, InvalidResourceSpecification, RemoteTaskError
+from parsl_flux.payload import dumps as dump_payload
 from parsl_flux.protocol import Kind
 from parsl_flux.resources import InstanceResources, JobShape, check_fits, parse_spec
 from parsl_flux.wakeup import Waker
@@ -398,7 +399,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         shape = parse_spec(resource_specification)
         func = _unwrap_parsl_error_wrapper(func)
         try:
-            payload = cloudpickle.dumps((func, args, kwargs))
+            payload = dump_payload((func, args, kwargs))
         except Exception as exc:
             raise SerializationError(getattr(func, "__name__", repr(func))) from exc
         task_id = next(self._task_ids)

@@ -16,13 +16,13 @@ Two modes, chosen by the environment the manager sets in the jobspec:
 
 from __future__ import annotations
 
+import _pickle
+import _socket
 import os
 import sys
 
-import _pickle
-import _socket
-
 from parsl_flux import protocol
+from parsl_flux.payload import loads as load_payload
 from parsl_flux.protocol import Kind
 
 CONNECT_TIMEOUT = 60.0
@@ -62,7 +62,7 @@ def outcome_of(exc: BaseException) -> dict:
 def run_payload(payload: bytes) -> dict:
     """Unpack and run one app; return the outcome dict sent to the manager."""
     try:
-        func, args, kwargs = _pickle.loads(payload)
+        func, args, kwargs = load_payload(payload)
         value = func(*args, **kwargs)
     except BaseException as exc:  # SystemExit in an app is an app failure too
         return outcome_of(exc)

@@ -1,0 +1,133 @@
+"""Task payloads: how ``(func, args, kwargs)`` travels from the driver to a runner.
+
+The driver pickles with cloudpickle, so everything cloudpickle handles works.
+A workflow script's apps live in ``__main__``, so cloudpickle pickles them *by
+value*, and its pickle then names cloudpickle's reconstructors
+(``cloudpickle.cloudpickle._make_function`` and a few more). Unpickling such a
+payload with plain ``pickle`` imports cloudpickle, and with it ``inspect``,
+``typing``, ``logging``, ``platform``, ...: 40-80 ms of CPU in every Flux job
+on a 2-core machine, more than the rest of the runner together.
+
+So :func:`dumps` writes the six reconstructors that a by-value *function*
+needs as persistent ids, and :func:`loads` (which runs in the runner and
+imports nothing beyond what ``_pickle`` itself loads) resolves them to the
+small equivalents below. Anything else cloudpickle reconstructs (classes or
+enums defined in ``__main__``, dynamic modules, ...) keeps its reference to
+cloudpickle, which the runner then imports as it always would. The mapping is
+made only for the cloudpickle major version whose reconstructors these copies
+mirror; with any other version payloads are plain cloudpickle pickles.
+"""
+
+import _pickle
+import io
+import sys
+import types  # already loaded by _pickle (through functools): free in the runner
+
+from parsl_flux.protocol import PICKLE_PROTOCOL
+
+_PID_PREFIX = "parsl_flux.payload."
+_MIRRORED_CLOUDPICKLE_MAJOR = "3"
+
+
+def _make_function(code: types.CodeType, globals_: dict, name: str, argdefs: "tuple | None",
+                   closure: "tuple | None") -> types.FunctionType:
+    """An empty-bodied function skeleton; its state arrives through :func:`_function_setstate`."""
+    globals_["__builtins__"] = __builtins__
+    return types.FunctionType(code, globals_, name, argdefs, closure)
+
+
+def _function_setstate(func: types.FunctionType, state: "tuple[dict, dict]") -> None:
+    """Fill in a skeleton: ``__dict__``, referenced globals, closure cells, other slots.
+
+    ``__globals__`` and ``__closure__`` are read-only attributes, so they are
+    updated in place; ``_cloudpickle_submodules`` only kept the submodules the
+    function uses alive during unpickling (they are imported by now)."""
+    attrs, slots = state
+    func.__dict__.update(attrs)
+    func.__globals__.update(slots.pop("__globals__"))
+    func.__globals__["__builtins__"] = __builtins__
+    closure = slots.pop("__closure__")
+    slots.pop("_cloudpickle_submodules", None)
+    if closure is not None:
+        for target, source in zip(func.__closure__, closure):
+            try:
+                target.cell_contents = source.cell_contents
+            except ValueError:  # an empty cell stays empty
+                pass
+    for name, value in slots.items():
+        setattr(func, name, value)
+
+
+def _make_empty_cell() -> types.CellType:
+    return types.CellType()
+
+
+def _make_cell(value: object) -> types.CellType:
+    return types.CellType(value)
+
+
+def _builtin_type(name: str) -> type:
+    """A type of the ``types`` module by name (``CodeType``, ``CellType``, ...)."""
+    return getattr(types, name)
+
+
+def _subimport(name: str) -> types.ModuleType:
+    """Module ``name``, imported if needed (``__import__`` returns the top package)."""
+    __import__(name)
+    return sys.modules[name]
+
+
+_LEAN = {
+    "_make_function": _make_function,
+    "_function_setstate": _function_setstate,
+    "_make_empty_cell": _make_empty_cell,
+    "_make_cell": _make_cell,
+    "_builtin_type": _builtin_type,
+    "subimport": _subimport,
+}
+
+
+class _Unpickler(_pickle.Unpickler):
+    def persistent_load(self, pid: object) -> object:
+        name = pid[len(_PID_PREFIX):] if isinstance(pid, str) and pid.startswith(_PID_PREFIX) else None
+        if name not in _LEAN:
+            raise _pickle.UnpicklingError(f"unknown persistent id in task payload: {pid!r}")
+        return _LEAN[name]
+
+
+def loads(data: bytes) -> object:
+    """Unpickle a payload made by :func:`dumps` (runs in every Flux job)."""
+    return _Unpickler(io.BytesIO(data)).load()
+
+
+_pickler_class: "type | None" = None
+
+
+def _lean_pickler_class() -> type:
+    """cloudpickle's Pickler, writing its function reconstructors as persistent ids.
+
+    Built on first use so that runners, which only call :func:`loads`, never
+    import cloudpickle for it."""
+    global _pickler_class
+    if _pickler_class is None:
+        import cloudpickle
+        import cloudpickle.cloudpickle as cp
+
+        ids: "dict[int, str]" = {}
+        if cloudpickle.__version__.split(".")[0] == _MIRRORED_CLOUDPICKLE_MAJOR:
+            ids = {id(obj): _PID_PREFIX + name for name in _LEAN
+                   if (obj := getattr(cp, name, None)) is not None}
+
+        class LeanPickler(cloudpickle.Pickler):
+            def persistent_id(self, obj: object) -> "str | None":
+                return ids.get(id(obj))
+
+        _pickler_class = LeanPickler
+    return _pickler_class
+
+
+def dumps(obj: object) -> bytes:
+    """Pickle ``obj`` (on the driver) with cloudpickle, for :func:`loads`."""
+    buf = io.BytesIO()
+    _lean_pickler_class()(buf, protocol=PICKLE_PROTOCOL).dump(obj)
+    return buf.getvalue()

@@ -1,0 +1,99 @@
+"""Task payloads (pure): cloudpickle semantics, without cloudpickle in the runner."""
+
+import json
+import math
+import os.path
+import pickle
+import subprocess
+import sys
+
+import cloudpickle
+import pytest
+
+from parsl_flux import payload
+
+OFFSET = 10
+
+
+def _helper(x):
+    return x + OFFSET
+
+
+def _factorial(n):
+    return 1 if n <= 1 else n * _factorial(n - 1)
+
+
+def _uses_everything(a, b=2, *, c=3):
+    """Defaults, keyword defaults, a closure, a recursive global, a module and a submodule."""
+    y = 5
+
+    def inner():
+        return a + y
+
+    return _helper(a) + int(math.sqrt(b * b)) + c + inner() + len(os.path.sep) + _factorial(4)
+
+
+class _Point:
+    def __init__(self, x):
+        self.x = x
+
+
+# pickle this module's functions by value, as a workflow script's __main__ is
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _load_in_fresh_runner(data: bytes, code: str) -> dict:
+    """Load ``data`` in a ``python -S`` interpreter, as a runner does; run ``code``."""
+    script = ("import json, sys\nfrom parsl_flux.payload import loads\n"
+              f"func, args, kwargs = loads(sys.stdin.buffer.read())\n{code}")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    out = subprocess.run([sys.executable, "-S", "-c", script], input=data, capture_output=True, env=env, check=True)
+    return json.loads(out.stdout)
+
+
+def test_by_value_function_loads_without_cloudpickle():
+    data = payload.dumps((_uses_everything, (1,), {"c": 4}))
+    out = _load_in_fresh_runner(data, "print(json.dumps({'value': func(*args, **kwargs), "
+                                      "'cloudpickle': 'cloudpickle' in sys.modules}))")
+    assert out == {"value": _uses_everything(1, c=4), "cloudpickle": False}
+
+
+def test_class_by_value_still_loads_through_cloudpickle():
+    data = payload.dumps((lambda: _Point(7).x, (), {}))
+    out = _load_in_fresh_runner(data, "print(json.dumps({'value': func(), 'cloudpickle': 'cloudpickle' in sys.modules}))")
+    assert out == {"value": 7, "cloudpickle": True}
+
+
+def test_round_trip_keeps_attributes_and_empty_cells():
+    def outer():
+        def f():
+            return late
+
+        f.tag = "kept"
+        before = payload.dumps(f)  # the cell of `late` is still empty here
+        late = 3
+        return f, before, payload.dumps(f)
+
+    func, before, after = outer()
+    back = payload.loads(after)
+    assert back() == 3 and back.tag == "kept" and back.__name__ == "f"
+    assert back.__qualname__ == func.__qualname__ and back.__module__ == func.__module__
+    with pytest.raises(NameError, match="late"):
+        payload.loads(before)()
+
+
+def test_plain_cloudpickle_payloads_still_load():
+    assert payload.loads(cloudpickle.dumps((_helper, (1,), {})))[0](1) == 11
+
+
+def test_unknown_persistent_id_is_refused():
+    class Bad(pickle.Pickler):
+        def persistent_id(self, obj):
+            return "os.system" if obj == "x" else None
+
+    import io
+
+    buf = io.BytesIO()
+    Bad(buf).dump(["x"])
+    with pytest.raises(pickle.UnpicklingError, match="os.system"):
+        payload.loads(buf.getvalue())
