@@ -21,10 +21,7 @@ master secret and gives each block ``block_key(master, block_id)``, so the
 manager of one block cannot pose as another.
 """
 
-from __future__ import annotations
-
 import os
-import struct
 from _operator import _compare_digest as compare_digest
 
 import _pickle
@@ -150,7 +147,7 @@ def decode_or_none(key: bytes | None, frames: list[bytes]) -> tuple[str, object]
 # Runner <-> manager transport: plain TCP, so that each Flux job imports only
 # the standard library (pyzmq costs ~60 ms of start-up per job). A message is
 # the same four frames as above, each prefixed with its 4-byte length.
-_LEN = struct.Struct("!I")
+_LEN_BYTES = 4  # big-endian length prefix (int.to_bytes rather than struct: one import less per job)
 MAX_FRAME = 1 << 31
 
 
@@ -166,14 +163,14 @@ def _recv_exact(sock: "_socket.socket", n: int) -> bytes:
 
 def send_stream(sock: "_socket.socket", frames: list[bytes]) -> None:
     """Write one message (as made by :func:`encode`) to a stream socket."""
-    sock.sendall(b"".join(_LEN.pack(len(f)) + f for f in frames))
+    sock.sendall(b"".join(len(f).to_bytes(_LEN_BYTES, "big") + f for f in frames))
 
 
 def recv_stream(sock: "_socket.socket") -> list[bytes]:
     """Read one four-frame message from a stream socket (not yet verified)."""
     frames = []
     for limit in _FRAME_LIMITS:
-        (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
+        n = int.from_bytes(_recv_exact(sock, _LEN_BYTES), "big")
         if n > limit:
             raise AuthenticationError(f"frame of {n} bytes refused")
         frames.append(_recv_exact(sock, n))
