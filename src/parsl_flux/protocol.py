@@ -11,7 +11,8 @@ Wire format: a ZMQ multipart message ``[VERSION, kind, body, mac]``.
 
 * ``kind`` is one of the ``Kind`` values below (ASCII bytes).
 * ``body`` is a pickle of plain Python data (dicts, lists, bytes, str, numbers).
-  Application payloads inside it stay opaque ``bytes`` produced by cloudpickle.
+  Application payloads inside it stay opaque ``bytes`` made by
+  :mod:`parsl_flux.payload`.
 * ``mac`` is HMAC-SHA256 over ``VERSION + kind + body`` with the block's key.
 
 The receiver checks the version and the MAC *before* it unpickles anything, so a
