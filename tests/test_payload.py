@@ -97,3 +97,13 @@ def test_unknown_persistent_id_is_refused():
     Bad(buf).dump(["x"])
     with pytest.raises(pickle.UnpicklingError, match="os.system"):
         payload.loads(buf.getvalue())
+
+
+def test_self_check_guards_the_lean_reconstructors():
+    class Broken(cloudpickle.Pickler):
+        def persistent_id(self, obj):
+            return "parsl_flux.payload.nope" if obj is sys else None
+
+    assert not payload._self_check(Broken)
+    assert payload._self_check(payload._lean_pickler_class())
+    assert payload._lean_pickler_class() is not cloudpickle.Pickler  # cloudpickle 3 here: the lean path is on

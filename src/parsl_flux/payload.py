@@ -103,26 +103,55 @@ def loads(data: bytes) -> object:
 _pickler_class: "type | None" = None
 
 
+def _probe(seed: int) -> "types.FunctionType":
+    """A closure with defaults, keyword defaults and a module global: what :func:`_self_check` ships."""
+    offset = seed * 2
+
+    def probe(x: int, y: int = 3, *, z: int = 4) -> int:
+        return x + y + z + offset + len(sys.argv[:0])
+
+    probe.tag = seed  # type: ignore[attr-defined]
+    return probe
+
+
+def _self_check(pickler_class: type) -> bool:
+    """True if a by-value closure survives dumps/loads through the lean reconstructors."""
+    buf = io.BytesIO()
+    try:
+        pickler_class(buf, protocol=PICKLE_PROTOCOL).dump(_probe(5))
+        back = loads(buf.getvalue())
+        return back(1) == 18 and back.tag == 5 and back.__qualname__ == _probe(0).__qualname__  # type: ignore[attr-defined]
+    except Exception:
+        return False
+
+
 def _lean_pickler_class() -> type:
     """cloudpickle's Pickler, writing its function reconstructors as persistent ids.
 
-    Built on first use so that runners, which only call :func:`loads`, never
-    import cloudpickle for it."""
+    Built on first use, so that runners, which only call :func:`loads`, never
+    import cloudpickle for it. Falls back to cloudpickle's own Pickler (plain
+    pickles, still loadable by :func:`loads`) for another cloudpickle major
+    version, or if a closure does not survive the round trip."""
     global _pickler_class
     if _pickler_class is None:
         import cloudpickle
         import cloudpickle.cloudpickle as cp
 
-        ids: "dict[int, str]" = {}
-        if cloudpickle.__version__.split(".")[0] == _MIRRORED_CLOUDPICKLE_MAJOR:
-            ids = {id(obj): _PID_PREFIX + name for name in _LEAN
-                   if (obj := getattr(cp, name, None)) is not None}
+        ids = {id(obj): _PID_PREFIX + name for name in _LEAN if (obj := getattr(cp, name, None)) is not None}
 
         class LeanPickler(cloudpickle.Pickler):
             def persistent_id(self, obj: object) -> "str | None":
                 return ids.get(id(obj))
 
-        _pickler_class = LeanPickler
+        mirrored = cloudpickle.__version__.split(".")[0] == _MIRRORED_CLOUDPICKLE_MAJOR
+        if mirrored and _self_check(LeanPickler):
+            _pickler_class = LeanPickler
+        else:
+            import logging  # driver side only
+
+            logging.getLogger(__name__).warning("cloudpickle %s: payloads are plain cloudpickle pickles, and jobs import cloudpickle",
+                           cloudpickle.__version__)
+            _pickler_class = cloudpickle.Pickler
     return _pickler_class
 
 
