@@ -28,6 +28,7 @@ def test_ratios_against_parsl_flux_htex_and_bare_flux():
     assert r["parsl-flux/noop/100"] == {"vs parsl-FluxExecutor": 4.0, "vs htex": 0.02,
                                         "vs bare flux python3 -S": 0.8}
     assert "parsl-FluxExecutor/noop/1000" not in r
+    assert r["htex/noop/100"] == {"vs parsl-FluxExecutor": 200.0}, "no ratio of a run against itself"
 
 
 def test_bare_flux_ratio_pairs_runs_of_the_same_size():
@@ -35,6 +36,8 @@ def test_bare_flux_ratio_pairs_runs_of_the_same_size():
     res["runs"]["parsl-flux/noop/1000"] = dict(res["runs"]["parsl-flux/noop/100"], tasks_per_s=9.0)
     res["bare_flux"]["python3 -S -c pass"]["1000"] = 12.0
     assert bench.ratios(res)["parsl-flux/noop/1000"]["vs bare flux python3 -S"] == 0.75
+    res["runs"]["parsl-flux/sleep10ms/1000"] = res["runs"]["parsl-flux/noop/1000"]
+    assert "vs bare flux python3 -S" not in bench.ratios(res)["parsl-flux/sleep10ms/1000"], "the reference is no-op"
     del res["bare_flux"]["python3 -S -c pass"]["1000"]
     assert "vs bare flux python3 -S" not in bench.ratios(res)["parsl-flux/noop/1000"]
 

@@ -231,10 +231,10 @@ def ratios(results: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
         row = {}
         for base in ("parsl-FluxExecutor", "htex"):
             b = results["runs"].get(f"{base}/{workload}/{n}", {})
-            if "tasks_per_s" in b:
+            if base != kind and "tasks_per_s" in b:
                 row[f"vs {base}"] = r["tasks_per_s"] / b["tasks_per_s"]
         bare = results["bare_flux"][BARE].get(n)
-        if kind == "parsl-flux" and bare:
+        if kind == "parsl-flux" and workload == "noop" and bare:  # the reference runs no-op jobs
             row["vs bare flux python3 -S"] = r["tasks_per_s"] / bare
         out[key] = row
     return out

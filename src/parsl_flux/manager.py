@@ -29,9 +29,10 @@ import socket
 import sys
 import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple
 
 import zmq
 
@@ -39,6 +40,7 @@ from parsl_flux import protocol
 from parsl_flux.flux_backend import (SYS_PATH_ENV, FluxThreads, build_jobspec, instance_resources, read_tail,
                                      runner_command, site_adds_only_paths, task_output, worker_output)
 from parsl_flux.protocol import Kind
+from parsl_flux.resources import block_window
 from parsl_flux.task_server import TaskServer
 from parsl_flux.wakeup import Waker
 
@@ -55,6 +57,7 @@ class _Task:
     packed: bool
     jobid: Optional[int] = None
     cancelled: bool = False
+    held: bool = False
 
 
 @dataclass
@@ -79,6 +82,9 @@ class Manager:
         self.tasks: Dict[int, _Task] = {}
         self.by_jobid: Dict[int, Optional[_Task]] = {}  # None marks a packing worker's job
         self.results: List[Dict[str, Any]] = []
+        self.held: Deque[Tuple[_Task, Any]] = deque()  # (task, jobspec) not yet given to Flux
+        self.task_jobs = 0  # task jobs given to Flux and not yet ended
+        self.refill_at = 0  # release held jobs once task_jobs is down to this
         self.pool = _Pool()
         self.ctx = zmq.Context()
         self.driver = self.ctx.socket(zmq.DEALER)
@@ -129,6 +135,7 @@ class Manager:
             self._close(f"no configuration from the driver within {self.driver_timeout:.0f}s")
             return 2
         cores = resources["nodes"] * resources["cores_per_node"]
+        self.refill_at = block_window(cores) // 2
         self.pool.limit = cores if config.get("packing_workers") == -1 else int(config.get("packing_workers", 0))
         self.server.idle_timeout = float(config.get("idle_timeout", 5.0))
         self.flux = FluxThreads(self._emit, config.get("handle_kwargs"), novalidate=owner)
@@ -167,6 +174,7 @@ class Manager:
                 if self._drain_driver():
                     return "shutdown requested by the driver", 0
             fatal = self._drain_events()
+            self._release_held()
             self._grow_pool()
             if self.results:
                 self.send(Kind.RESULTS, self.results)
@@ -226,14 +234,36 @@ class Manager:
         jobspec = build_jobspec(task.shape, self.runner, env, self.workdir,
                                 task_output(self.workdir, task.task_id, "out"),
                                 task_output(self.workdir, task.task_id, "err"), f"parsl-task-{task.task_id}")
-        self.flux.requests.put(("submit", task.task_id, jobspec))
+        task.held = True
+        self.held.append((task, jobspec))
+
+    def _release_held(self) -> None:
+        """Give held jobs to Flux in batches, once Flux's queue is half empty.
+
+        Trickling one job into Flux per job that ends slows a long-lived
+        instance down run after run (measured with flux-core 0.88 on 2 cores:
+        24, 16, then 11 jobs/s over three rounds of 1 000 jobs, with the
+        inactive jobs purged in between); refilling half the window at once
+        keeps it at 24, 24, 20, like a single ``flux submit --cc``. Flux's
+        queue is still never empty while tasks wait, so cores do not idle."""
+        if not self.held or self.task_jobs > self.refill_at:
+            return
+        assert self.flux is not None
+        while self.held:
+            task, jobspec = self.held.popleft()
+            task.held = False
+            self.task_jobs += 1
+            self.flux.requests.put(("submit", task.task_id, jobspec))
 
     def _cancel(self, task_id: int) -> None:
         task = self.tasks.get(task_id)
         if task is None or self.flux is None:
             return
         task.cancelled = True
-        if task.packed:
+        if task.held:  # never given to Flux
+            self.held.remove(next(h for h in self.held if h[0] is task))
+            self._finish(task, {"ok": False, "cancelled": True})
+        elif task.packed:
             worker_job = self.server.cancel_packed(task_id)
             if worker_job is None:
                 self._finish(task, {"ok": False, "cancelled": True})
@@ -286,7 +316,9 @@ class Manager:
                 if task_id is None:
                     self.pool.jobs -= 1
                     logger.error("packing worker not started: %s", error)
-                elif task_id in self.tasks:
+                    continue
+                self.task_jobs -= 1
+                if task_id in self.tasks:
                     self._finish(self.tasks[task_id], {"ok": False, "job_failed": True, "status": error})
             elif op == "done":
                 _, jobid, success, errstr = event
@@ -295,7 +327,9 @@ class Manager:
                 task = self.by_jobid.pop(jobid)
                 if task is None:
                     self.pool.jobs -= 1
-                elif task.task_id in self.tasks:
+                    continue
+                self.task_jobs -= 1
+                if task.task_id in self.tasks:
                     self._job_done(task, success, errstr)
             elif op == "packed_done":
                 _, task_id, outcome = event

@@ -161,3 +161,14 @@ def check_fits(shape: JobShape, res: InstanceResources) -> None:
                 "num_tasks", shape.num_tasks,
                 f"the Flux instance has room for {slots_per_node * res.nodes} such tasks "
                 f"({res.nodes} node(s) x {res.cores_per_node} cores, {res.gpus_per_node} GPUs per node)")
+
+
+def block_window(cores: int) -> int:
+    """Tasks the driver keeps in flight on a block of ``cores`` cores.
+
+    Deep enough that Flux schedules and starts jobs in bulk (measured on 2
+    cores: 36 in flight gave 12 jobs/s, 236 gave 16), bounded so that other
+    blocks get work and a lost block loses a bounded number of tasks. The
+    manager refills Flux's queue in batches from half of it (see
+    ``Manager._release_held``)."""
+    return 4 * cores + 256
