@@ -67,13 +67,16 @@ class TaskServer:
         self._tcp = socketserver.ThreadingTCPServer(("0.0.0.0", 0), Handler)
         self._tcp.daemon_threads = True
         self.port = self._tcp.server_address[1]
+        self._serving: Optional[threading.Thread] = None
 
     # ---------------------------------------------------------- main thread
     def start(self) -> None:
-        threading.Thread(target=self._tcp.serve_forever, name="task-server", daemon=True).start()
+        self._serving = threading.Thread(target=self._tcp.serve_forever, name="task-server", daemon=True)
+        self._serving.start()
 
     def stop(self) -> None:
-        self._tcp.shutdown()
+        if self._serving is not None:  # shutdown() waits for serve_forever, which must be running
+            self._tcp.shutdown()
         self._tcp.server_close()
 
     def add(self, task_id: int, payload: bytes, packed: bool) -> None:
