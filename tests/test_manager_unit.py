@@ -1,4 +1,8 @@
-"""The manager's bookkeeping of task jobs (pure: no broker, no driver)."""
+"""The manager's bookkeeping of task jobs (pure: no broker, no driver).
+
+Jobspecs are built by ``flux.job`` (not importable without Flux); here the
+manager's ``build_jobspec`` returns the job's name instead, which is all the
+bookkeeping looks at. Real jobspecs are covered by the Flux tests."""
 
 import pytest
 
@@ -7,7 +11,8 @@ from parsl_flux.manager import Manager, _Task
 
 
 @pytest.fixture
-def manager(tmp_path):
+def manager(tmp_path, monkeypatch):
+    monkeypatch.setattr("parsl_flux.manager.build_jobspec", lambda *args: args[-1])
     m = Manager("tcp://127.0.0.1:9", "0", b"k" * 32, tmp_path, "python3", 1.0, 10.0, "127.0.0.1")
     m.flux = FluxThreads(lambda *event: None)  # its request queue only: the threads are not started
     m.refill_at = 2
@@ -19,17 +24,17 @@ def manager(tmp_path):
 
 def _hold(m, *ids):
     for i in ids:
-        task = _Task(i, {}, packed=False, held=True)
+        task = _Task(i, {}, packed=False)
         m.tasks[i] = task
         m.server.add(i, b"payload", False)
-        m.held.append((task, f"jobspec-{i}"))
+        m.held.append(task)
 
 
 def _submitted(m):
     out = []
     while not m.flux.requests.empty():
         op, task_id, jobspec = m.flux.requests.get_nowait()
-        assert op == "submit" and jobspec == f"jobspec-{task_id}"
+        assert op == "submit" and jobspec == f"parsl-task-{task_id}"
         out.append(task_id)
     return out
 
@@ -62,7 +67,7 @@ def test_cancelling_a_held_task_resolves_it_without_flux(manager):
     _submitted(manager)
     _hold(manager, 7, 8)
     manager._cancel(7)
-    assert [h[0].task_id for h in manager.held] == [8]
+    assert [t.task_id for t in manager.held] == [8]
     assert manager.results == [{"ok": False, "cancelled": True, "jobid": None, "id": 7}]
     assert 7 not in manager.tasks and _submitted(manager) == []
 

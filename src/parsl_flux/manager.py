@@ -57,7 +57,6 @@ class _Task:
     packed: bool
     jobid: Optional[int] = None
     cancelled: bool = False
-    held: bool = False
 
 
 @dataclass
@@ -82,7 +81,7 @@ class Manager:
         self.tasks: Dict[int, _Task] = {}
         self.by_jobid: Dict[int, Optional[_Task]] = {}  # None marks a packing worker's job
         self.results: List[Dict[str, Any]] = []
-        self.held: Deque[Tuple[_Task, Any]] = deque()  # (task, jobspec) not yet given to Flux
+        self.held: Deque[_Task] = deque()  # per-job tasks not yet given to Flux
         self.task_jobs = 0  # task jobs given to Flux and not yet ended
         self.refill_at = 0  # release held jobs once task_jobs is down to this
         self.pool = _Pool()
@@ -229,13 +228,7 @@ class Manager:
         self.server.add(task.task_id, t["payload"], packed)
         if packed:
             return
-        assert self.flux is not None
-        env = {**self.job_env, **task.shape.get("env", {}), protocol.TASK_ENV: str(task.task_id)}
-        jobspec = build_jobspec(task.shape, self.runner, env, self.workdir,
-                                task_output(self.workdir, task.task_id, "out"),
-                                task_output(self.workdir, task.task_id, "err"), f"parsl-task-{task.task_id}")
-        task.held = True
-        self.held.append((task, jobspec))
+        self.held.append(task)
 
     def _release_held(self) -> None:
         """Give held jobs to Flux in batches, once Flux's queue is half empty.
@@ -250,8 +243,11 @@ class Manager:
             return
         assert self.flux is not None
         while self.held:
-            task, jobspec = self.held.popleft()
-            task.held = False
+            task = self.held.popleft()
+            env = {**self.job_env, **task.shape.get("env", {}), protocol.TASK_ENV: str(task.task_id)}
+            jobspec = build_jobspec(task.shape, self.runner, env, self.workdir,
+                                    task_output(self.workdir, task.task_id, "out"),
+                                    task_output(self.workdir, task.task_id, "err"), f"parsl-task-{task.task_id}")
             self.task_jobs += 1
             self.flux.requests.put(("submit", task.task_id, jobspec))
 
@@ -260,8 +256,8 @@ class Manager:
         if task is None or self.flux is None:
             return
         task.cancelled = True
-        if task.held:  # never given to Flux
-            self.held.remove(next(h for h in self.held if h[0] is task))
+        if not task.packed and task in self.held:  # never given to Flux
+            self.held.remove(task)
             self._finish(task, {"ok": False, "cancelled": True})
         elif task.packed:
             worker_job = self.server.cancel_packed(task_id)

@@ -117,10 +117,11 @@ def _probe(seed: int) -> "types.FunctionType":
 def _self_check(pickler_class: type) -> bool:
     """True if a by-value closure survives dumps/loads through the lean reconstructors."""
     buf = io.BytesIO()
+    probe = _probe(5)
     try:
-        pickler_class(buf, protocol=PICKLE_PROTOCOL).dump(_probe(5))
+        pickler_class(buf, protocol=PICKLE_PROTOCOL).dump(probe)
         back = loads(buf.getvalue())
-        return back(1) == 18 and back.tag == 5 and back.__qualname__ == _probe(0).__qualname__  # type: ignore[attr-defined]
+        return back(1) == probe(1) == 18 and back.tag == 5 and back.__qualname__ == probe.__qualname__  # type: ignore[attr-defined]
     except Exception:
         return False
 
@@ -149,8 +150,9 @@ def _lean_pickler_class() -> type:
         else:
             import logging  # driver side only
 
-            logging.getLogger(__name__).warning("cloudpickle %s: payloads are plain cloudpickle pickles, and jobs import cloudpickle",
-                           cloudpickle.__version__)
+            logging.getLogger(__name__).warning(
+                "cloudpickle %s: payloads are plain cloudpickle pickles, and jobs import cloudpickle",
+                cloudpickle.__version__)
             _pickler_class = cloudpickle.Pickler
     return _pickler_class
 
