@@ -1,29 +1,48 @@
 # parsl-flux front door. `make help` lists the targets.
 #
 # Two commands do all set-up on a fresh machine:
-#   make run    - install into .venv and run examples/workflow.py through a local Flux instance
-#   make test   - install into .venv and run the test suite (Flux tests skip without Flux)
+#   make run    - install into .venv, build Flux if none is found, and run
+#                 examples/workflow.py through a local Flux instance
+#   make test   - install into .venv and run the test suite (Flux tests skip without Flux;
+#                 `make flux` builds it, CI does)
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
+# The flux command, by the package's one rule (FLUX_PATH, then PATH, then the
+# prefix `make flux` builds); empty when there is none.
+FIND_FLUX = $(PY) -c 'from parsl_flux import fluxpath; print(fluxpath.find_flux() or "")'
 
-.PHONY: help install run test test-flux lint clean
+.PHONY: help install flux run test test-flux lint clean
 
 help:  ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
+	@echo "make: creating $(VENV) and installing parsl-flux with what running needs (parsl, pyzmq, Flux binding deps)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[flux]'
+	@touch $@
+
+$(STAMP): $(RUN_STAMP)
+	@echo "make: installing the test tools into $(VENV) (the 'test' extra)"
+	$(PY) -m pip install --quiet -e '.[flux,test]'
 	@touch $@
 
 install: $(STAMP)  ## create .venv with parsl-flux and the test tools
 
-run: $(STAMP)  ## run the example workflow through Flux (needs flux on PATH or FLUX_PATH)
+flux:  ## build flux-core 0.88.0 (+ OpenMPI from Debian) into a per-user cache, reused when present (mk/build-flux.sh)
+	bash mk/build-flux.sh --with-mpi
+
+run: $(RUN_STAMP)  ## run the example workflow through Flux (builds Flux with `make flux` when none is found)
+	@if [ -z "$$($(FIND_FLUX))" ]; then \
+	  echo "make run: no Flux found (FLUX_PATH, then PATH, then make flux's prefix): building flux-core now (~3 min on 2 cores)"; \
+	  bash mk/build-flux.sh --with-mpi; \
+	elif ! command -v mpicc >/dev/null; then bash mk/build-flux.sh --mpi-only; fi
 	$(PY) examples/workflow.py
 
 test: $(STAMP)  ## run all tests; pytest's "no tests collected" (exit 5) counts as success

@@ -16,7 +16,6 @@ bash app, an app whose exception comes back with its traceback, and, when
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -28,21 +27,18 @@ from parsl import bash_app, python_app
 from parsl.config import Config
 from parsl.errors import NoDataFlowKernelError
 
-from parsl_flux import FluxExecutor
+from parsl_flux import FluxExecutor, fluxpath
 
 HERE = Path(__file__).resolve().parent
 MPI_SOURCE = HERE.parent / "tests" / "data" / "mpi_hello.c"
 
 
 def find_flux() -> str:
-    """Path of the flux command, or exit with the way forward."""
-    flux = os.environ.get("FLUX_PATH") or shutil.which("flux")
-    if not flux or not os.access(flux, os.X_OK):
-        sys.exit("No Flux found: put `flux` on PATH or set FLUX_PATH=/path/to/bin/flux.\n"
-                 "Flux is not on PyPI or Debian: build flux-core (https://flux-framework.org), or run\n"
-                 "this example in the image: `docker run IMAGE python examples/workflow.py` or\n"
-                 "`apptainer run parsl-flux.sif python examples/workflow.py` (see README, Images).")
-    return flux
+    """Path of the flux command (FLUX_PATH, PATH, then `make flux`'s prefix), or exit with the way forward."""
+    try:
+        return fluxpath.require_flux()
+    except fluxpath.FluxNotFound as exc:
+        sys.exit(f"workflow.py: {exc}")
 
 
 @python_app

@@ -1,36 +1,34 @@
 """Shared fixtures: locating a real Flux, and executors running on it.
 
 Flux tests are marked ``flux`` and skip, with the reason, when no Flux is found
-(``FLUX_PATH`` names the ``flux`` binary, or ``flux`` is on PATH). There is no
-fake Flux: everything that touches Flux runs against a real broker.
+by :func:`parsl_flux.fluxpath.find_flux` (``FLUX_PATH``, then PATH, then the
+prefix ``make flux`` builds). There is no fake Flux: everything that touches
+Flux runs against a real broker. In CI (``PARSL_FLUX_NO_SKIPS=1``) every skip
+is a failure, so no test can silently not run there.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Iterator, Optional
 
 import pytest
 
+from parsl_flux import fluxpath
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+NO_FLUX_REASON = ("no Flux found: set FLUX_PATH to the flux binary or its prefix, put flux on PATH, "
+                  "or run `make flux` (builds flux-core from ../shared/vendor)")
+
+
 def find_flux() -> Optional[str]:
-    """The flux binary from $FLUX_PATH or PATH, or None."""
-    env = os.environ.get("FLUX_PATH")
-    if env:
-        path = Path(env)
-        if path.is_dir():
-            path = path / "bin" / "flux" if (path / "bin" / "flux").exists() else path / "flux"
-        return str(path) if os.access(path, os.X_OK) else None
-    return shutil.which("flux")
-
-
-NO_FLUX_REASON = ("no Flux found: set FLUX_PATH to the flux binary or put flux on PATH "
-                  "(build flux-core, or run the tests in the parsl-flux image)")
+    """The flux command by the package's one rule (:mod:`parsl_flux.fluxpath`), if it works."""
+    path = fluxpath.find_flux()
+    return path if path is not None and fluxpath.problem(path) is None else None
 
 
 @pytest.fixture(scope="session")
@@ -99,3 +97,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "flux" in item.keywords:
             item.add_marker(skip)
+
+
+NO_SKIP_ENV = "PARSL_FLUX_NO_SKIPS"
+"""When set (CI sets it), a test that would skip fails instead: in CI a skip is a
+test that did not run. Tests marked ``gpu`` may still skip on machines without
+a GPU, with that reason."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not os.environ.get(NO_SKIP_ENV) or not report.skipped or "gpu" in item.keywords:
+        return
+    if hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"skipped, but {NO_SKIP_ENV} is set (CI): {reason}"

@@ -1,12 +1,15 @@
-"""The Helm chart charts/parsl-flux (issue 6), checked without helm.
+"""The Helm chart charts/parsl-flux (issue 6), with a real Helm engine.
 
-helm is not installable on every machine these tests run on, so they check the
-chart's values schema, its static files, and the committed rendered examples
-(charts/parsl-flux/examples/NAME.yaml for NAME.values.yaml): against the Flux
-Operator's MiniCluster CRD (../shared/schemas/), against the Kubernetes schemas
-(kubernetes-validate), and against the values they were rendered from. The
-GitHub workflow (.github/workflows/chart.yml) proves the examples equal real
-`helm template` output; here that comparison runs only when helm is on PATH.
+Helm runs through helm-python-sdk (Helm v4.2.3 as a library, see
+tests/chart_examples.py), so nothing here needs a helm binary and nothing
+skips for want of one: without the SDK these tests fail and say
+`pip install helm-python-sdk==0.2.2`. They check the chart's values schema
+(Helm's own validator and jsonschema), `helm lint --strict`, `helm package`,
+that the committed rendered examples (charts/parsl-flux/examples/NAME.yaml for
+NAME.values.yaml) equal `helm template` output, and those examples against
+the Flux Operator's MiniCluster CRD (../shared/schemas/), the Kubernetes
+schemas (kubernetes-validate), the values they came from, and what the
+operator does with them (interactive mode, its start-up script's user).
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import inspect
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +34,10 @@ import chart_examples as ce  # noqa: E402
 CHART = ce.CHART
 NAMES = ce.example_names()
 WORKFLOW = ce.REPO / ".github" / "workflows" / "chart.yml"
+# The bundle image's user (containers/Dockerfile: useradd --uid 10001, USER 10001).
+IMAGE_UID = 10001
+EXAMPLE_SECRET = "0123456789abcdef" * 4
+NO_SDK_HINT = "pip install helm-python-sdk==0.2.2"
 
 
 def schema():
@@ -47,6 +53,36 @@ def schema_errors(values):
     validator = jsonschema.Draft7Validator(schema())
     return sorted(f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
                   for e in validator.iter_errors(values))
+
+
+def values_for(name):
+    """An example's values coalesced onto the chart's defaults, by Helm."""
+    return ce.merged_values(ce.example_values(name))
+
+
+def with_secret(**overrides):
+    """User values: a master secret (the chart requires one) plus ``overrides``."""
+    values = {"secret": {"value": EXAMPLE_SECRET}}
+    values.update(overrides)
+    return values
+
+
+def render_docs(values, release=ce.RELEASE):
+    """Objects of `helm template` with ``values`` (user values, not merged)."""
+    return ce.load_docs(ce.render(values, release=release))
+
+
+def render_error(values, release=ce.RELEASE):
+    """Helm's message for values it refuses (schema or template); fails if it renders."""
+    helm = ce.sdk()
+    with pytest.raises(helm.HelmError) as info:
+        ce.render(values, release=release)
+    return str(info.value)
+
+
+def kind_of(docs, kind):
+    (obj,) = [d for d in docs if d["kind"] == kind]
+    return obj
 
 
 def rendered(name):
@@ -98,8 +134,8 @@ def test_every_values_example_has_a_rendered_example():
     assert {"default", "gpu-multinode"} <= set(NAMES)
     rendered_files = {p.name[:-5] for p in ce.EXAMPLES.glob("*.yaml") if not p.name.endswith(".values.yaml")}
     assert rendered_files == set(NAMES)
-    assert yaml.safe_load((ce.EXAMPLES / "default.values.yaml").read_text()) in (None, {}), \
-        "the default example must render the chart's defaults"
+    assert set(yaml.safe_load((ce.EXAMPLES / "default.values.yaml").read_text())) == {"secret"}, \
+        "the default example must render the chart's defaults, plus the master secret it requires"
 
 
 # ------------------------------------------------------------------ values schema
@@ -109,7 +145,7 @@ def test_schema_is_valid_draft7():
 
 @pytest.mark.parametrize("name", ["<values.yaml>"] + NAMES)
 def test_values_validate(name):
-    values = defaults() if name == "<values.yaml>" else ce.values_for(name)
+    values = defaults() if name == "<values.yaml>" else values_for(name)
     assert schema_errors(values) == []
 
 
@@ -149,6 +185,17 @@ BAD_VALUES = [
     ("manager.blockId", "a", "manager.blockId: 'a' is not valid"),
     ("secret.value", "not-hex", "secret.value: 'not-hex' does not match"),
     ("secret.value", "abcd", "secret.value: 'abcd' does not match"),
+    ("nameOverride", "My_Name", "nameOverride: 'My_Name' does not match"),
+    ("fullnameOverride", "a.b", "fullnameOverride: 'a.b' does not match"),
+    ("fullnameOverride", "9lives", "fullnameOverride: '9lives' does not match"),
+    ("minicluster.interactive", True, "minicluster.interactive: False was expected"),
+    ("minicluster.podSecurityContext", {"runAsUser": 0},
+     "minicluster.podSecurityContext: Additional properties are not allowed ('runAsUser' was unexpected)"),
+    ("minicluster.securityContext", {"runAsUser": "root"}, "minicluster.securityContext.runAsUser: 'root' is not of type"),
+    ("driver.job.resources", {"cpu": 1}, "driver.job.resources: Additional properties are not allowed ('cpu'"),
+    ("driver.job.resources", {"requests": {"cpu": "lots"}}, "driver.job.resources.requests.cpu: 'lots' is not valid"),
+    ("driver.job.activeDeadlineSeconds", 0, "driver.job.activeDeadlineSeconds: 0 is less than the minimum of 1"),
+    ("driver.job.securityContext", {"privileged": "yes"}, "driver.job.securityContext.privileged: 'yes' is not of type"),
 ]
 
 
@@ -172,9 +219,13 @@ def test_check_jsonschema_rejects_negative_size(tmp_path):
 
 
 # ------------------------------------------------------------------ rendered examples vs. schemas
+CRD_MISSING = (f"MiniCluster CRD not found at {ce.CRD}: these checks need the shared/ folder beside the "
+               "repository (.github/workflows/chart.yml downloads the CRD there)")
+
+
 def test_crd_is_present():
     if not ce.CRD.is_file():
-        pytest.skip(f"MiniCluster CRD not found at {ce.CRD} (the shared/ folder beside the repo)")
+        pytest.skip(CRD_MISSING)
     crd = yaml.safe_load(ce.CRD.read_text())
     assert crd["spec"]["group"] == "flux-framework.org" and crd["spec"]["names"]["kind"] == "MiniCluster"
 
@@ -182,7 +233,7 @@ def test_crd_is_present():
 @pytest.mark.parametrize("name", NAMES)
 def test_rendered_minicluster_matches_crd(name):
     if not ce.CRD.is_file():
-        pytest.skip(f"MiniCluster CRD not found at {ce.CRD} (the shared/ folder beside the repo)")
+        pytest.skip(CRD_MISSING)
     miniclusters = by_kind(name, "MiniCluster")
     assert len(miniclusters) == 1
     assert ce.validate_objects(miniclusters) == []
@@ -192,7 +243,7 @@ def test_strict_crd_schema_catches_unknown_and_wrong_fields():
     """The CRD lets unknown fields through (the API server prunes them); the
     check must not, or a misspelt field would silently do nothing."""
     if not ce.CRD.is_file():
-        pytest.skip(f"MiniCluster CRD not found at {ce.CRD} (the shared/ folder beside the repo)")
+        pytest.skip(CRD_MISSING)
     mc = copy.deepcopy(by_kind("default", "MiniCluster")[0])
     mc["spec"]["containers"][0]["comand"] = "true"
     mc["spec"]["size"] = "two"
@@ -216,9 +267,9 @@ def test_kubernetes_validation_catches_errors():
 # ------------------------------------------------------------------ rendered examples vs. values
 @pytest.mark.parametrize("name", NAMES)
 def test_rendered_example_follows_its_values(name):
-    """A stale example (values or templates changed, example not re-rendered)
-    fails here even without helm."""
-    v = ce.values_for(name)
+    """Each example's objects do what the values (merged by Helm) say: the
+    templates read every value where they should."""
+    v = values_for(name)
     full = fullname(v)
     objs = objects(name)
     image = f"{v['image']['repository']}:{v['image']['tag'] or yaml.safe_load((CHART / 'Chart.yaml').read_text())['appVersion']}"
@@ -238,7 +289,7 @@ def test_rendered_example_follows_its_values(name):
     assert spec["size"] == m["size"]
     assert spec.get("maxSize", 0) == m["maxSize"]
     assert spec["tasks"] == (m["tasks"] or m["size"])
-    assert spec["interactive"] == m["interactive"]
+    assert spec["interactive"] is False, "interactive mode never runs the manager"
     assert spec["flux"]["container"]["disable"] is (not m["addFlux"])
     assert spec["pod"].get("nodeSelector", {}) == m["nodeSelector"]
     assert spec["pod"].get("tolerations", []) == m["tolerations"]
@@ -247,6 +298,9 @@ def test_rendered_example_follows_its_values(name):
     assert container["launcher"] is True and container["runFlux"] is True
     assert container.get("volumes", {}) == m["volumes"]
     assert container.get("environment", {}) == {k: str(x) for k, x in m["environment"].items()}
+    assert container.get("securityContext", {}) == m["securityContext"]
+    assert spec["flux"]["container"].get("securityContext", {}) == m["fluxViewSecurityContext"]
+    assert spec["pod"].get("securityContext", {}) == m["podSecurityContext"]
 
     r = m["resources"]
     limits = container.get("resources", {}).get("limits", {})
@@ -261,10 +315,7 @@ def test_rendered_example_follows_its_values(name):
     if v["secret"]["existingSecret"]:
         assert secrets == {}
     else:
-        hex_value = base64.b64decode(secrets[secret_name]["data"][v["secret"]["key"]]).decode()
-        assert re.fullmatch(r"([0-9a-f]{2}){16,}", hex_value)
-        if v["secret"]["value"]:
-            assert hex_value == v["secret"]["value"]
+        assert base64.b64decode(secrets[secret_name]["data"][v["secret"]["key"]]).decode() == v["secret"]["value"]
 
     # The driver endpoint: which side listens is the driver; the manager dials it.
     host = v["driver"]["host"] or f"{full}-driver.{ce.NAMESPACE}.svc"
@@ -302,6 +353,11 @@ def test_rendered_example_follows_its_values(name):
         assert env["PARSL_FLUX_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": secret_name, "key": v["secret"]["key"]}
         assert env["PARSL_FLUX_PORT"]["value"] == str(v["driver"]["port"])
         assert [p["containerPort"] for p in c["ports"]] == [v["driver"]["port"]]
+        assert env["PARSL_FLUX_BLOCK_ID"]["value"] == str(v["manager"]["blockId"])
+        assert job["spec"]["activeDeadlineSeconds"] == v["driver"]["job"]["activeDeadlineSeconds"]
+        assert c.get("resources", {}) == v["driver"]["job"]["resources"]
+        assert c.get("securityContext", {}) == v["driver"]["job"]["securityContext"]
+        assert pod["spec"].get("securityContext", {}) == v["driver"]["job"]["podSecurityContext"]
         if not v["driver"]["job"]["existingConfigMap"]:
             (cm,) = configmaps
             assert cm["data"]["workflow.py"] == v["driver"]["job"]["script"]
@@ -330,25 +386,193 @@ def test_sample_workflow_script_uses_the_executor_api():
     assert "PARSL_FLUX_PORT" in script and "PARSL_FLUX_SECRET" in script
 
 
-# ------------------------------------------------------------------ helm itself, where present
-@pytest.mark.skipif(shutil.which("helm") is None, reason="helm not on PATH: the GitHub workflow compares the "
-                    "committed examples with helm template output")
+# ------------------------------------------------------------------ helm (the SDK's engine)
 @pytest.mark.parametrize("name", NAMES)
 def test_examples_equal_helm_template(name):
-    assert ce.diff(ce.helm_template(name), (ce.EXAMPLES / f"{name}.yaml").read_text(), name) == ""
+    """The committed examples are exactly what Helm renders now."""
+    committed = (ce.EXAMPLES / f"{name}.yaml").read_text()
+    assert ce.text_diff(ce.render_example(name), committed, name) == "", "run `make chart-examples`"
 
 
-def test_diff_ignores_only_the_generated_secret():
+def test_missing_sdk_fails_with_the_install_command(monkeypatch):
+    """Without the SDK the helm tests fail (an error, not a skip) and say how to install it."""
+    monkeypatch.setitem(sys.modules, "helm_python", None)
+    with pytest.raises(ce.HelmUnavailable, match=re.escape(NO_SDK_HINT)) as info:
+        ce.render_example(NAMES[0])
+    assert not isinstance(info.value, pytest.skip.Exception)
+    out = subprocess.run([sys.executable, "-c", "import sys; sys.modules['helm_python'] = None; "
+                          f"sys.path.insert(0, {str(Path(__file__).parent)!r}); import chart_examples as ce; "
+                          "sys.exit(ce.main(['check']))"], capture_output=True, text=True)
+    assert out.returncode == 2 and NO_SDK_HINT in out.stderr, out.stdout + out.stderr
+
+
+def test_sdk_is_the_pinned_helm():
+    helm = ce.sdk()
+    assert helm.__version__ == "0.2.2" and helm.helm_sdk_version() == "v4.2.3"
+
+
+@pytest.mark.parametrize("name", ["<defaults>"] + NAMES)
+def test_helm_lint_strict(name):
+    values = None if name == "<defaults>" else ce.example_values(name)
+    assert ce.lint(values) == []
+
+
+def test_helm_lint_reports_bad_values():
+    assert any("/minicluster/size" in p for p in ce.lint({"minicluster": {"size": -1}}))
+
+
+def test_helm_package(tmp_path):
+    """The packaged chart leaves the examples out (.helmignore) and renders like the directory."""
+    archive = ce.package(tmp_path)
+    version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+    assert archive.name == f"parsl-flux-{version}.tgz" and archive.is_file()
+    helm = ce.sdk()
+    with helm.Chart.load(str(archive)) as chart:
+        assert chart.name == "parsl-flux" and chart.schema == schema()
+        assert not [f["name"] for f in chart.files if f["name"].startswith("examples/")]
+    values = ce.example_values("driver-job")
+    assert ce.render(values, chart=archive) == ce.render(values)
+    assert ce.main(["package", str(tmp_path / "cli")]) == 0
+
+
+def test_compare_finds_changed_objects_only():
+    """`compare` (another helm's output vs. an example) ignores layout, not content."""
     text = (ce.EXAMPLES / "default.yaml").read_text()
     docs = ce.load_docs(text)
-    for d in docs:
-        if d["kind"] == "Secret":
-            d["data"] = {k: base64.b64encode(b"00" * 32).decode() for k in d["data"]}
     assert ce.diff(yaml.safe_dump_all(docs), text) == ""
     for d in docs:
         if d["kind"] == "MiniCluster":
             d["spec"]["size"] = 3
     assert "size: 3" in ce.diff(yaml.safe_dump_all(docs), text)
+
+
+def test_helm_rejects_bad_values_naming_the_key():
+    """Helm's own schema validation (what `helm install` runs), not only jsonschema's."""
+    assert "at '/minicluster/size': minimum: got -1, want 1" in render_error(with_secret(minicluster={"size": -1}))
+    assert "at '/nameOverride': 'My_Name' does not match pattern" in render_error(with_secret(nameOverride="My_Name"))
+    assert "at '/driver/job/resources': additional properties 'cpu' not allowed" in \
+        render_error(with_secret(driver={"job": {"resources": {"cpu": 1}}}))
+
+
+# ------------------------------------------------------------------ the Flux Operator's semantics
+def test_interactive_mode_is_rejected():
+    """The operator adds -Sbroker.rc2_none in interactive mode: the broker never
+    runs its initial program, so the manager would never start."""
+    assert "at '/minicluster/interactive': value must be false" in \
+        render_error(with_secret(minicluster={"interactive": True}))
+    assert "interactive" not in defaults()["minicluster"]
+    assert kind_of(render_docs(with_secret()), "MiniCluster")["spec"]["interactive"] is False
+
+
+def test_security_context_defaults_fit_the_operator_and_the_image():
+    """The operator's start-up script creates the curve certificate, R and the
+    state/run directories under /mnt/flux/config (made by the view init
+    container) as the broker container's user; the image is uid 10001 without
+    sudo. So both containers run as 10001 and volumes get fsGroup 10001."""
+    dockerfile = (ce.REPO / "containers" / "Dockerfile").read_text()
+    assert f"--uid {IMAGE_UID}" in dockerfile and f"USER {IMAGE_UID}" in dockerfile
+    spec = kind_of(render_docs(with_secret()), "MiniCluster")["spec"]
+    (container,) = spec["containers"]
+    assert container["securityContext"]["runAsUser"] == IMAGE_UID
+    assert container["securityContext"]["runAsNonRoot"] is True
+    assert spec["flux"]["container"]["securityContext"]["runAsUser"] == IMAGE_UID
+    assert spec["pod"]["securityContext"] == {"fsGroup": IMAGE_UID}
+
+
+def test_security_context_is_settable():
+    """An image that runs as root: the broker as uid 0, the view image's own user."""
+    docs = render_docs(with_secret(minicluster={
+        "securityContext": {"runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": None, "allowPrivilegeEscalation": None},
+        "fluxViewSecurityContext": None,
+        "podSecurityContext": {"fsGroup": 2000}}, driver={"job": {
+            "enabled": True, "securityContext": {"runAsUser": 2000, "runAsNonRoot": True},
+            "podSecurityContext": {"fsGroup": 2000}}}))
+    spec = kind_of(docs, "MiniCluster")["spec"]
+    assert spec["containers"][0]["securityContext"] == {"runAsUser": 0, "runAsGroup": 0}
+    assert "securityContext" not in spec["flux"]["container"]
+    assert spec["pod"]["securityContext"] == {"fsGroup": 2000}
+    pod = kind_of(docs, "Job")["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"fsGroup": 2000}
+    # Helm merges a values map into the default one: the defaults' other keys stay.
+    assert pod["containers"][0]["securityContext"] == {
+        **defaults()["driver"]["job"]["securityContext"], "runAsUser": 2000, "runAsNonRoot": True}
+    assert ce.validate_objects([kind_of(docs, "Job")]) == []
+
+
+def test_broker_user_must_own_what_the_view_creates():
+    message = render_error(with_secret(minicluster={"securityContext": {"runAsUser": 1000}}))
+    assert "minicluster.securityContext.runAsUser (1000) must be 0 or equal " \
+           "minicluster.fluxViewSecurityContext.runAsUser (10001)" in message
+    message = render_error(with_secret(minicluster={"securityContext": {"runAsUser": 1000},
+                                                    "fluxViewSecurityContext": None}))
+    assert "fluxViewSecurityContext.runAsUser (unset)" in message
+    message = render_error(with_secret(minicluster={"securityContext": {"runAsUser": 0}}))
+    assert "runAsUser is 0 (root) but runAsNonRoot is true" in message
+
+
+def test_names_the_api_server_would_reject_are_refused():
+    assert "'My_Name' does not match pattern" in render_error(with_secret(nameOverride="My_Name"))
+    assert "'a.b' does not match pattern" in render_error(with_secret(fullnameOverride="a.b"))
+    message = render_error(with_secret(), release="9lives")
+    assert 'the resource name prefix "9lives-parsl-flux" (release "9lives"' in message
+    docs = render_docs(with_secret(nameOverride="flux-2"))
+    assert kind_of(docs, "MiniCluster")["metadata"]["name"] == "demo-flux-2"
+
+
+def test_driver_job_resources_are_checked():
+    good = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"nvidia.com/gpu": 1}}
+    job = kind_of(render_docs(with_secret(driver={"job": {"enabled": True, "resources": good}})), "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"] == good
+    assert "'lots' does not match pattern" in \
+        render_error(with_secret(driver={"job": {"enabled": True, "resources": {"requests": {"cpu": "lots"}}}}))
+
+
+def test_driver_job_has_a_deadline_by_default():
+    job = kind_of(render_docs(with_secret(driver={"job": {"enabled": True}})), "Job")
+    assert job["spec"]["activeDeadlineSeconds"] == defaults()["driver"]["job"]["activeDeadlineSeconds"] > 0
+    assert "minimum: got 0, want 1" in render_error(with_secret(driver={"job": {"activeDeadlineSeconds": 0}}))
+
+
+def test_sample_workflow_serves_the_configured_block(monkeypatch):
+    """The sample script starts the block the manager serves (manager.blockId)."""
+    import parsl
+
+    class Loaded(Exception):
+        pass
+
+    def load(config):
+        raise Loaded(config)
+
+    monkeypatch.setattr(parsl, "load", load)
+    monkeypatch.setenv("PARSL_FLUX_BLOCK_ID", "2")
+    monkeypatch.setenv("PARSL_FLUX_PORT", "54321")
+    monkeypatch.setenv("PARSL_FLUX_SECRET", EXAMPLE_SECRET)
+    with pytest.raises(Loaded) as info:
+        exec(compile(defaults()["driver"]["job"]["script"], "workflow.py", "exec"), {"__name__": "__main__"})
+    (executor,) = info.value.args[0].executors
+    provider = executor.provider
+    # Parsl starts blocks "0".."init_blocks-1": block "2" must be among them and stay.
+    assert provider.init_blocks == provider.min_blocks == provider.max_blocks == 3
+    job = kind_of(render_docs(with_secret(manager={"blockId": "2"}, driver={"job": {"enabled": True}})), "Job")
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PARSL_FLUX_BLOCK_ID"] == "2"
+
+
+def test_render_is_stable_and_needs_a_master_secret():
+    """Same values, same output (GitOps): the chart never makes up a secret."""
+    values = with_secret(driver={"job": {"enabled": True}})
+    first = ce.render(values)
+    assert ce.render(values) == first
+    secret = kind_of(ce.load_docs(first), "Secret")
+    assert base64.b64decode(secret["data"]["secret"]).decode() == EXAMPLE_SECRET
+    message = render_error({})
+    assert "secret.value or secret.existingSecret is required" in message
+    assert "openssl rand -hex 32" in message and "secret.existingSecret=" in message
+    both = {"secret": {"value": EXAMPLE_SECRET, "existingSecret": "mine"}}
+    assert "set secret.existingSecret or secret.value, not both" in render_error(both)
+    docs = render_docs({"secret": {"existingSecret": "mine"}})
+    assert [d for d in docs if d["kind"] == "Secret"] == []
+    assert kind_of(docs, "MiniCluster")["spec"]["containers"][0]["secrets"]["PARSL_FLUX_SECRET"]["name"] == "mine"
 
 
 # ------------------------------------------------------------------ lint and CI
@@ -362,6 +586,7 @@ def test_yamllint_static_files():
 
 
 def test_workflow_runs_pinned_helm_checks():
+    """CI runs the SDK checks and, as a second build of the same engine, the Helm CLI."""
     wf = yaml.safe_load(WORKFLOW.read_text())
     steps = [s for job in wf["jobs"].values() for s in job["steps"]]
     uses = [s["uses"] for s in steps if "uses" in s]
@@ -370,9 +595,18 @@ def test_workflow_runs_pinned_helm_checks():
         ref = u.split("@", 1)[1]
         assert re.fullmatch(r"[0-9a-f]{40}|v\d+\.\d+\.\d+", ref), f"{u} is not pinned to a release or commit"
     helm_version = next(s["with"]["version"] for s in steps if s.get("uses", "").startswith("azure/setup-helm@"))
-    assert re.fullmatch(r"v\d+\.\d+\.\d+", helm_version)
+    assert helm_version == ce.sdk().helm_sdk_version(), "the CLI must be the SDK's Helm version"
     runs = "\n".join(s.get("run", "") for s in steps)
-    assert "helm lint" in runs
-    assert "chart_examples.py check" in runs       # helm template == committed examples
-    assert "chart_examples.py validate" in runs    # helm output vs. Kubernetes + MiniCluster schemas
+    assert "pip install -e '.[test]'" in runs      # the test extra pins helm-python-sdk
+    assert "helm lint --strict" in runs
+    for command in ("lint", "check", "package", "compare", "validate"):
+        assert f"chart_examples.py {command}" in runs, command
     assert "tests/test_chart.py" in runs
+
+
+def test_make_chart_runs_helm_through_the_sdk():
+    """`make chart` runs lint, the examples check and package without a helm binary."""
+    mk = (ce.REPO / "mk" / "chart.mk").read_text()
+    for command in ("lint", "check", "package", "validate"):
+        assert f"tests/chart_examples.py {command}" in mk, command
+    assert "command -v" not in mk and "skipped" not in mk

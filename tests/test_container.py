@@ -211,14 +211,14 @@ def test_executor_launch_command_with_container(runtime: str, paths: Dict[str, s
     launcher, assignments, argv = split_launch(provider.launcher(ex._get_launch_command("0"), 1, 2))
 
     assert launcher[0] == "srun"
-    assert re.fullmatch(r"[0-9a-f]{64}", assignments.pop("PARSL_FLUX_KEY"))
+    assert assignments.pop("PARSL_FLUX_KEY_FILE") == str(tmp_path / "FluxExecutor" / "keys" / "block-0.key")
     assert assignments == {}
     workdir = str(tmp_path / "FluxExecutor")  # the manager writes there: the executor binds it
-    prefix = container.with_binds(workdir).prefix(pass_env=["PARSL_FLUX_KEY"])
+    prefix = container.with_binds(workdir).prefix(pass_env=["PARSL_FLUX_KEY_FILE"])  # keys/ is inside workdir
     assert argv[:len(prefix)] == prefix
     assert workdir in " ".join(prefix)
     if runtime == "docker":  # the key crosses into the container by name, its value stays off the line
-        assert ("-e", "PARSL_FLUX_KEY") in zip(prefix, prefix[1:])
+        assert ("-e", "PARSL_FLUX_KEY_FILE") in zip(prefix, prefix[1:])
     inside = argv[len(prefix):]
     assert inside[:7] == ["flux", "start", "flux", "env", "python3", "-m", "parsl_flux.manager"]
     options = dict(zip(inside[7::2], inside[8::2]))

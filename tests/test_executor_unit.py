@@ -1,5 +1,6 @@
 """Executor behaviour that needs no Flux: validation, serialization, the socket."""
 
+import os
 import pickle
 import shlex
 import socket
@@ -17,7 +18,9 @@ from parsl_flux.executor import _unwrap_parsl_error_wrapper
 
 
 @pytest.fixture
-def executor(tmp_path):
+def executor(tmp_path, monkeypatch):
+    # these tests drive the socket by hand: no block is started, so whether Flux is installed does not matter
+    monkeypatch.setattr("parsl_flux.fluxpath.check_flux", lambda path, run=True: path)
     ex = FluxExecutor(provider=LocalProvider(init_blocks=0), heartbeat_threshold=3)
     ex.run_dir = str(tmp_path)
     ex.start()
@@ -94,19 +97,53 @@ def test_parsl_wrap_error_is_stripped_so_runners_skip_parsl():
     assert _unwrap_parsl_error_wrapper(f) is f
 
 
-def test_launch_command_carries_key_url_and_block(executor):
+def test_launch_command_carries_the_key_file_url_and_block(executor):
     cmd = executor._get_launch_command("7")
     argv = shlex.split(cmd)
     key = protocol.block_key(executor._master, "7").hex()
-    assert argv[0] == f"{protocol.KEY_ENV}={key}"
-    assert argv[1:3] == ["flux", "start"]
+    assert key not in cmd, "the key itself never appears on a command line or in a submit script"
+    name, path = argv[0].split("=", 1)
+    assert name == protocol.KEY_FILE_ENV
+    assert open(path).read() == key
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
+    assert argv[1].endswith("flux") and argv[2] == "start"
     assert argv[argv.index("--url") + 1] == executor.url
     assert argv[argv.index("--block-id") + 1] == "7"
+    assert argv[argv.index("--server-key") + 1] == "none", "loopback blocks need no encryption"
+
+
+def _dealer(url, **curve):
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    for name, value in curve.items():
+        setattr(sock, name, value)
+    sock.connect(url)
+    return sock
+
+
+def _manager_handshake(sock, key, block_id="0"):
+    """What a real manager does: hello, welcome, REGISTER on the new session."""
+    nonce = os.urandom(protocol.NONCE_BYTES)
+    sock.send_multipart(protocol.hello(key, block_id, nonce))
+    assert sock.poll(5000), "no welcome from the driver"
+    session = protocol.manager_session(key, nonce, protocol.open_welcome(key, nonce, sock.recv_multipart()))
+    sock.send_multipart(session.seal(protocol.Kind.REGISTER,
+                                     {"resources": {"nodes": 1, "cores_per_node": 2, "gpus_per_node": 0}}))
+    return session
+
+
+def _wait_live(executor, block_id="0", timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not executor._blocks[block_id].live and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return executor._blocks[block_id].live
 
 
 def test_stranger_on_the_port_gets_nothing_and_breaks_nothing(executor, tmp_path):
-    """Raw bytes, forged zmq messages with a guessed block id, and a pickle bomb:
-    all dropped without unpickling; the executor keeps serving."""
+    """Raw bytes, forged hellos, a pickle bomb: all dropped without unpickling
+    and unanswered; the executor keeps serving the real manager."""
     executor._get_launch_command("0")  # block 0 exists and waits for its manager
     host, port = executor.url[len("tcp://"):].rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=5) as raw:
@@ -122,34 +159,72 @@ def test_stranger_on_the_port_gets_nothing_and_breaks_nothing(executor, tmp_path
         def __reduce__(self):
             return (open, (str(bomb_target), "w"))
 
-    ctx = zmq.Context()
-    stranger = ctx.socket(zmq.DEALER)
-    stranger.setsockopt(zmq.IDENTITY, b"0")
-    stranger.setsockopt(zmq.LINGER, 0)
-    stranger.connect(executor.url)
-    forged = protocol.encode(protocol.new_secret(), protocol.Kind.REGISTER,
-                             {"resources": {"nodes": 1, "cores_per_node": 1, "gpus_per_node": 0}})
-    stranger.send_multipart(forged)
-    stranger.send_multipart([protocol.VERSION, b"register", pickle.dumps(Bomb()), b"x" * 32])
+    stranger = _dealer(executor.url)
+    stranger.send_multipart(protocol.hello(protocol.new_secret(), "0", b"n" * 16))  # a guessed key
+    stranger.send_multipart([protocol.VERSION, b"register", b"\0" * 8, pickle.dumps(Bomb()), b"x" * 32])
     stranger.send_multipart([b"garbage"])
-    time.sleep(0.5)
-    assert not stranger.poll(500), "the executor answered a stranger"
-    stranger.close()
-    ctx.term()
+    assert not stranger.poll(1000), "the executor answered a stranger"
     assert not bomb_target.exists()
     assert not executor._blocks["0"].live, "a forged registration was accepted"
-    # the real key still works afterwards
-    real = zmq.Context().socket(zmq.DEALER)
-    real.setsockopt(zmq.IDENTITY, b"0")
-    real.setsockopt(zmq.LINGER, 0)
-    real.connect(executor.url)
-    real.send_multipart(protocol.encode(protocol.block_key(executor._master, "0"), protocol.Kind.REGISTER,
-                                        {"resources": {"nodes": 1, "cores_per_node": 2, "gpus_per_node": 0}}))
-    deadline = time.monotonic() + 5
-    while not executor._blocks["0"].live and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert executor._blocks["0"].live
+    real = _dealer(executor.url)
+    _manager_handshake(real, protocol.block_key(executor._master, "0"))
+    assert _wait_live(executor)
+    stranger.close()
     real.close()
+
+
+def test_a_replayed_hello_cannot_squat_or_take_over_a_block(executor):
+    """Whoever replays a captured hello gets a welcome it cannot use: without the
+    key it cannot open the session, so the block is bound only to the real
+    manager, and once bound no hello for it is answered."""
+    executor._get_launch_command("0")
+    key = protocol.block_key(executor._master, "0")
+    nonce = os.urandom(protocol.NONCE_BYTES)
+    captured = protocol.hello(key, "0", nonce)
+    attacker = _dealer(executor.url)
+    attacker.send_multipart(captured)  # first come ...
+    assert attacker.poll(5000)
+    attacker.recv_multipart()
+    forged = protocol.manager_session(protocol.new_secret(), nonce, b"d" * 16)
+    attacker.send_multipart(forged.seal(protocol.Kind.REGISTER, {"resources": {}}))
+    real = _dealer(executor.url)
+    _manager_handshake(real, key)  # ... is not first served
+    assert _wait_live(executor)
+    assert executor._blocks["0"].route is not None
+    attacker.send_multipart(captured)
+    assert not attacker.poll(1000), "a bound block answered another hello"
+    attacker.close()
+    real.close()
+
+
+def test_blocks_on_other_hosts_get_an_encrypted_channel(tmp_path, monkeypatch):
+    monkeypatch.setattr("parsl_flux.fluxpath.check_flux", lambda path, run=True: path)
+    ex = FluxExecutor(provider=LocalProvider(init_blocks=0), address="127.0.0.1", encrypt=True)
+    ex.run_dir = str(tmp_path)
+    ex.start()
+    try:
+        argv = shlex.split(ex._get_launch_command("0"))
+        server_key = argv[argv.index("--server-key") + 1]
+        assert len(server_key) == 40
+        plain = _dealer(ex.url)  # a peer without the server's public key cannot even talk
+        plain.send_multipart(protocol.hello(protocol.block_key(ex._master, "0"), "0", b"n" * 16))
+        assert not plain.poll(1000)
+        public, secret = zmq.curve_keypair()
+        real = _dealer(ex.url, curve_serverkey=server_key.encode(), curve_publickey=public, curve_secretkey=secret)
+        _manager_handshake(real, protocol.block_key(ex._master, "0"))
+        assert _wait_live(ex)
+        plain.close()
+        real.close()
+    finally:
+        ex.shutdown()
+    assert FluxExecutor(provider=LocalProvider(), address="10.0.0.1").encrypt is None  # auto: decided at start
+
+
+def test_payload_over_the_limit_is_refused_at_submit(executor):
+    from parsl_flux.errors import PayloadTooLarge
+
+    with pytest.raises(PayloadTooLarge, match="max_message_bytes"):
+        executor.submit(len, {}, b"x" * (executor.max_message_bytes + 1))
 
 
 def test_request_larger_than_live_instance_fails_at_once(executor):

@@ -83,7 +83,9 @@ def test_cores_per_task_and_env_seen_by_task(make_executor):
     assert ex.submit(affinity, {"cores_per_task": 2}).result(timeout=60) == 2
     assert ex.submit(affinity, {}).result(timeout=60) == 1
     assert ex.submit(env_of, {"env": {"PF_TEST": "yes"}}, "PF_TEST").result(timeout=60) == "yes"
-    assert ex.submit(env_of, {}, "PARSL_FLUX_KEY").result(timeout=60) is None, "block key leaked into jobs"
+    for secret in ("PARSL_FLUX_KEY", "PARSL_FLUX_KEY_FILE", "PARSL_FLUX_SECRET"):
+        assert ex.submit(env_of, {}, secret).result(timeout=60) is None, f"{secret} leaked into jobs"
+    assert not os.listdir(ex.key_dir), "the manager removes its key file once read"
 
 
 def test_job_killed_or_failing_reports_status_and_stderr(make_executor):

@@ -186,3 +186,61 @@ def test_workflow_is_valid_and_complete() -> None:
     assert "make test" in in_image and "no Flux found" in in_image  # the suite runs, Flux tests not skipped
     assert "apptainer run parsl-flux.sif python examples/workflow.py" in runs
     assert "docker build -f containers/Dockerfile" in runs
+
+
+# Debian's/Ubuntu's python3 (the image's) always has this sitecustomize, comments and all.
+_DEBIAN_SITECUSTOMIZE = """\
+# install the apport exception handler if available
+try:
+    import apport_python_hook
+except ImportError:
+    pass
+else:
+    apport_python_hook.install()
+"""
+
+
+def _with_sitecustomize(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str) -> None:
+    import importlib
+
+    monkeypatch.delitem(sys.modules, "sitecustomize", raising=False)
+    (tmp_path / "sitecustomize.py").write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+
+
+def test_debian_stock_sitecustomize_keeps_the_fast_runner_start(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    """In the image /usr/lib/python3.11/sitecustomize.py always exists; it only
+    installs apport's hook, which is absent there, so runners may still start with -S."""
+    from parsl_flux.flux_backend import site_adds_only_paths
+
+    _with_sitecustomize(monkeypatch, tmp_path, _DEBIAN_SITECUSTOMIZE)
+    assert site_adds_only_paths([])
+    _with_sitecustomize(monkeypatch, tmp_path, "# reformatted\n" + _DEBIAN_SITECUSTOMIZE.replace("    ", "\t"))
+    assert site_adds_only_paths([])
+
+
+def test_other_sitecustomize_still_turns_the_fast_start_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from parsl_flux.flux_backend import site_adds_only_paths
+
+    _with_sitecustomize(monkeypatch, tmp_path, _DEBIAN_SITECUSTOMIZE + "import os\nos.environ['X'] = '1'\n")
+    assert not site_adds_only_paths([])
+    _with_sitecustomize(monkeypatch, tmp_path, "import coverage; coverage.process_startup()\n")
+    assert not site_adds_only_paths([])
+    # The stock file with apport installed does install a hook: keep the normal start.
+    _with_sitecustomize(monkeypatch, tmp_path, _DEBIAN_SITECUSTOMIZE)
+    (tmp_path / "apport_python_hook.py").write_text("def install():\n    pass\n")
+    assert not site_adds_only_paths([])
+
+
+@pytest.mark.skipif(not Path("/usr/lib/python3.11/sitecustomize.py").exists() or not Path("/usr/bin/python3").exists(),
+                    reason="no Debian python3 with its stock sitecustomize here")
+def test_system_python3_of_debian_gets_the_fast_start() -> None:
+    """The real file, read by the real interpreter (the image's, and Debian hosts')."""
+    src = str(Path(images.__file__).resolve().parents[1])
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); "
+            "from parsl_flux.flux_backend import site_adds_only_paths; print(site_adds_only_paths([]))")
+    done = subprocess.run(["/usr/bin/python3", "-c", code, src], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"

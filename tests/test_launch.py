@@ -10,7 +10,7 @@ from parsl_flux import protocol
 
 FIELDS = {"flux": "/opt/flux bin/flux", "python": "/usr/bin/python3", "url": "tcp://h:1",
           "block_id": "3", "workdir": "/scratch/w", "flux_uri": "local:///run/flux/local",
-          "heartbeat_period": 1.0, "heartbeat_threshold": 10.0}
+          "heartbeat_period": 1.0, "heartbeat_threshold": 10.0, "server_key": launch.NO_SERVER_KEY}
 
 
 def test_start_command_argv():
@@ -21,6 +21,9 @@ def test_start_command_argv():
     args = parse_args(argv[7:])
     assert (args.url, args.block_id, args.workdir) == ("tcp://h:1", "3", "/scratch/w")
     assert (args.heartbeat_period, args.driver_timeout) == (1.0, 10.0)
+    assert args.server_key == launch.NO_SERVER_KEY  # no encryption asked for
+    argv = shlex.split(launch.render(launch.START_CMD, {**FIELDS, "server_key": "K" * 40}))
+    assert parse_args(argv[7:]).server_key == "K" * 40
 
 
 def test_attach_command_uses_flux_proxy():
@@ -29,9 +32,9 @@ def test_attach_command_uses_flux_proxy():
     assert "parsl_flux.manager" in argv
 
 
-def test_key_is_an_environment_assignment_not_an_argument():
-    cmd = launch.with_key("flux start x", "ab12")
-    assert cmd.startswith(f"{protocol.KEY_ENV}=ab12 ")
+def test_only_the_key_file_path_is_on_the_command_line():
+    cmd = launch.with_key("flux start x", "/run/keys/block-1.key")
+    assert cmd.startswith(f"{protocol.KEY_FILE_ENV}=/run/keys/block-1.key ")
     assert shlex.split(cmd)[1:] == ["flux", "start", "x"]
 
 
@@ -41,14 +44,30 @@ def test_unknown_placeholder_rejected():
     launch.check_template(launch.START_CMD)
 
 
-def test_manager_key_from_block_key_or_master_secret():
+def _key_file(path, text, mode=0o600):
+    path.write_text(text)
+    path.chmod(mode)
+    return str(path)
+
+
+def test_manager_key_from_key_file_or_master_secret(tmp_path):
     master = protocol.new_secret()
-    assert manager_key({protocol.KEY_ENV: "00ff"}, "1") == b"\x00\xff"
+    path = _key_file(tmp_path / "k", "00ff")
+    assert manager_key({protocol.KEY_FILE_ENV: path}, "1") == b"\x00\xff"
+    assert not (tmp_path / "k").exists(), "the key file is single use: removed once read"
     assert manager_key({protocol.SECRET_ENV: master.hex()}, "1") == protocol.block_key(master, "1")
-    with pytest.raises(ValueError, match="neither"):
+    with pytest.raises(ValueError, match="none of"):
         manager_key({}, "1")
     with pytest.raises(ValueError, match="hex"):
-        manager_key({protocol.KEY_ENV: "zz"}, "1")
+        manager_key({protocol.KEY_FILE_ENV: _key_file(tmp_path / "z", "zz")}, "1")
+    with pytest.raises(ValueError, match="cannot read"):
+        manager_key({protocol.KEY_FILE_ENV: str(tmp_path / "missing")}, "1")
+
+
+def test_manager_refuses_a_key_file_others_can_read(tmp_path):
+    path = _key_file(tmp_path / "k", "00ff", mode=0o644)
+    with pytest.raises(ValueError, match="readable by others.*644"):
+        manager_key({protocol.KEY_FILE_ENV: path}, "1")
 
 
 def test_fast_runner_start_only_when_site_adds_only_paths(tmp_path):

@@ -18,51 +18,125 @@ class _Bomb:
         return (open, (self.path, "w"))
 
 
-def test_roundtrip():
+def _pair():
+    """A manager session and the driver session that answered its hello."""
     key = protocol.new_secret()
-    frames = protocol.encode(key, Kind.TASKS, [{"id": 1, "payload": b"x"}])
-    assert protocol.decode(key, frames) == (Kind.TASKS, [{"id": 1, "payload": b"x"}])
+    m_nonce, d_nonce = b"m" * 16, b"d" * 16
+    return key, protocol.manager_session(key, m_nonce, d_nonce), protocol.driver_session(key, m_nonce, d_nonce)
 
 
-def test_block_keys_differ_per_block_and_secret():
+def test_session_roundtrip_both_ways():
+    _, manager, driver = _pair()
+    assert driver.open(manager.seal(Kind.RESULTS, [{"id": 1}])) == (Kind.RESULTS, [{"id": 1}])
+    assert manager.open(driver.seal(Kind.TASKS, [{"id": 2, "payload": b"x"}])) == (Kind.TASKS, [{"id": 2,
+                                                                                              "payload": b"x"}])
+
+
+def test_replayed_reflected_and_reordered_frames_are_refused():
+    _, manager, driver = _pair()
+    first = manager.seal(Kind.HEARTBEAT)
+    second = manager.seal(Kind.HEARTBEAT)
+    with pytest.raises(AuthenticationError, match="out-of-order"):
+        driver.open(second)  # before the first
+    driver.open(first)
+    with pytest.raises(AuthenticationError, match="out-of-order"):
+        driver.open(first)  # replayed
+    with pytest.raises(AuthenticationError, match="authentication code"):
+        manager.open(manager.seal(Kind.HEARTBEAT))  # reflected back to its sender
+    driver.open(second)
+
+
+def test_session_of_another_handshake_cannot_read_frames():
+    key, manager, _ = _pair()
+    other = protocol.driver_session(key, b"m" * 16, b"e" * 16)  # same key, another driver nonce
+    with pytest.raises(AuthenticationError, match="authentication code"):
+        other.open(manager.seal(Kind.REGISTER, {}))
+
+
+def test_nothing_unauthenticated_is_unpickled(tmp_path):
+    target = tmp_path / "pwned"
+    _, manager, driver = _pair()
+    frames = manager.seal(Kind.RESULTS, [])
+    frames[3] = pickle.dumps(_Bomb(str(target)))
+    with pytest.raises(AuthenticationError):
+        driver.open(frames)
+    assert not target.exists()
+
+
+def test_hello_and_welcome_prove_both_sides_hold_the_key():
+    key = protocol.new_secret()
+    nonce = b"n" * 16
+    block_id, got_nonce, mac = protocol.open_hello(protocol.hello(key, "3", nonce))
+    assert (block_id, got_nonce) == ("3", nonce)
+    protocol.check_hello(key, "3", nonce, mac)
+    with pytest.raises(AuthenticationError):
+        protocol.check_hello(protocol.new_secret(), "3", nonce, mac)
+    with pytest.raises(AuthenticationError):
+        protocol.check_hello(key, "4", nonce, mac)  # a hello for block 3 does not open block 4
+    welcome = protocol.welcome(key, nonce, b"d" * 16)
+    assert protocol.open_welcome(key, nonce, welcome) == b"d" * 16
+    with pytest.raises(AuthenticationError):
+        protocol.open_welcome(key, b"x" * 16, welcome)  # an answer to another hello
+    with pytest.raises(AuthenticationError):
+        protocol.open_welcome(protocol.new_secret(), nonce, welcome)
+
+
+def test_block_keys_and_task_credentials_are_distinct():
     m1, m2 = protocol.new_secret(), protocol.new_secret()
     assert protocol.block_key(m1, "0") != protocol.block_key(m1, "1")
     assert protocol.block_key(m1, "0") != protocol.block_key(m2, "0")
     assert protocol.block_key(m1, "0") == protocol.block_key(m1, "0")
+    creds = {protocol.task_credential(m1, p) for p in (protocol.WORKER, 0, 1, 2)}
+    assert len(creds) == 4
 
 
-@pytest.mark.parametrize("tamper", ["wrong_key", "body", "kind", "version", "frames"])
-def test_tampered_messages_are_rejected_before_unpickling(tmp_path, tamper):
-    key = protocol.new_secret()
-    target = tmp_path / "unpickled"
-    frames = protocol.encode(key, Kind.RESULTS, [])
-    bomb = pickle.dumps(_Bomb(str(target)))
-    if tamper == "wrong_key":
-        frames = protocol.encode(protocol.new_secret(), Kind.RESULTS, _Bomb(str(target)))
-    elif tamper == "body":
-        frames[2] = bomb
-    elif tamper == "kind":
-        frames[1] = b"tasks"
-    elif tamper == "version":
-        frames[0] = b"parsl-flux/0"
-    elif tamper == "frames":
-        frames = [bomb]
+def _stream_pair(max_bytes=1 << 20):
+    import socket
+
+    a, b = socket.socketpair()
+    nonce = b"s" * 16
+    return (protocol.Stream(a, nonce, protocol.TO_SERVER, protocol.TO_RUNNER, max_bytes),
+            protocol.Stream(b, nonce, protocol.TO_RUNNER, protocol.TO_SERVER, max_bytes))
+
+
+def test_stream_roundtrip_and_principal():
+    runner, server = _stream_pair()
+    cred = protocol.task_credential(b"k" * 32, 7)
+    runner.send(cred, 7, Kind.FETCH, 7)
+    principal, head = server.recv_header()
+    assert principal == 7
+    assert server.recv_body(cred, head) == (Kind.FETCH, 7)
+    server.send(cred, 7, Kind.PAYLOAD, b"data")
+    assert runner.recv(cred) == (Kind.PAYLOAD, b"data")
+
+
+def test_stream_checks_the_header_before_reading_the_body():
+    """A keyless peer announcing a huge body is refused on its 72-byte header."""
+    runner, server = _stream_pair(max_bytes=1 << 40)
+    fields = Kind.RESULT.encode().ljust(16, b"\0") + (3).to_bytes(8, "big") + bytes(8) + (1 << 39).to_bytes(8, "big")
+    runner.sock.sendall(fields + b"\0" * 32)  # no body follows: reading it would block forever
+    server.sock.settimeout(2)
+    principal, head = server.recv_header()
+    with pytest.raises(AuthenticationError, match="header"):
+        server.recv_body(protocol.task_credential(b"k" * 32, principal), head)
+
+
+def test_stream_refuses_a_body_over_the_limit_before_reading_it():
+    runner, server = _stream_pair(max_bytes=1000)
+    cred = protocol.task_credential(b"k" * 32, 1)
+    runner.max_bytes = 1 << 30
+    runner.send(cred, 1, Kind.RESULT, b"x" * 5000)
+    with pytest.raises(protocol.MessageTooLarge, match="5"):
+        server.recv(cred)
+
+
+def test_stream_refuses_replay_and_other_principals_credentials():
+    runner, server = _stream_pair()
+    key = b"k" * 32
+    runner.send(protocol.task_credential(key, 1), 2, Kind.FETCH, 2)  # task 1's credential, claiming task 2
+    principal, head = server.recv_header()
     with pytest.raises(AuthenticationError):
-        protocol.decode(key, frames)
-    assert protocol.decode_or_none(key, frames) is None
-    assert not target.exists()
-
-
-def test_unknown_kind_with_valid_mac_is_rejected():
-    key = protocol.new_secret()
-    body = pickle.dumps(None)
-    mac = protocol._mac(key, b"evil", body)
-    with pytest.raises(AuthenticationError, match="unknown message kind"):
-        protocol.decode(key, [protocol.VERSION, b"evil", body, mac])
-
-
-def test_missing_key_rejects():
-    assert protocol.decode_or_none(None, protocol.encode(b"k" * 32, Kind.BYE, {})) is None
+        server.recv_body(protocol.task_credential(key, principal), head)
 
 
 @pytest.mark.parametrize("key", [b"", b"k", b"x" * 64, b"y" * 100])

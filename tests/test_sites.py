@@ -164,7 +164,7 @@ def test_builds_and_renders_with_defaults(name, monkeypatch, image):
     rendered = sites.render(config)
     rundir = os.path.abspath("runinfo")
     argv = block_command(rendered.script)
-    assert argv[0].startswith("PARSL_FLUX_KEY=") and len(argv[0]) > len("PARSL_FLUX_KEY=") + 32
+    assert argv[0] == f"PARSL_FLUX_KEY_FILE={rundir}/000/flux/keys/block-0.key", "only the key file's path is shown"
     assert_manager_command(argv, rundir)
     runtime = CONTAINERS.get(name)
     if runtime:
@@ -256,7 +256,9 @@ def test_kubernetes_builds_and_renders_pod_command(monkeypatch, kube_home):
     rendered = sites.render(config)
     assert rendered.submit_command is None and rendered.script.startswith("echo init")
     argv = shlex.split(rendered.script.split("\n", 1)[1])
-    assert argv[0].startswith("PARSL_FLUX_KEY=") and argv[1:3] == ["flux", "start"]
+    # a pod shares no filesystem with the driver: the key itself goes into the pod's command
+    assert argv[0].startswith("PARSL_FLUX_KEY=") and len(argv[0]) == len("PARSL_FLUX_KEY=") + 64
+    assert argv[1:3] == ["flux", "start"]
     assert_manager_command(argv, os.path.abspath("runinfo"))
 
 

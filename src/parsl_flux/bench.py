@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from parsl_flux import fluxpath
+
 EXECUTORS = ("parsl-flux", "parsl-flux-packing", "parsl-FluxExecutor", "htex", "threadpool")
 WORKLOADS = {"noop": 0.0, "sleep10ms": 0.01}
 BARE = "python3 -S -c pass"
@@ -288,10 +290,11 @@ def plot(results: Dict[str, Any], path: Path) -> bool:
 
 
 def find_flux() -> str:
-    flux = os.environ.get("FLUX_PATH") or shutil.which("flux")
-    if not flux or not os.access(flux, os.X_OK):
-        raise SystemExit("parsl-flux bench: no Flux found (set FLUX_PATH or put flux on PATH)")
-    return flux
+    """The flux command (:mod:`parsl_flux.fluxpath`), or exit with one line saying what is wrong."""
+    try:
+        return fluxpath.require_flux()
+    except fluxpath.FluxNotFound as exc:
+        raise SystemExit(f"parsl-flux bench: {exc}") from None
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:

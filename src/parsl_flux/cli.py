@@ -24,7 +24,7 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from parsl_flux import sites
+from parsl_flux import fluxpath, sites
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -107,12 +107,11 @@ def _machine_checks() -> List[Check]:
             checks.append((True, f"python: {module}", getattr(mod, "__version__", "importable")))
         except ImportError as exc:
             checks.append((False, f"python: {module}", str(exc)))
-    flux = os.environ.get("FLUX_PATH") or shutil.which("flux")
-    if flux:
-        ok, line = _run_first_line(f"{shlex.quote(flux)} version")
-        checks.append((ok, "flux", f"{flux}: {line}"))
-    else:
-        checks.append((False, "flux", "not found: set FLUX_PATH or put flux on PATH (only the compute side needs it)"))
+    try:
+        flux = fluxpath.require_flux()
+        checks.append((True, "flux", f"{flux}: flux-core {fluxpath.flux_version(flux)}"))
+    except fluxpath.FluxNotFound as exc:
+        checks.append((False, "flux", f"{exc} (only the compute side needs it)"))
     checks.append(_which("mpi: mpiexec", "mpiexec"))
     for runtime in ("apptainer", "singularity", "docker", "podman", "podman-hpc", "shifter"):
         checks.append(_which(f"runtime: {runtime}", runtime))

@@ -76,6 +76,19 @@ class ExecutorShutdown(ExecutorError):
         return self.reason
 
 
+class PayloadTooLarge(ExecutorError):
+    """An app's function and arguments pickle to more than ``max_message_bytes``."""
+
+    def __init__(self, name: str, size: int, limit: int) -> None:
+        self.executor = None
+        self.reason = (f"app {name!r}: its function and arguments pickle to {size} bytes, more than "
+                       f"max_message_bytes={limit}; pass large data through files")
+        self.name, self.size, self.limit = name, size, limit
+
+    def __str__(self) -> str:
+        return str(self.reason)
+
+
 class RemoteTaskError(Exception):
     """An app raised an exception that could not be sent back as itself.
 

@@ -19,7 +19,7 @@ from collections import deque
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Set, Union
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import cloudpickle
 import zmq
@@ -32,11 +32,13 @@ from parsl.providers.base import ExecutionProvider
 from parsl.serialize.errors import DeserializationError, SerializationError
 from parsl.utils import RepresentationMixin
 
-from parsl_flux import launch, protocol
+from parsl_flux import fluxpath, launch, protocol
 from parsl_flux.container import Container
-from parsl_flux.errors import BlockLost, ExecutorShutdown, FluxJobFailed, InvalidResourceSpecification, RemoteTaskError
+from parsl_flux.errors import (BlockLost, ExecutorShutdown, FluxJobFailed, InvalidResourceSpecification, PayloadTooLarge,
+                               RemoteTaskError)
 from parsl_flux.payload import dumps as dump_payload
 from parsl_flux.protocol import Kind
+from parsl_flux.rejects import RejectLog
 from parsl_flux.resources import InstanceResources, JobShape, block_window, check_fits, parse_spec
 from parsl_flux.wakeup import Waker
 
@@ -73,12 +75,15 @@ class _Task:
 class _Block:
     block_id: str
     key: bytes
+    key_file: str = ""
     launched_at: float = field(default_factory=time.monotonic)
     resources: Optional[InstanceResources] = None
     info: Dict[str, Any] = field(default_factory=dict)
     last_seen: float = 0.0
     in_flight: Set[int] = field(default_factory=set)
     closed: bool = False
+    route: Optional[bytes] = None  # the ZMQ routing id its manager proved it owns
+    session: Optional[protocol.Session] = None
 
     @property
     def live(self) -> bool:
@@ -130,8 +135,10 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         have no effect, since the manager submits jobs itself; unknown keys are
         an error.
     flux_path : str, optional
-        ``flux`` command on the compute side. Default ``flux`` from PATH there.
-        The driver itself never runs it.
+        ``flux`` command on the compute side. Default: for a ``LocalProvider``
+        without a container, the one :mod:`parsl_flux.fluxpath` finds
+        (``$FLUX_PATH``, PATH, then the prefix ``make flux`` builds), checked
+        before each block starts; elsewhere ``flux`` from PATH there.
     launch_cmd : str, optional
         Template of the block command; placeholders ``{flux} {python} {url}
         {block_id} {workdir} {flux_uri} {heartbeat_period} {heartbeat_threshold}``. Default :attr:`DEFAULT_LAUNCH_CMD`,
@@ -180,7 +187,21 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
     packing_idle_timeout : float
         Seconds an idle packing worker lingers before it exits.
     block_error_handler : bool or callable
-        As for Parsl's HighThroughputExecutor.
+        As for Parsl's HighThroughputExecutor. A block whose manager never
+        connected counts as failed; a block lost after it registered does not
+        (it is reported CANCELLED with the reason, and a new block replaces it),
+        so one lost node does not end the workflow.
+    encrypt : bool, optional
+        Encrypt the driver-manager connection with CurveZMQ. Default: on
+        unless managers dial a loopback address (blocks on this machine).
+    key_in_command : bool
+        Put the block key itself into the block command instead of the path
+        of a 0600 key file. Only for providers whose jobs share no filesystem
+        with the driver (Kubernetes pods); whoever can read the job's
+        definition can then read the key (README, threat model).
+    max_message_bytes : int
+        Largest pickled app (function and arguments) or result; larger ones
+        fail with a clear error instead of starving heartbeats and memory.
 
     Notes
     -----
@@ -227,6 +248,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         packing_workers: Optional[int] = None,
         packing_idle_timeout: float = 5.0,
         block_error_handler: Union[bool, Callable] = True,
+        encrypt: Optional[bool] = None,
+        max_message_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES,
+        key_in_command: bool = False,
     ) -> None:
         provider = provider if provider is not None else LocalProvider()
         super().__init__(provider=provider, block_error_handler=block_error_handler)
@@ -261,6 +285,11 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self.packing = packing
         self.packing_workers = packing_workers
         self.packing_idle_timeout = packing_idle_timeout
+        if max_message_bytes < 1 << 20:
+            raise ValueError(f"max_message_bytes={max_message_bytes!r} must be at least 1 MiB")
+        self.encrypt = encrypt
+        self.max_message_bytes = max_message_bytes
+        self.key_in_command = key_in_command
         master_hex = secret or os.environ.get(protocol.SECRET_ENV)
         try:
             self._master = bytes.fromhex(master_hex) if master_hex else protocol.new_secret()
@@ -279,6 +308,11 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._waker: Optional[Waker] = None
         self._stop_io = threading.Event()
         self._log_handler: Optional[logging.Handler] = None
+        self._handshakes: Dict[bytes, Tuple[_Block, protocol.Session]] = {}  # route -> not yet registered
+        self._routes: Dict[bytes, _Block] = {}
+        self._rejects = protocol_rejects()
+        self._server_public: str = ""
+        self._cancelled_jobs: Set[Any] = set()
         self.url: Optional[str] = None
 
     # ----------------------------------------------------------------- set-up
@@ -307,11 +341,20 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         logging.getLogger("parsl_flux").setLevel(logging.DEBUG)
         if self.address is None:
             self.address = self.default_address()
-        bind_host = "127.0.0.1" if self.address in ("127.0.0.1", "localhost") else "*"
+        loopback = self.address in ("127.0.0.1", "localhost", "::1")
+        bind_host = "127.0.0.1" if loopback else "*"
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes + (1 << 20))
+        if self.encrypt if self.encrypt is not None else not loopback:
+            if not zmq.has("curve"):
+                raise RuntimeError("encrypt=True, but this pyzmq's libzmq has no CURVE support")
+            public, secret = zmq.curve_keypair()
+            self._sock.curve_server = True
+            self._sock.curve_secretkey = secret
+            self._server_public = public.decode()
         if self.port is not None:
             self._sock.bind(f"tcp://{bind_host}:{self.port}")
             port = self.port
@@ -326,9 +369,40 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
 
     def _get_launch_command(self, block_id: str) -> str:
         """Register block ``block_id`` (its manager is now expected) and return its command."""
+        if self._local() and self.container is None:
+            try:  # one clear line now, instead of a broker log saying "flux: command not found"
+                fluxpath.check_flux(self._flux_command())
+            except fluxpath.FluxNotFound as exc:
+                logger.error("block %s not started: %s", block_id, exc)
+                raise
+        key = protocol.block_key(self._master, block_id)
+        key_file = self._write_key(block_id, key)
         with self._lock:
-            self._blocks[block_id] = _Block(block_id, protocol.block_key(self._master, block_id))
+            self._blocks[block_id] = _Block(block_id, key, key_file)
         return self.launch_command(block_id)
+
+    def _write_key(self, block_id: str, key: bytes) -> str:
+        """Write a block's key to a new 0600 file in the 0700 key directory;
+        its manager reads and removes it."""
+        os.makedirs(self.key_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.key_dir, 0o700)
+        path = os.path.join(self.key_dir, f"block-{block_id}.key")
+        if os.path.exists(path):
+            os.unlink(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key.hex())
+        return path
+
+    def _flux_command(self) -> Optional[str]:
+        """``flux_path``; else, for blocks on this machine, the command
+        :func:`parsl_flux.fluxpath.find_flux` finds (None: there is none);
+        else ``flux`` from the compute side's PATH."""
+        if self.flux_path:
+            return self.flux_path
+        if self._local() and self.container is None:
+            return fluxpath.find_flux()
+        return "flux"
 
     def default_address(self) -> str:
         """Where managers dial when ``address`` is not given: loopback for a
@@ -346,17 +420,28 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         template = self.launch_cmd or (self.ATTACH_LAUNCH_CMD if uri else self.DEFAULT_LAUNCH_CMD)
         python = self.python or (sys.executable if self._local() and self.container is None else "python3")
         fields = {
-            "flux": self.flux_path or "flux", "python": python, "url": url, "block_id": block_id,
+            "flux": self._flux_command() or "flux", "python": python, "url": url, "block_id": block_id,
             "workdir": self.working_dir or os.path.join(self.run_dir, self.label), "flux_uri": uri or "",
             "heartbeat_period": self.heartbeat_period, "heartbeat_threshold": self.heartbeat_threshold,
+            "server_key": self._server_public or launch.NO_SERVER_KEY,
         }
         command = launch.render(template, fields)
         if self.container is not None:
             container = self.container
-            if isinstance(container, Container):  # the manager writes under workdir: bind it
-                container = container.with_binds(fields["workdir"])
-            command = container.wrap(command, pass_env=[protocol.KEY_ENV])
-        return launch.with_key(command, protocol.block_key(self._master, block_id).hex())
+            if isinstance(container, Container):  # the manager writes under workdir and reads its key: bind both
+                inside = os.path.commonpath([os.path.abspath(fields["workdir"]), self.key_dir]) == \
+                    os.path.abspath(fields["workdir"])
+                container = container.with_binds(fields["workdir"], *([] if inside else [self.key_dir]))
+            command = container.wrap(command, pass_env=[protocol.KEY_ENV if self.key_in_command
+                                                        else protocol.KEY_FILE_ENV])
+        key_hex = protocol.block_key(self._master, block_id).hex() if self.key_in_command else None
+        return launch.with_key(command, os.path.join(self.key_dir, f"block-{block_id}.key"), key_hex)
+
+    @property
+    def key_dir(self) -> str:
+        """The 0700 directory of the blocks' 0600 key files, under the run
+        directory (which the compute side shares, as Parsl's ``runinfo``)."""
+        return os.path.abspath(os.path.join(self.run_dir, self.label, "keys"))
 
     @property
     def workers_per_node(self) -> Union[int, float]:
@@ -399,6 +484,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             payload = dump_payload((func, args, kwargs))
         except Exception as exc:
             raise SerializationError(getattr(func, "__name__", repr(func))) from exc
+        if len(payload) > self.max_message_bytes - 4096:
+            raise PayloadTooLarge(getattr(func, "__name__", repr(func)), len(payload), self.max_message_bytes)
         task_id = next(self._task_ids)
         fut = _TaskFuture(self, task_id)
         task = _Task(task_id, fut, shape, payload)
@@ -475,8 +562,10 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                 logger.exception("error in the I/O loop of %s", self.label)
 
     def _send(self, block: _Block, kind: str, data: Any = None) -> bool:
+        if block.route is None or block.session is None:
+            return False
         try:
-            self._sock.send_multipart([block.block_id.encode(), *protocol.encode(block.key, kind, data)])
+            self._sock.send_multipart([block.route, *block.session.seal(kind, data)])
             return True
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the manager is not connected
             logger.warning("cannot send %s to block %s: %s", kind, block.block_id, exc)
@@ -495,38 +584,67 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
     def _receive_all(self) -> None:
         while True:
             try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                route, *frames = self._sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            ident = frames[0].decode(errors="replace")
-            with self._lock:
-                block = self._blocks.get(ident)
-            msg = protocol.decode_or_none(block.key if block else None, frames[1:])
-            if msg is None or block is None:
-                logger.warning("dropped an unauthenticated message from peer %r", ident[:64])
-                continue
-            kind, data = msg
+            try:
+                self._receive(route, frames)
+            except protocol.AuthenticationError as exc:
+                self._rejects.reject("dropped a message from peer %s: %s", route.hex()[:16], exc)
+
+    def _receive(self, route: bytes, frames: List[bytes]) -> None:
+        """One message from ``route``: a hello, the REGISTER that binds a
+        block to its connection, or a message of a bound block's session."""
+        block = self._routes.get(route)
+        if block is not None:
+            assert block.session is not None
+            kind, data = block.session.open(frames)
             block.last_seen = time.monotonic()
-            if kind == Kind.REGISTER:
-                self._register(block, data)
-            elif kind == Kind.RESULTS:
+            if kind == Kind.RESULTS:
                 self._complete(block, data)
             elif kind == Kind.BYE:
                 self._lose_block(block, f"manager exited: {data.get('reason', 'no reason given')}")
-
-    def _register(self, block: _Block, data: Dict[str, Any]) -> None:
-        if block.resources is not None or block.closed:
-            logger.warning("ignored a second registration for block %s", block.block_id)
             return
+        pending = self._handshakes.get(route)
+        if pending is not None:
+            block, session = pending
+            kind, data = session.open(frames)
+            if kind != Kind.REGISTER:
+                raise protocol.AuthenticationError(f"expected register, got {kind}")
+            del self._handshakes[route]
+            self._register(block, route, session, data)
+            return
+        block_id, nonce, mac = protocol.open_hello(frames)
+        with self._lock:
+            block = self._blocks.get(block_id)
+        if block is None or block.closed or block.route is not None:
+            raise protocol.AuthenticationError(f"hello for block {block_id[:16]!r}, which expects none")
+        protocol.check_hello(block.key, block_id, nonce, mac)
+        driver_nonce = os.urandom(protocol.NONCE_BYTES)
+        while len(self._handshakes) >= MAX_HANDSHAKES:  # bounded: drop the oldest
+            self._handshakes.pop(next(iter(self._handshakes)))
+        self._handshakes[route] = (block, protocol.driver_session(block.key, nonce, driver_nonce))
+        self._sock.send_multipart([route, *protocol.welcome(block.key, nonce, driver_nonce)])
+
+    def _register(self, block: _Block, route: bytes, session: protocol.Session, data: Dict[str, Any]) -> None:
+        """Bind ``block`` to the connection whose session proved it holds the block's key."""
+        if block.route is not None or block.closed:
+            raise protocol.AuthenticationError(f"second registration for block {block.block_id}")
+        for other in [r for r, (b, _) in self._handshakes.items() if b is block]:
+            del self._handshakes[other]
+        block.route, block.session = route, session
+        self._routes[route] = block
+        block.last_seen = time.monotonic()
         r = data["resources"]
         workers = (self.packing_workers or -1) if self.packing else 0
         self._send(block, Kind.CONFIG, {"packing_workers": workers, "idle_timeout": self.packing_idle_timeout,
-                                        "handle_kwargs": self.flux_executor_kwargs.get("handle_kwargs", {})})
+                                        "handle_kwargs": self.flux_executor_kwargs.get("handle_kwargs", {}),
+                                        "max_message_bytes": self.max_message_bytes, "cwd": os.getcwd()})
         with self._lock:
             block.resources = InstanceResources(r["nodes"], r["cores_per_node"], r["gpus_per_node"])
             block.info = data
-        logger.info("block %s registered from %s: %s, Flux %s", block.block_id, data.get("hostname"),
-                    block.resources, data.get("flux_version"))
+        logger.info("block %s registered from %s (manager pid %s, %s): %s, Flux %s", block.block_id,
+                    data["hostname"], data["pid"], data["flux_uri"], block.resources, data["flux_version"])
 
     def _complete(self, block: _Block, results: List[Dict[str, Any]]) -> None:
         for res in results:
@@ -594,8 +712,10 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                      "packable": task.shape.packable})
                 task.payload = b""  # the manager holds it now
         for block_id, tasks in batches.items():
-            if not self._send(self._blocks[block_id], Kind.TASKS, tasks):
-                self._lose_block(self._blocks[block_id], "could not send tasks to its manager")
+            for chunk in _chunks(tasks, self.max_message_bytes):
+                if not self._send(self._blocks[block_id], Kind.TASKS, chunk):
+                    self._lose_block(self._blocks[block_id], "could not send tasks to its manager")
+                    break
 
     def _heartbeat(self, now: float) -> None:
         with self._lock:
@@ -619,16 +739,40 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                 return
             block.closed = True
             lost = [self._forget(t) for t in list(block.in_flight)]
+            if block.route is not None:
+                self._routes.pop(block.route, None)
             if mark_failed and not self._shutting_down:
-                status = JobStatus(JobState.FAILED, f"Flux instance lost: {reason}")
+                # a block that registered and then died is not a failed launch: Parsl's error
+                # handler must not end the workflow for it, and the strategy replaces it
+                state = JobState.FAILED if block.resources is None else JobState.CANCELLED
+                status = JobStatus(state, f"Flux instance lost: {reason}")
                 self._simulated_status[block.block_id] = status
                 self._status[block.block_id] = status
+        _remove(block.key_file)
+        if mark_failed:
+            self._cancel_block_job(block.block_id)
         log = logger.info if self._shutting_down or not lost else logger.error
         log("block %s closed: %s; failing %d task(s)", block.block_id, reason, len(lost))
         for task in lost:
             if task is not None and not task.future.done():
                 task.future.set_exception(BlockLost(block.block_id, reason))
         self._wake()
+
+    def _cancel_block_job(self, block_id: str) -> None:
+        """Have the provider end a lost block's batch job (its broker and jobs
+        may still run: a hung broker, a manager killed alone), off the I/O thread."""
+        job_id = self.blocks_to_job_id.get(block_id)
+        if job_id is None or self.provider is None or job_id in self._cancelled_jobs:
+            return
+        self._cancelled_jobs.add(job_id)
+
+        def cancel() -> None:
+            try:
+                self.provider.cancel([job_id])
+            except Exception:
+                logger.exception("provider could not cancel the job of lost block %s", block_id)
+
+        threading.Thread(target=cancel, name=f"{self.label}-cancel-{block_id}", daemon=True).start()
 
     # ------------------------------------------------------------ scaling etc
     def scaling_enabled(self) -> bool:
@@ -709,21 +853,28 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             if task is not None and not task.future.done():
                 task.future.set_exception(exception)
 
-    def shutdown(self, wait: bool = True) -> None:
-        """Shut down: later :meth:`submit` calls raise.
+    def shutdown(self, wait: bool = False) -> None:
+        """Shut down: later :meth:`submit` calls raise, managers drain and exit,
+        the provider's jobs are cancelled, and every future still unresolved
+        fails with :class:`ExecutorShutdown`, so none is left hanging.
 
-        With ``wait=True`` return only after every submitted future is done
-        (each resolves: blocks that die fail their tasks within the heartbeat
-        threshold), then stop the managers and their Flux instances. With
-        ``wait=False`` the unfinished futures fail with :class:`ExecutorShutdown`.
+        Parameters
+        ----------
+        wait : bool
+            Wait for submitted futures first, as long as a block is alive to
+            run them. Default False, unlike the API page: the DFK calls
+            ``shutdown()`` from ``cleanup()`` (also after a user error or
+            Ctrl-C) and chooses itself whether to wait (``Config(exit_mode=
+            "wait")``), as with Parsl's HighThroughputExecutor.
         """
         self._shutting_down = True
-        with self._lock:
-            futures = [t.future for t in self._live_tasks.values()]
-        if wait:
-            wait_futures(futures)
-        else:
-            self.set_bad_state_and_fail_all(ExecutorShutdown("executor shut down before the task finished"))
+        while wait:
+            with self._lock:
+                futures = [t.future for t in self._live_tasks.values()]
+                alive = any(b.live for b in self._blocks.values())
+            if not futures or not alive:
+                break
+            wait_futures(futures, timeout=self.heartbeat_period)
         with self._lock:
             live = [b for b in self._blocks.values() if b.live]
         for block in live:
@@ -732,14 +883,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         deadline = time.monotonic() + 10
         while any(not b.closed for b in live) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if self.provider is not None:
-            to_cancel = [j for b, j in self.blocks_to_job_id.items()
-                         if self._status.get(b, JobStatus(JobState.PENDING)).state not in TERMINAL_STATES]
-            if to_cancel:
-                try:
-                    self.provider.cancel(to_cancel)
-                except Exception:
-                    logger.exception("provider could not cancel blocks %s", to_cancel)
+        self._cancel_provider_jobs()
+        self.set_bad_state_and_fail_all(ExecutorShutdown("executor shut down before the task finished"))
         self._stop_io.set()
         self._wake()
         if self._io_thread is not None:
@@ -749,10 +894,58 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             self._waker.close()
             self._waker = None
             self._io_thread = None
+        for block in self._blocks.values():
+            _remove(block.key_file)
         if self._log_handler is not None:
             logging.getLogger("parsl_flux").removeHandler(self._log_handler)
             self._log_handler.close()
         super().shutdown()
+
+    def _cancel_provider_jobs(self) -> None:
+        """Cancel every block's batch job not cancelled yet, including blocks
+        this executor declared lost (their broker and jobs may still run)."""
+        if self.provider is None:
+            return
+        scaled_in = {b for b, st in self._status.items() if st.state == JobState.SCALED_IN}
+        to_cancel = [j for b, j in self.blocks_to_job_id.items() if j not in self._cancelled_jobs and b not in scaled_in]
+        self._cancelled_jobs.update(to_cancel)
+        if to_cancel:
+            try:
+                self.provider.cancel(to_cancel)
+            except Exception:
+                logger.exception("provider could not cancel blocks %s", to_cancel)
+
+
+MAX_HANDSHAKES = 64
+"""Handshakes in progress at once (each a hello that passed its MAC check)."""
+
+
+def protocol_rejects() -> RejectLog:
+    """The driver's rate-limited log of rejected peers and messages."""
+    return RejectLog(logger)
+
+
+def _chunks(tasks: List[Dict[str, Any]], limit: int) -> List[List[Dict[str, Any]]]:
+    """Split a batch of task dicts into messages each under ``limit`` bytes of payload."""
+    chunks: List[List[Dict[str, Any]]] = [[]]
+    size = 0
+    for task in tasks:
+        n = len(task["payload"]) + 4096
+        if chunks[-1] and size + n > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(task)
+        size += n
+    return chunks
+
+
+def _remove(path: str) -> None:
+    """Remove a key file if it is still there (its manager removes it when it starts)."""
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def _fits(shape: JobShape, res: InstanceResources) -> bool:

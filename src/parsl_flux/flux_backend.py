@@ -83,18 +83,61 @@ def runner_command(python: str, fast_start: bool) -> List[str]:
     return [python, "-m", "parsl_flux.runner"]
 
 
+_STOCK_SITECUSTOMIZE = """\
+try:
+    import apport_python_hook
+except ImportError:
+    pass
+else:
+    apport_python_hook.install()
+"""
+"""What Debian's and Ubuntu's ``python3`` ship as ``/etc/python3.X/sitecustomize.py``
+(linked from ``/usr/lib/python3.X``), comments aside: it installs Ubuntu's crash
+reporter when the ``apport`` package is there, and does nothing otherwise."""
+
+
+def _harmless_customize(spec: Any) -> bool:
+    """Whether the ``sitecustomize`` module ``spec`` is the distribution's stock
+    one, doing nothing here (no ``apport_python_hook`` to import).
+
+    Compared as syntax trees, so comments and spacing do not matter but any
+    added statement does.
+    """
+    import ast
+    import importlib.util
+
+    origin = getattr(spec, "origin", None)
+    if not origin or not str(origin).endswith(".py"):
+        return False
+    try:
+        tree = ast.parse(Path(origin).read_text(errors="strict"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return False
+    if ast.dump(tree) != ast.dump(ast.parse(_STOCK_SITECUSTOMIZE)):
+        return False
+    try:
+        return importlib.util.find_spec("apport_python_hook") is None
+    except (ImportError, ValueError):
+        return False
+
+
 def site_adds_only_paths(site_dirs: Iterable[str]) -> bool:
     """True if ``site`` would only extend ``sys.path`` for this interpreter.
 
     False when a ``.pth`` file runs code (editable-install finders, virtualenv
     hooks; setuptools' harmless ``_distutils_hack`` excepted) or a
     ``sitecustomize``/``usercustomize`` module exists: then runners must start
-    normally so the same hooks are installed in every job.
+    normally so the same hooks are installed in every job. The exception is
+    Debian's/Ubuntu's stock ``sitecustomize`` (every ``/usr/bin/python3`` there
+    has it, so also the image's), which only installs the apport crash hook
+    and is a no-op where apport is absent (see :func:`_harmless_customize`).
     """
     import importlib.util
 
-    if any(importlib.util.find_spec(m) is not None for m in ("sitecustomize", "usercustomize")):
-        return False
+    for name in ("sitecustomize", "usercustomize"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and not (name == "sitecustomize" and _harmless_customize(spec)):
+            return False
     for directory in site_dirs:
         for pth in Path(directory).glob("*.pth"):
             try:
@@ -152,8 +195,13 @@ class FluxThreads:
         self._waiter_wake = Waker()
         self._stop = threading.Event()
 
-    def start(self) -> None:
-        for name, loop in (("flux-submit", self._submit_loop), ("flux-wait", self._wait_loop)):
+    def start(self, ping_period: float = 1.0, ping_timeout: float = 10.0) -> None:
+        """Start the threads; a third pings the broker every ``ping_period``
+        seconds and reports it ``fatal`` when an answer takes longer than
+        ``ping_timeout`` (a hung or stopped broker, which RPCs would wait on forever)."""
+        self._ping_period, self._ping_timeout = ping_period, ping_timeout
+        for name, loop in (("flux-submit", self._submit_loop), ("flux-wait", self._wait_loop),
+                           ("flux-ping", self._ping_loop)):
             threading.Thread(target=self._guard, args=(loop,), name=name, daemon=True).start()
 
     def stop(self) -> None:
@@ -172,6 +220,15 @@ class FluxThreads:
             if not self._stop.is_set():
                 logger.exception("Flux thread failed")
                 self._emit("fatal", f"{type(exc).__name__}: {exc}")
+
+    def _ping_loop(self) -> None:
+        handle = self._handle()
+        while not self._stop.wait(self._ping_period):
+            try:
+                handle.rpc("broker.ping", {"seq": 0, "pad": ""}).wait_for(self._ping_timeout)
+            except TimeoutError:
+                raise TimeoutError(f"the Flux broker did not answer a ping within {self._ping_timeout:.0f}s "
+                                   "(hung or stopped)") from None
 
     def _submit_loop(self) -> None:
         import flux.job

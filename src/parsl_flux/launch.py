@@ -10,10 +10,11 @@ import shlex
 import string
 from typing import Mapping, Optional
 
-from parsl_flux.protocol import KEY_ENV
+from parsl_flux.protocol import KEY_ENV, KEY_FILE_ENV
 
 MANAGER = ("{flux} env {python} -m parsl_flux.manager --url {url} --block-id {block_id} --workdir {workdir}"
-           " --heartbeat-period {heartbeat_period} --driver-timeout {heartbeat_threshold}")
+           " --heartbeat-period {heartbeat_period} --driver-timeout {heartbeat_threshold}"
+           " --server-key {server_key}")
 START_CMD = "{flux} start " + MANAGER
 """Start a new Flux instance whose initial program is the manager.
 
@@ -23,8 +24,12 @@ start`` alone does not), so any interpreter with parsl-flux installed works."""
 ATTACH_CMD = "{flux} proxy {flux_uri} " + MANAGER
 """Run the manager against an existing Flux instance (attach mode)."""
 
+NO_SERVER_KEY = "none"
+"""``{server_key}`` when the driver connection is not encrypted (a word, not an
+empty argument, which some launchers' wrappers drop)."""
+
 FIELDS = frozenset({"flux", "python", "url", "block_id", "workdir", "flux_uri", "heartbeat_period",
-                    "heartbeat_threshold"})
+                    "heartbeat_threshold", "server_key"})
 
 
 def template_fields(template: str) -> set[str]:
@@ -45,12 +50,16 @@ def render(template: str, fields: Mapping[str, str]) -> str:
     return template.format(**{k: shlex.quote(str(v)) for k, v in fields.items()})
 
 
-def with_key(command: str, key_hex: str, extra_env: Optional[Mapping[str, str]] = None) -> str:
-    """Prefix the block key (and other variables) as environment assignments.
+def with_key(command: str, key_file: str, key_hex: Optional[str] = None,
+             extra_env: Optional[Mapping[str, str]] = None) -> str:
+    """Prefix the path of the block's key file (and other variables) as
+    environment assignments.
 
-    The key travels in the environment of the block's process tree, not as an
-    argument, so it does not show in ``ps`` output of other users.
+    Only the path appears in the submit script and the processes' environment;
+    the key itself is in a 0600 file that the manager reads and removes. With
+    ``key_hex`` (no shared filesystem) the key itself is assigned instead.
     """
-    assignments = {KEY_ENV: key_hex, **(extra_env or {})}
+    key = {KEY_ENV: key_hex} if key_hex else {KEY_FILE_ENV: key_file}
+    assignments = {**key, **(extra_env or {})}
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in assignments.items())
     return f"{prefix} {command}"

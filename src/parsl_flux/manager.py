@@ -36,10 +36,11 @@ from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple
 
 import zmq
 
-from parsl_flux import protocol
+from parsl_flux import launch, protocol
 from parsl_flux.flux_backend import (SYS_PATH_ENV, FluxThreads, build_jobspec, instance_resources, read_tail,
                                      runner_command, site_adds_only_paths, task_output, worker_output)
 from parsl_flux.protocol import Kind
+from parsl_flux.rejects import RejectLog
 from parsl_flux.resources import block_window
 from parsl_flux.task_server import TaskServer
 from parsl_flux.wakeup import Waker
@@ -72,12 +73,18 @@ class Manager:
     """State and loop of one block's manager (see the module docstring)."""
 
     def __init__(self, url: str, block_id: str, key: bytes, workdir: Path, python: str,
-                 heartbeat_period: float, driver_timeout: float, runner_host: str) -> None:
+                 heartbeat_period: float, driver_timeout: float, runner_host: str,
+                 server_key: Optional[str] = None) -> None:
         self.block_id = block_id
         self.key = key
         self.workdir = workdir
+        self.job_cwd = workdir
+        self.runner_host = runner_host
         self.heartbeat_period = heartbeat_period
         self.driver_timeout = driver_timeout
+        self.max_bytes = protocol.DEFAULT_MAX_MESSAGE_BYTES
+        self.session: Optional[protocol.Session] = None
+        self.rejects = RejectLog(logger)
         self.tasks: Dict[int, _Task] = {}
         self.by_jobid: Dict[int, Optional[_Task]] = {}  # None marks a packing worker's job
         self.results: List[Dict[str, Any]] = []
@@ -86,17 +93,18 @@ class Manager:
         self.refill_at = 0  # release held jobs once task_jobs is down to this
         self.pool = _Pool()
         self.ctx = zmq.Context()
-        self.driver = self.ctx.socket(zmq.DEALER)
-        self.driver.setsockopt(zmq.IDENTITY, block_id.encode())
+        self.driver = self.ctx.socket(zmq.DEALER)  # no fixed identity: the driver binds us after the handshake
         self.driver.setsockopt(zmq.LINGER, 2000)
+        if server_key:  # CurveZMQ: the driver's public key authenticates it; our keypair is throwaway
+            public, secret = zmq.curve_keypair()
+            self.driver.curve_serverkey = server_key.encode()
+            self.driver.curve_publickey, self.driver.curve_secretkey = public, secret
         self.driver.connect(url)
         self.waker = Waker()
         self.events: "queue.SimpleQueue[Tuple]" = queue.SimpleQueue()
-        runner_key = protocol.new_secret()
-        self.server = TaskServer(runner_key, self._emit)
-        self.job_env = {k: v for k, v in os.environ.items() if k not in (protocol.KEY_ENV, protocol.SECRET_ENV)}
-        self.job_env[protocol.RUNNER_URL_ENV] = f"{runner_host}:{self.server.port}"
-        self.job_env[protocol.RUNNER_KEY_ENV] = runner_key.hex()
+        self.server: Optional[TaskServer] = None
+        self.job_env = {k: v for k, v in os.environ.items()
+                        if k not in (protocol.KEY_FILE_ENV, protocol.KEY_ENV, protocol.SECRET_ENV)}
         import site
 
         fast = site_adds_only_paths([*site.getsitepackages(), site.getusersitepackages()])
@@ -111,7 +119,23 @@ class Manager:
         self.waker.wake()
 
     def send(self, kind: str, data: Any = None) -> None:
-        self.driver.send_multipart(protocol.encode(self.key, kind, data))
+        assert self.session is not None
+        self.driver.send_multipart(self.session.seal(kind, data))
+
+    def send_results(self) -> None:
+        """Send finished results, several per message but each message under the size limit."""
+        batch: List[Dict[str, Any]] = []
+        size = 0
+        for result in self.results:
+            n = len(result.get("value", b"")) + len(result.get("exception", b"")) + 4096
+            if batch and size + n > self.max_bytes:
+                self.send(Kind.RESULTS, batch)
+                batch, size = [], 0
+            batch.append(result)
+            size += n
+        if batch:
+            self.send(Kind.RESULTS, batch)
+        self.results = []
 
     # ------------------------------------------------------------ lifecycle
     def run(self) -> int:
@@ -122,23 +146,24 @@ class Manager:
         handle = flux.Flux()
         resources = instance_resources(handle)
         owner = int(handle.attr_get("security.owner")) == os.getuid()
-        self.send(Kind.REGISTER, {
-            "block_id": self.block_id, "resources": resources, "hostname": socket.gethostname(),
-            "flux_uri": handle.attr_get("local-uri"), "flux_version": handle.attr_get("version"),
-            "workdir": str(self.workdir), "pid": os.getpid(),
-        })
+        one_node = int(handle.attr_get("size")) == 1
+        if not self._handshake():
+            logger.error("no valid answer from the driver within %.0fs; exiting", self.driver_timeout)
+            self.driver.close(linger=0)
+            self.ctx.term()
+            return 2
+        self.send(Kind.REGISTER, {"resources": resources, "hostname": socket.gethostname(), "pid": os.getpid(),
+                                  "flux_uri": handle.attr_get("local-uri"), "flux_version": handle.attr_get("version")})
         del handle
         logger.info("block %s registered: %s", self.block_id, resources)
         config = self._await_config()
         if config is None:
             self._close(f"no configuration from the driver within {self.driver_timeout:.0f}s")
             return 2
-        cores = resources["nodes"] * resources["cores_per_node"]
-        self.refill_at = block_window(cores) // 2
-        self.pool.limit = cores if config.get("packing_workers") == -1 else int(config.get("packing_workers", 0))
-        self.server.idle_timeout = float(config.get("idle_timeout", 5.0))
+        self._configure(config, resources, one_node)
         self.flux = FluxThreads(self._emit, config.get("handle_kwargs"), novalidate=owner)
-        self.flux.start()
+        self.flux.start(self.heartbeat_period, self.driver_timeout)
+        assert self.server is not None
         self.server.start()
         try:
             reason, code = self._loop()
@@ -148,15 +173,56 @@ class Manager:
         self._close(reason)
         return code
 
+    def _handshake(self) -> bool:
+        """Hello/welcome with the driver (see :mod:`parsl_flux.protocol`): True once a session is open."""
+        nonce = os.urandom(protocol.NONCE_BYTES)
+        self.driver.send_multipart(protocol.hello(self.key, self.block_id, nonce))
+        deadline = time.monotonic() + self.driver_timeout
+        while time.monotonic() < deadline:
+            if not self.driver.poll(500):
+                continue
+            try:
+                driver_nonce = protocol.open_welcome(self.key, nonce, self.driver.recv_multipart())
+            except protocol.AuthenticationError as exc:
+                self.rejects.reject("dropped a message during the handshake: %s", exc)
+                continue
+            self.session = protocol.manager_session(self.key, nonce, driver_nonce)
+            return True
+        return False
+
     def _await_config(self) -> Optional[Mapping[str, Any]]:
         deadline = time.monotonic() + self.driver_timeout
         while time.monotonic() < deadline:
             if not self.driver.poll(500):
                 continue
-            msg = protocol.decode_or_none(self.key, self.driver.recv_multipart())
+            msg = self._open(self.driver.recv_multipart())
             if msg is not None and msg[0] == Kind.CONFIG:
                 return msg[1]
         return None
+
+    def _open(self, frames: List[bytes]) -> Optional[Tuple[str, Any]]:
+        assert self.session is not None
+        try:
+            return self.session.open(frames)
+        except protocol.AuthenticationError as exc:
+            self.rejects.reject("dropped a driver message: %s", exc)
+            return None
+
+    def _configure(self, config: Mapping[str, Any], resources: Mapping[str, int], one_node: bool) -> None:
+        """Apply the driver's CONFIG: pool size, limits, where jobs run; open the task server."""
+        cores = resources["nodes"] * resources["cores_per_node"]
+        self.refill_at = block_window(cores) // 2
+        self.pool.limit = cores if config.get("packing_workers") == -1 else int(config.get("packing_workers", 0))
+        self.max_bytes = int(config.get("max_message_bytes", protocol.DEFAULT_MAX_MESSAGE_BYTES))
+        cwd = config.get("cwd")
+        if cwd and os.path.isdir(cwd):  # the driver's working directory, where this node shares it
+            self.job_cwd = Path(cwd)
+        bind, reach = runner_endpoint(one_node, self.runner_host)
+        self.server = TaskServer(protocol.new_secret(), self._emit, host=bind,
+                                 idle_timeout=float(config.get("idle_timeout", 5.0)),
+                                 max_connections=max(256, 8 * cores), max_bytes=self.max_bytes)
+        self.job_env[protocol.RUNNER_URL_ENV] = f"{reach}:{self.server.port}"
+        self.job_env[protocol.MAX_BYTES_ENV] = str(self.max_bytes)
 
     def _loop(self) -> Tuple[str, int]:
         poller = zmq.Poller()
@@ -176,14 +242,13 @@ class Manager:
             self._release_held()
             self._grow_pool()
             if self.results:
-                self.send(Kind.RESULTS, self.results)
-                self.results = []
+                self.send_results()
             if fatal:
                 return f"Flux broker unreachable: {fatal}", 1
             if now - last_from_driver > self.driver_timeout:
                 return f"no word from the driver for {self.driver_timeout:.0f}s", 2
             if now - last_heartbeat >= self.heartbeat_period:
-                self.send(Kind.HEARTBEAT, {"in_flight": len(self.tasks), "workers": self.pool.jobs})
+                self.send(Kind.HEARTBEAT)
                 last_heartbeat = now
 
     def _close(self, reason: str) -> None:
@@ -195,7 +260,9 @@ class Manager:
             while not self.flux.requests.empty() and time.monotonic() < deadline:
                 time.sleep(0.05)
             self.flux.stop()
-        self.send(Kind.BYE, {"reason": reason, "lost": sorted(self.tasks)})
+        if self.server is not None:
+            self.server.stop()
+        self.send(Kind.BYE, {"reason": reason})
         self.driver.close()
         self.ctx.term()
 
@@ -207,9 +274,8 @@ class Manager:
                 frames = self.driver.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return False
-            msg = protocol.decode_or_none(self.key, frames)
+            msg = self._open(frames)
             if msg is None:
-                logger.warning("dropped a driver message that failed authentication")
                 continue
             kind, data = msg
             if kind == Kind.TASKS:
@@ -225,6 +291,7 @@ class Manager:
         packed = bool(t.get("packable")) and self.pool.limit > 0
         task = _Task(t["id"], t["shape"], packed)
         self.tasks[task.task_id] = task
+        assert self.server is not None
         self.server.add(task.task_id, t["payload"], packed)
         if packed:
             return
@@ -244,8 +311,10 @@ class Manager:
         assert self.flux is not None
         while self.held:
             task = self.held.popleft()
-            env = {**self.job_env, **task.shape.get("env", {}), protocol.TASK_ENV: str(task.task_id)}
-            jobspec = build_jobspec(task.shape, self.runner, env, self.workdir,
+            assert self.server is not None
+            env = {**self.job_env, **task.shape.get("env", {}), protocol.TASK_ENV: str(task.task_id),
+                   protocol.RUNNER_KEY_ENV: self.server.credential(task.task_id).hex()}
+            jobspec = build_jobspec(task.shape, self.runner, env, self.job_cwd,
                                     task_output(self.workdir, task.task_id, "out"),
                                     task_output(self.workdir, task.task_id, "err"), f"parsl-task-{task.task_id}")
             self.task_jobs += 1
@@ -275,7 +344,7 @@ class Manager:
         Workers that are submitted but not yet connected count as coming, so
         one burst of tasks does not start more workers than it needs.
         """
-        if self.pool.limit == 0 or self.server.large_waiting or self.flux is None:
+        if self.pool.limit == 0 or self.server is None or self.server.large_waiting or self.flux is None:
             return
         coming = self.pool.jobs - self.server.connected_workers
         need = self.server.queued_packed - self.server.idle_workers - coming
@@ -283,8 +352,8 @@ class Manager:
             self.pool.jobs += 1
             self.pool.serial += 1
             n = self.pool.serial
-            env = dict(self.job_env)
-            jobspec = build_jobspec(WORKER_SHAPE, self.runner, env, self.workdir,
+            env = {**self.job_env, protocol.RUNNER_KEY_ENV: self.server.credential(protocol.WORKER).hex()}
+            jobspec = build_jobspec(WORKER_SHAPE, self.runner, env, self.job_cwd,
                                     worker_output(self.workdir, n, "out"), worker_output(self.workdir, n, "err"),
                                     f"parsl-worker-{n}")
             self.flux.requests.put(("submit", None, jobspec))
@@ -360,6 +429,24 @@ class Manager:
         self.results.append(result)
 
 
+def runner_endpoint(one_node: bool, runner_host: str) -> Tuple[str, str]:
+    """``(address to listen on, address runners dial)`` for the task server.
+
+    Runners of a one-broker instance are all on this node: loopback only. A
+    multi-node instance listens on the address ``runner_host`` resolves to;
+    only where that is a loopback address (a hosts file mapping the node's name
+    to 127.0.1.1) does it fall back to all interfaces, with a warning."""
+    if one_node:
+        return "127.0.0.1", "127.0.0.1"
+    address = socket.gethostbyname(runner_host)
+    if address.startswith("127."):
+        logger.warning("%s resolves to %s here; the task server listens on all interfaces so runners on "
+                       "other nodes can reach it (pass --runner-host with this node's address to narrow it)",
+                       runner_host, address)
+        return "0.0.0.0", runner_host
+    return address, address
+
+
 def _jobid(text: str) -> int:
     """A Flux job id from any of its encodings (``FLUX_JOB_ID`` is f58)."""
     from flux.job import JobID
@@ -368,8 +455,30 @@ def _jobid(text: str) -> int:
 
 
 def manager_key(environ: Mapping[str, str], block_id: str) -> bytes:
-    """The block key: given directly, or derived from the master secret when the
-    block was started outside Parsl (Helm chart)."""
+    """The block key: read from the 0600 file the executor wrote (which is then
+    removed: no task or later reader finds it), or derived from the master
+    secret when the block was started outside Parsl (Helm chart)."""
+    path = environ.get(protocol.KEY_FILE_ENV)
+    if path:
+        try:
+            mode = os.stat(path).st_mode
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the block key file {path!r} ({protocol.KEY_FILE_ENV}): "
+                             f"{exc.strerror or exc}") from None
+        if mode & 0o077:
+            raise ValueError(f"block key file {path!r} is readable by others (mode {mode & 0o777:o}); "
+                             "it must be 0600")
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            raise ValueError(f"block key file {path!r} does not hold a hex key") from None
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return key
     try:
         if environ.get(protocol.KEY_ENV):
             return bytes.fromhex(environ[protocol.KEY_ENV])
@@ -377,7 +486,7 @@ def manager_key(environ: Mapping[str, str], block_id: str) -> bytes:
             return protocol.block_key(bytes.fromhex(environ[protocol.SECRET_ENV]), block_id)
     except ValueError:
         raise ValueError(f"{protocol.KEY_ENV}/{protocol.SECRET_ENV} must be hex strings") from None
-    raise ValueError(f"neither {protocol.KEY_ENV} nor {protocol.SECRET_ENV} is set")
+    raise ValueError(f"none of {protocol.KEY_FILE_ENV}, {protocol.KEY_ENV}, {protocol.SECRET_ENV} is set")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -390,7 +499,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--python", default=sys.executable, help="interpreter for runners (default: this one)")
     p.add_argument("--heartbeat-period", type=float, default=1.0)
     p.add_argument("--driver-timeout", type=float, default=30.0)
-    p.add_argument("--runner-host", default=socket.gethostname(), help="address runners use to reach this manager")
+    p.add_argument("--runner-host", default=socket.gethostname(),
+                   help="address runners on other nodes use to reach this manager (multi-node blocks)")
+    p.add_argument("--server-key", default=None,
+                   help="the driver's CurveZMQ public key (Z85): encrypt the driver connection ('none': do not)")
     return p.parse_args(argv)
 
 
@@ -418,7 +530,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(filename=str(workdir / "manager.log"), level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(threadName)s %(name)s %(message)s")
     manager = Manager(args.url, args.block_id, key, workdir, args.python,
-                      args.heartbeat_period, args.driver_timeout, args.runner_host)
+                      args.heartbeat_period, args.driver_timeout, args.runner_host,
+                      None if args.server_key in (None, launch.NO_SERVER_KEY) else args.server_key)
     return manager.run()
 
 

@@ -7,19 +7,26 @@ constant-time compare rather than ``hmac``/``hashlib`` (which load OpenSSL),
 plain string constants rather than ``enum``, and no ``typing``. Together these
 save about 25 ms of start-up per Flux job, a third of a no-op job's cost here.
 
-Wire format: a ZMQ multipart message ``[VERSION, kind, body, mac]``.
+Trust (the README's threat model says what holds):
 
-* ``kind`` is one of the ``Kind`` values below (ASCII bytes).
-* ``body`` is a pickle of plain Python data (dicts, lists, bytes, str, numbers).
-  Application payloads inside it stay opaque ``bytes`` made by
-  :mod:`parsl_flux.payload`.
-* ``mac`` is HMAC-SHA256 over ``VERSION + kind + body`` with the block's key.
-
-The receiver checks the version and the MAC *before* it unpickles anything, so a
-peer that does not hold the key (a stranger connecting to the port) can make us
-do nothing but drop its frames. Keys are per block: the executor holds one
-master secret and gives each block ``block_key(master, block_id)``, so the
-manager of one block cannot pose as another.
+* Keys. The executor holds a master secret; block ``N`` gets
+  ``block_key(master, N)``, handed over in a 0600 file (never on a command line
+  or in a file others can read). The manager makes a fresh runner key; a Flux
+  job gets only :func:`task_credential` of its own task id, packing workers the
+  worker credential, so a task cannot fetch another task's payload or post its
+  result.
+* Driver <-> manager (ZMQ). A manager opens with :func:`hello` (block id and a
+  nonce, MAC'd with the block key); the driver answers :func:`welcome` with its
+  own nonce, proving it holds the key too; both then derive a session key from
+  the two nonces (:class:`Session`). Every later message carries a sequence
+  number and its direction inside the MAC, so a captured frame cannot be
+  replayed, reflected or moved to another connection, and the driver binds a
+  block to a connection only after a valid session message: an identity cannot
+  be squatted. The channel is encrypted with CurveZMQ across hosts (executor).
+* Runner <-> manager (TCP, :class:`Stream`). The task server sends a fresh
+  nonce on accept; every message has a fixed-size header (kind, principal,
+  sequence, body length) whose MAC is checked *before* the body is read, and a
+  second MAC over the body. Nothing is unpickled before both checks pass.
 """
 
 import os
@@ -36,35 +43,52 @@ except ImportError:  # pragma: no cover - depends on the interpreter
     except ImportError:
         from hashlib import sha256
 
-VERSION = b"parsl-flux/1"
-KEY_ENV = "PARSL_FLUX_KEY"
-"""Environment variable through which the manager receives its block key (hex).
+VERSION = b"parsl-flux/2"
 
-An environment variable rather than an argument keeps the key out of ``ps``."""
+KEY_FILE_ENV = "PARSL_FLUX_KEY_FILE"
+"""Environment variable naming the 0600 file that holds the block key (hex).
+
+A path rather than the key itself: the submit script, ``ps`` and the
+environment of the broker and of every job then show nothing secret."""
+
+KEY_ENV = "PARSL_FLUX_KEY"
+"""The block key itself (hex), only for blocks that share no filesystem with the
+driver (``FluxExecutor(key_in_command=True)``, Kubernetes pods): whoever can
+read the job's definition can read it, which the README's threat model says."""
 
 SECRET_ENV = "PARSL_FLUX_SECRET"
 """Environment variable holding the executor's master secret (hex), for blocks
-started outside Parsl: the manager then derives its own block key."""
+started outside Parsl (Kubernetes Secret): the manager derives its block key."""
 
 RUNNER_KEY_ENV = "PARSL_FLUX_RUNNER_KEY"
+"""A Flux job's own credential (hex): :func:`task_credential` of its task."""
 RUNNER_URL_ENV = "PARSL_FLUX_RUNNER_URL"
 TASK_ENV = "PARSL_FLUX_TASK"
+MAX_BYTES_ENV = "PARSL_FLUX_MAX_MESSAGE_BYTES"
 
 PICKLE_PROTOCOL = 5  # pickle.HIGHEST_PROTOCOL on Python >= 3.8
+NONCE_BYTES = 16
+WORKER = -1
+"""Principal of packing workers (task ids are >= 0)."""
+
+DEFAULT_MAX_MESSAGE_BYTES = 256 << 20
+"""Largest payload or result: bigger ones are refused with a clear error."""
 
 
 class Kind:
     """Message kinds (plain strings). Direction: driver (D), manager (M), runner (R)."""
 
-    REGISTER = "register"    # M->D: block id, resources, flux version, uri
-    CONFIG = "config"        # D->M: answer to REGISTER (packing pool, Flux handle options)
+    HELLO = "hello"          # M->D: block id + nonce (block key)
+    WELCOME = "welcome"      # D->M: nonce (block key); a session starts
+    REGISTER = "register"    # M->D: resources, flux version, hostname
+    CONFIG = "config"        # D->M: answer to REGISTER (packing pool, Flux handle options, cwd)
     TASKS = "tasks"          # D->M: list of task dicts
     CANCEL = "cancel"        # D->M: list of task ids
     RESULTS = "results"      # M->D: list of result dicts
     HEARTBEAT = "heartbeat"  # both ways
     SHUTDOWN = "shutdown"    # D->M: drain and exit
     BYE = "bye"              # M->D: manager is exiting, with reason
-    FETCH = "fetch"          # R->M: give me the payload of task id (None: any packed task)
+    FETCH = "fetch"          # R->M: give me the payload of my task (workers: the next packed task)
     PAYLOAD = "payload"      # M->R: the payload (for packed tasks: (task id, payload))
     RESULT = "result"        # R->M: rank 0's outcome
     ACK = "ack"              # M->R
@@ -72,14 +96,22 @@ class Kind:
 
 
 KINDS = frozenset(v for k, v in vars(Kind).items() if k.isupper())
+TO_DRIVER = b"M2D"
+TO_MANAGER = b"D2M"
+TO_SERVER = b"R2M"
+TO_RUNNER = b"M2R"
 
 
 class AuthenticationError(Exception):
-    """A message failed the version or MAC check and was not unpickled."""
+    """A message failed the version, sequence or MAC check and was not unpickled."""
+
+
+class MessageTooLarge(Exception):
+    """A frame is larger than the agreed limit; it was not read."""
 
 
 def new_secret() -> bytes:
-    """A fresh 32-byte master secret."""
+    """A fresh 32-byte secret."""
     return os.urandom(32)
 
 
@@ -102,57 +134,115 @@ def block_key(master: bytes, block_id: str) -> bytes:
     return hmac_sha256(master, b"block:" + block_id.encode())
 
 
-def _mac(key: bytes, kind: bytes, body: bytes) -> bytes:
-    return hmac_sha256(key, VERSION + kind + body)
+def task_credential(runner_key: bytes, principal: int) -> bytes:
+    """The key a Flux job signs with: per task id, or :data:`WORKER` for packing workers."""
+    return hmac_sha256(runner_key, b"principal:" + str(principal).encode())
 
 
-def encode(key: bytes, kind: str, data: object = None) -> list[bytes]:
-    """Frames for one message, signed with ``key``."""
-    k = kind.encode()
-    body = _pickle.dumps(data, protocol=PICKLE_PROTOCOL)
-    return [VERSION, k, body, _mac(key, k, body)]
+def _int8(n: int) -> bytes:
+    return n.to_bytes(8, "big", signed=True)
 
 
-def decode(key: bytes, frames: list[bytes]) -> tuple[str, object]:
-    """Verify and unpack frames made by :func:`encode`.
+# ---------------------------------------------------------------------------
+# Driver <-> manager handshake and sessions (ZMQ multipart frames).
+def hello(key: bytes, block_id: str, nonce: bytes) -> list:
+    """Frames of the manager's opening message."""
+    bid = block_id.encode()
+    return [VERSION, Kind.HELLO.encode(), bid, nonce, hmac_sha256(key, TO_DRIVER + b"hello" + bid + nonce)]
 
-    Raises
-    ------
-    AuthenticationError
-        On a wrong frame count, version, kind or MAC. Nothing is unpickled then.
+
+def open_hello(frames: list) -> tuple:
+    """``(block_id, nonce, mac)`` of a hello, unverified (the block id picks the key)."""
+    if len(frames) != 5 or bytes(frames[0]) != VERSION or bytes(frames[1]) != Kind.HELLO.encode():
+        raise AuthenticationError("not a hello")
+    bid, nonce, mac = (bytes(f) for f in frames[2:])
+    if len(nonce) != NONCE_BYTES or len(bid) > 64:
+        raise AuthenticationError("malformed hello")
+    return bid.decode(errors="replace"), nonce, mac
+
+
+def check_hello(key: bytes, block_id: str, nonce: bytes, mac: bytes) -> None:
+    if not compare_digest(mac, hmac_sha256(key, TO_DRIVER + b"hello" + block_id.encode() + nonce)):
+        raise AuthenticationError("bad hello authentication code")
+
+
+def welcome(key: bytes, manager_nonce: bytes, driver_nonce: bytes) -> list:
+    """Frames of the driver's answer to a valid hello."""
+    return [VERSION, Kind.WELCOME.encode(), driver_nonce,
+            hmac_sha256(key, TO_MANAGER + b"welcome" + manager_nonce + driver_nonce)]
+
+
+def open_welcome(key: bytes, manager_nonce: bytes, frames: list) -> bytes:
+    """The driver's nonce from a welcome, after checking the driver holds ``key``."""
+    if len(frames) != 4 or bytes(frames[0]) != VERSION or bytes(frames[1]) != Kind.WELCOME.encode():
+        raise AuthenticationError("not a welcome")
+    driver_nonce, mac = bytes(frames[2]), bytes(frames[3])
+    if not compare_digest(mac, hmac_sha256(key, TO_MANAGER + b"welcome" + manager_nonce + driver_nonce)):
+        raise AuthenticationError("bad welcome authentication code")
+    return driver_nonce
+
+
+class Session:
+    """One authenticated driver-manager conversation.
+
+    Frames ``[VERSION, kind, seq, body, mac]`` with
+    ``mac = HMAC(session key, direction + VERSION + kind + seq + body)``;
+    ``seq`` counts up by one per message and direction, so each frame is
+    accepted once, in order, in one direction, on one session.
     """
-    if len(frames) != 4:
-        raise AuthenticationError(f"expected 4 frames, got {len(frames)}")
-    version, k, body, mac = (bytes(f) for f in frames)
-    if version != VERSION:
-        raise AuthenticationError(f"unsupported protocol version {version[:32]!r}")
-    if not compare_digest(mac, _mac(key, k, body)):
-        raise AuthenticationError("bad message authentication code")
-    kind = k.decode(errors="replace")
-    if kind not in KINDS:
-        raise AuthenticationError(f"unknown message kind {k[:32]!r}")
-    return kind, _pickle.loads(body)
+
+    def __init__(self, key: bytes, manager_nonce: bytes, driver_nonce: bytes, outgoing: bytes,
+                 incoming: bytes) -> None:
+        self.key = hmac_sha256(key, b"session" + manager_nonce + driver_nonce)
+        self.outgoing, self.incoming = outgoing, incoming
+        self.sent = 0
+        self.received = 0
+
+    def seal(self, kind: str, data: object = None) -> list:
+        k = kind.encode()
+        seq = _int8(self.sent)
+        self.sent += 1
+        body = _pickle.dumps(data, protocol=PICKLE_PROTOCOL)
+        return [VERSION, k, seq, body, hmac_sha256(self.key, self.outgoing + VERSION + k + seq + body)]
+
+    def open(self, frames: list) -> tuple:
+        """``(kind, data)``; raises :class:`AuthenticationError` without unpickling."""
+        if len(frames) != 5:
+            raise AuthenticationError(f"expected 5 frames, got {len(frames)}")
+        version, k, seq, body, mac = (bytes(f) for f in frames)
+        if version != VERSION:
+            raise AuthenticationError(f"unsupported protocol version {version[:32]!r}")
+        if not compare_digest(mac, hmac_sha256(self.key, self.incoming + version + k + seq + body)):
+            raise AuthenticationError("bad message authentication code")
+        if seq != _int8(self.received):
+            raise AuthenticationError(f"out-of-order or replayed message (seq {int.from_bytes(seq, 'big')}, "
+                                      f"expected {self.received})")
+        kind = k.decode(errors="replace")
+        if kind not in KINDS:
+            raise AuthenticationError(f"unknown message kind {k[:32]!r}")
+        self.received += 1
+        return kind, _pickle.loads(body)
 
 
-def decode_or_none(key: bytes | None, frames: list[bytes]) -> tuple[str, object] | None:
-    """Like :func:`decode` but returns None for unauthenticated input or a missing key."""
-    if key is None:
-        return None
-    try:
-        return decode(key, frames)
-    except AuthenticationError:
-        return None
+def manager_session(key: bytes, manager_nonce: bytes, driver_nonce: bytes) -> Session:
+    return Session(key, manager_nonce, driver_nonce, TO_DRIVER, TO_MANAGER)
+
+
+def driver_session(key: bytes, manager_nonce: bytes, driver_nonce: bytes) -> Session:
+    return Session(key, manager_nonce, driver_nonce, TO_MANAGER, TO_DRIVER)
 
 
 # ---------------------------------------------------------------------------
 # Runner <-> manager transport: plain TCP, so that each Flux job imports only
-# the standard library (pyzmq costs ~60 ms of start-up per job). A message is
-# the same four frames as above, each prefixed with its 4-byte length.
-_LEN_BYTES = 4  # big-endian length prefix (int.to_bytes rather than struct: one import less per job)
-MAX_FRAME = 1 << 31
+# the standard library (pyzmq costs ~60 ms of start-up per job).
+#   header = kind (16 bytes, NUL-padded) + principal (8) + seq (8) + body length (8) + MAC (32)
+#   then the body, then MAC(credential, header MAC + body)
+_KIND_BYTES = 16
+_HEADER_FIELDS = _KIND_BYTES + 24
+HEADER_BYTES = _HEADER_FIELDS + 32
 
 
-def _recv_exact(sock: "_socket.socket", n: int) -> bytes:
+def recv_exact(sock: "_socket.socket", n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         chunk = sock.recv(min(n - len(buf), 1 << 20))
@@ -162,20 +252,61 @@ def _recv_exact(sock: "_socket.socket", n: int) -> bytes:
     return bytes(buf)
 
 
-def send_stream(sock: "_socket.socket", frames: list[bytes]) -> None:
-    """Write one message (as made by :func:`encode`) to a stream socket."""
-    sock.sendall(b"".join(len(f).to_bytes(_LEN_BYTES, "big") + f for f in frames))
+class Stream:
+    """One side of a runner connection: fixed header, MAC'd before the body is read.
 
+    Parameters
+    ----------
+    sock : socket
+        The connected stream socket.
+    nonce : bytes
+        The task server's per-connection nonce (sent in the clear on accept).
+    outgoing, incoming : bytes
+        Direction labels (:data:`TO_SERVER`, :data:`TO_RUNNER`).
+    max_bytes : int
+        Largest body accepted; a bigger one is refused before it is read.
+    """
 
-def recv_stream(sock: "_socket.socket") -> list[bytes]:
-    """Read one four-frame message from a stream socket (not yet verified)."""
-    frames = []
-    for limit in _FRAME_LIMITS:
-        n = int.from_bytes(_recv_exact(sock, _LEN_BYTES), "big")
-        if n > limit:
-            raise AuthenticationError(f"frame of {n} bytes refused")
-        frames.append(_recv_exact(sock, n))
-    return frames
+    def __init__(self, sock: "_socket.socket", nonce: bytes, outgoing: bytes, incoming: bytes,
+                 max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self.sock = sock
+        self.nonce = nonce
+        self.outgoing, self.incoming = outgoing, incoming
+        self.max_bytes = max_bytes
+        self.sent = 0
+        self.received = 0
 
+    def send(self, credential: bytes, principal: int, kind: str, data: object = None) -> None:
+        body = _pickle.dumps(data, protocol=PICKLE_PROTOCOL)
+        fields = kind.encode().ljust(_KIND_BYTES, b"\0") + _int8(principal) + _int8(self.sent) + _int8(len(body))
+        self.sent += 1
+        head_mac = hmac_sha256(credential, self.outgoing + VERSION + self.nonce + fields)
+        self.sock.sendall(fields + head_mac + body + hmac_sha256(credential, head_mac + body))
 
-_FRAME_LIMITS = (len(VERSION), 32, MAX_FRAME, 32)  # version, kind, body, mac: only the body may be large
+    def recv_header(self) -> tuple:
+        """``(principal, raw header)`` of the next message; nothing verified yet."""
+        head = recv_exact(self.sock, HEADER_BYTES)
+        return int.from_bytes(head[_KIND_BYTES:_KIND_BYTES + 8], "big", signed=True), head
+
+    def recv_body(self, credential: bytes, head: bytes) -> tuple:
+        """Check the header's MAC, then read and check the body: ``(kind, data)``."""
+        fields, head_mac = head[:_HEADER_FIELDS], head[_HEADER_FIELDS:]
+        if not compare_digest(head_mac, hmac_sha256(credential, self.incoming + VERSION + self.nonce + fields)):
+            raise AuthenticationError("bad header authentication code")
+        seq = int.from_bytes(fields[_KIND_BYTES + 8:_KIND_BYTES + 16], "big", signed=True)
+        if seq != self.received:
+            raise AuthenticationError(f"out-of-order or replayed message (seq {seq}, expected {self.received})")
+        size = int.from_bytes(fields[_KIND_BYTES + 16:], "big", signed=True)
+        if not 0 <= size <= self.max_bytes:
+            raise MessageTooLarge(f"message body of {size} bytes exceeds the limit of {self.max_bytes}")
+        body = recv_exact(self.sock, size)
+        if not compare_digest(recv_exact(self.sock, 32), hmac_sha256(credential, head_mac + body)):
+            raise AuthenticationError("bad body authentication code")
+        kind = fields[:_KIND_BYTES].rstrip(b"\0").decode(errors="replace")
+        if kind not in KINDS:
+            raise AuthenticationError(f"unknown message kind {kind[:32]!r}")
+        self.received += 1
+        return kind, _pickle.loads(body)
+
+    def recv(self, credential: bytes) -> tuple:
+        return self.recv_body(credential, self.recv_header()[1])

@@ -59,7 +59,11 @@ def outcome_of(exc: BaseException) -> dict:
     return out
 
 
-def run_payload(payload: bytes) -> dict:
+class ResultTooLarge(Exception):
+    """An app's result is bigger than the executor's message limit (``max_message_bytes``)."""
+
+
+def run_payload(payload: bytes, max_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES) -> dict:
     """Unpack and run one app; return the outcome dict sent to the manager."""
     try:
         func, args, kwargs = load_payload(payload)
@@ -67,9 +71,13 @@ def run_payload(payload: bytes) -> dict:
     except BaseException as exc:  # SystemExit in an app is an app failure too
         return outcome_of(exc)
     try:
-        return {"ok": True, "value": _dumps(value)}
+        data = _dumps(value)
     except Exception as exc:
         return outcome_of(TypeError(f"result of type {type(value).__name__} cannot be serialized: {exc}"))
+    if len(data) > max_bytes - 4096:  # room for the outcome's own fields
+        return outcome_of(ResultTooLarge(f"result of {len(data)} bytes exceeds the executor's max_message_bytes "
+                                         f"({max_bytes}); write large data to a file and return its path"))
+    return {"ok": True, "value": data}
 
 
 def _connect(host: str, port: int) -> "_socket.socket":
@@ -90,28 +98,32 @@ def _connect(host: str, port: int) -> "_socket.socket":
 
 
 class ManagerLink:
-    """A signed request/answer channel to the manager's task server."""
+    """A signed request/answer channel to the manager's task server, as one
+    principal (a task id, or :data:`protocol.WORKER`) with its own credential."""
 
-    def __init__(self, url: str, key: bytes) -> None:
+    def __init__(self, url: str, credential: bytes, principal: int, max_bytes: int) -> None:
         host, port = url.rsplit(":", 1)
-        self.key = key
+        self.credential = credential
+        self.principal = principal
         self.sock = _connect(host, int(port))
+        nonce = protocol.recv_exact(self.sock, protocol.NONCE_BYTES)
+        self.stream = protocol.Stream(self.sock, nonce, protocol.TO_SERVER, protocol.TO_RUNNER, max_bytes)
 
     def request(self, kind: str, data: object, timeout: float = ANSWER_TIMEOUT) -> tuple:
         self.sock.settimeout(timeout)
-        protocol.send_stream(self.sock, protocol.encode(self.key, kind, data))
-        return protocol.decode(self.key, protocol.recv_stream(self.sock))
+        self.stream.send(self.credential, self.principal, kind, data)
+        return self.stream.recv(self.credential)
 
     def close(self) -> None:
         self.sock.close()
 
 
-def run_one(link: ManagerLink, task_id: int, rank: int) -> int:
+def run_one(link: ManagerLink, task_id: int, rank: int, max_bytes: int) -> int:
     kind, payload = link.request(Kind.FETCH, task_id)
     if kind != Kind.PAYLOAD or payload is None:
         print(f"parsl-flux runner: no payload for task {task_id} (cancelled?)", file=sys.stderr)
         return EXIT_PROTOCOL_ERROR
-    outcome = run_payload(payload)
+    outcome = run_payload(payload, max_bytes)
     if rank == 0:
         link.request(Kind.RESULT, (task_id, outcome))
         return 0
@@ -121,29 +133,30 @@ def run_one(link: ManagerLink, task_id: int, rank: int) -> int:
     return 0
 
 
-def run_worker(link: ManagerLink) -> int:
+def run_worker(link: ManagerLink, max_bytes: int) -> int:
     """Packing worker: fetch, run, report, until told to exit."""
     kind, data = link.request(Kind.FETCH, {"worker": os.environ.get("FLUX_JOB_ID", "")}, timeout=None)
     while kind == Kind.PAYLOAD:
         task_id, payload = data
         # the answer to a result is the next task, or EXIT when idle or when cores are wanted
-        kind, data = link.request(Kind.RESULT, (task_id, run_payload(payload)), timeout=None)
+        kind, data = link.request(Kind.RESULT, (task_id, run_payload(payload, max_bytes)), timeout=None)
     return 0
 
 
 def main() -> int:
     url = os.environ[protocol.RUNNER_URL_ENV]
-    key = bytes.fromhex(os.environ[protocol.RUNNER_KEY_ENV])
+    credential = bytes.fromhex(os.environ[protocol.RUNNER_KEY_ENV])
     task = os.environ.get(protocol.TASK_ENV)
+    max_bytes = int(os.environ.get(protocol.MAX_BYTES_ENV, protocol.DEFAULT_MAX_MESSAGE_BYTES))
     try:
-        link = ManagerLink(url, key)
+        link = ManagerLink(url, credential, protocol.WORKER if task is None else int(task), max_bytes)
         try:
             if task is None:
-                return run_worker(link)
-            return run_one(link, int(task), int(os.environ.get("FLUX_TASK_RANK", "0")))
+                return run_worker(link, max_bytes)
+            return run_one(link, int(task), int(os.environ.get("FLUX_TASK_RANK", "0")), max_bytes)
         finally:
             link.close()
-    except (OSError, protocol.AuthenticationError) as exc:
+    except (OSError, protocol.AuthenticationError, protocol.MessageTooLarge) as exc:
         print(f"parsl-flux runner: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_PROTOCOL_ERROR
 

@@ -1,10 +1,18 @@
 """The manager's task server: where runners fetch payloads and return results.
 
-Runners connect over plain TCP (see :func:`parsl_flux.protocol.send_stream`)
-so that a Flux job imports nothing heavy. One thread per connection: a
-one-task runner connects for two short exchanges; a packing worker keeps its
-connection for its whole life. The server never unpickles anything that
-failed the MAC check, and drops such a connection at once.
+Runners connect over plain TCP (:class:`parsl_flux.protocol.Stream`) so that a
+Flux job imports nothing heavy. One thread per connection: a one-task runner
+connects for two short exchanges; a packing worker keeps its connection for its
+whole life.
+
+What a stranger on the port can do is bounded: the server listens only where
+runners are (loopback for a one-node block), serves at most
+``max_connections`` connections at once, drops a connection that has not
+authenticated within ``HANDSHAKE_TIMEOUT`` seconds, checks the MAC of a
+fixed-size header before it reads any body, and logs rejects at a limited
+rate. Each connection speaks for one principal (a task id, or packing workers)
+with that principal's own credential, so a task can fetch only its own payload
+and post only its own result.
 
 Packing mode lives here too: packed tasks wait in a queue that workers drain.
 An idle worker is told to exit after ``idle_timeout`` seconds, and at once
@@ -15,6 +23,7 @@ the workers' cores go back to Flux.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import socketserver
 import threading
@@ -23,10 +32,48 @@ from typing import Any, Callable, Dict, Optional, Set
 
 from parsl_flux import protocol
 from parsl_flux.protocol import Kind
+from parsl_flux.rejects import RejectLog
 
 logger = logging.getLogger(__name__)
 
 POLL = 0.2
+HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a new connection has to send its first authenticated message."""
+DEFAULT_MAX_CONNECTIONS = 1024
+
+
+class _Refused(Exception):
+    """A runner asked for something its principal may not have."""
+
+
+class _TCPServer(socketserver.ThreadingTCPServer):
+    """Threads per connection, at most ``limit`` at once (others are closed at once)."""
+
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def __init__(self, address: tuple, handler: type, limit: int, rejects: RejectLog) -> None:
+        self._slots = threading.BoundedSemaphore(limit)
+        self._rejects = rejects
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._rejects.reject("task server: refused a connection from %s: connection limit reached",
+                                 client_address)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class TaskServer:
@@ -35,19 +82,30 @@ class TaskServer:
     Parameters
     ----------
     key : bytes
-        Key that runners of this instance sign with.
+        Runner key of this instance; each principal signs with
+        :func:`~parsl_flux.protocol.task_credential` of it.
     emit : callable
         ``emit(*event)`` hands an event to the manager's main loop:
         ``("packed_done", task_id, outcome)`` or
         ``("packed_lost", task_id, worker_jobid, reason)``.
+    host : str
+        Address to listen on: loopback for a one-node block, else this node's.
     idle_timeout : float
         Seconds an idle packing worker waits for work before it exits.
+    max_connections : int
+        Connections served at once.
+    max_bytes : int
+        Largest message body accepted from a runner.
     """
 
-    def __init__(self, key: bytes, emit: Callable[..., None], idle_timeout: float = 5.0) -> None:
+    def __init__(self, key: bytes, emit: Callable[..., None], host: str = "127.0.0.1", idle_timeout: float = 5.0,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 max_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.key = key
         self.emit = emit
         self.idle_timeout = idle_timeout
+        self.max_bytes = max_bytes
+        self._worker_credential = protocol.task_credential(key, protocol.WORKER)
         self._lock = threading.Lock()
         self._payloads: Dict[int, bytes] = {}
         self._outcomes: Dict[int, Dict[str, Any]] = {}
@@ -57,17 +115,23 @@ class TaskServer:
         self._unstarted_large: Set[int] = set()
         self.connected_workers = 0
         self.idle_workers = 0
+        self.rejects = RejectLog(logger)
         server = self
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 server._serve(self.request)
 
-        socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self._tcp = socketserver.ThreadingTCPServer(("0.0.0.0", 0), Handler)
-        self._tcp.daemon_threads = True
+        self._tcp = _TCPServer((host, 0), Handler, max_connections, self.rejects)
+        self.host = host
         self.port = self._tcp.server_address[1]
         self._serving: Optional[threading.Thread] = None
+
+    def credential(self, principal: int) -> bytes:
+        """The key a Flux job of ``principal`` (task id, or WORKER) gets."""
+        if principal == protocol.WORKER:
+            return self._worker_credential
+        return protocol.task_credential(self.key, principal)
 
     # ---------------------------------------------------------- main thread
     def start(self) -> None:
@@ -118,45 +182,58 @@ class TaskServer:
     def _serve(self, conn: Any) -> None:
         holding: Optional[int] = None
         worker_job: Optional[str] = None  # set once the peer says it is a packing worker
+        principal: Optional[int] = None
         try:
+            conn.settimeout(HANDSHAKE_TIMEOUT)
+            nonce = os.urandom(protocol.NONCE_BYTES)
+            conn.sendall(nonce)
+            stream = protocol.Stream(conn, nonce, protocol.TO_RUNNER, protocol.TO_SERVER, self.max_bytes)
             while True:
                 try:
-                    frames = protocol.recv_stream(conn)
+                    claimed, head = stream.recv_header()
                 except ConnectionError:
                     return
-                kind, data = protocol.decode(self.key, frames)
-                if kind == Kind.FETCH and isinstance(data, dict):
-                    if worker_job is None:
+                if principal is not None and claimed != principal:
+                    raise protocol.AuthenticationError(f"principal changed from {principal} to {claimed}")
+                kind, data = stream.recv_body(self.credential(claimed), head)
+                if principal is None:
+                    principal = claimed
+                    conn.settimeout(None)  # authenticated: a runner may hold its connection for its app's run
+                credential = self.credential(principal)
+                if principal == protocol.WORKER:
+                    if kind == Kind.FETCH and worker_job is None and isinstance(data, dict):
                         worker_job = str(data.get("worker", ""))
                         with self._lock:
                             self.connected_workers += 1
-                    holding = self._next_packed(conn, worker_job)
+                    elif not (kind == Kind.RESULT and worker_job is not None and data[0] == holding):
+                        raise _Refused(f"a packing worker sent {kind} out of turn")
+                    if kind == Kind.RESULT:
+                        task_id, outcome = data
+                        holding = None
+                        with self._lock:
+                            self._running_packed.pop(task_id, None)
+                        self.emit("packed_done", task_id, outcome)
+                    # the answer to a result is the next task: one round trip
+                    holding = self._next_packed(stream, credential, worker_job)
                     if holding is None:
                         return
-                elif kind == Kind.FETCH:
+                elif kind == Kind.FETCH and data == principal:
                     with self._lock:
-                        self._unstarted_large.discard(data)
-                        reply: Any = self._payloads.get(data)
-                    self._send(conn, Kind.PAYLOAD, reply)
-                elif kind == Kind.RESULT and worker_job is not None:
-                    task_id, outcome = data
-                    holding = None
+                        self._unstarted_large.discard(principal)
+                        reply: Any = self._payloads.get(principal)
+                    stream.send(credential, principal, Kind.PAYLOAD, reply)
+                elif kind == Kind.RESULT and data[0] == principal:
                     with self._lock:
-                        self._running_packed.pop(task_id, None)
-                    self.emit("packed_done", task_id, outcome)
-                    holding = self._next_packed(conn, worker_job)  # the answer is the next task: one round trip
-                    if holding is None:
-                        return
-                elif kind == Kind.RESULT:
-                    task_id, outcome = data
-                    with self._lock:
-                        if task_id in self._payloads:
-                            self._outcomes[task_id] = outcome
-                    self._send(conn, Kind.ACK)
-        except protocol.AuthenticationError as exc:
-            logger.warning("dropped a runner connection: %s", exc)
+                        if principal in self._payloads:
+                            self._outcomes[principal] = data[1]
+                    stream.send(credential, principal, Kind.ACK)
+                else:
+                    raise _Refused(f"task {principal}'s runner sent {kind} for {data!r:.40}")
+        except (protocol.AuthenticationError, protocol.MessageTooLarge, _Refused,
+                TypeError, ValueError, KeyError, IndexError) as exc:  # the last four: a malformed request
+            self.rejects.reject("task server: dropped a runner connection: %s", exc)
         except OSError as exc:
-            logger.warning("runner connection failed: %s", exc)
+            self.rejects.reject("task server: runner connection failed: %s", exc)
         finally:
             if holding is not None:
                 self.emit("packed_lost", holding, worker_job, "its packing worker died while running it")
@@ -164,10 +241,7 @@ class TaskServer:
                 with self._lock:
                     self.connected_workers -= 1
 
-    def _send(self, conn: Any, kind: str, data: Any = None) -> None:
-        protocol.send_stream(conn, protocol.encode(self.key, kind, data))
-
-    def _next_packed(self, conn: Any, worker_job: str) -> Optional[int]:
+    def _next_packed(self, stream: protocol.Stream, credential: bytes, worker_job: str) -> Optional[int]:
         """Give a worker its next task, or tell it to exit; return the task id."""
         idle_since = time.monotonic()
         with self._lock:
@@ -175,7 +249,7 @@ class TaskServer:
         try:
             while True:
                 if self.large_waiting or time.monotonic() - idle_since > self.idle_timeout:
-                    self._send(conn, Kind.EXIT)
+                    stream.send(credential, protocol.WORKER, Kind.EXIT)
                     return None
                 try:
                     task_id = self._packed.get(timeout=POLL)
@@ -187,7 +261,7 @@ class TaskServer:
                     if payload is None:  # cancelled while queued
                         continue
                     self._running_packed[task_id] = worker_job
-                self._send(conn, Kind.PAYLOAD, (task_id, payload))
+                stream.send(credential, protocol.WORKER, Kind.PAYLOAD, (task_id, payload))
                 return task_id
         finally:
             with self._lock:

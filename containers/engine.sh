@@ -1,0 +1,60 @@
+#!/bin/bash
+# Sourced by the image scripts (containers/*.sh, mk/images.mk through them):
+# picks the container engine and the options it needs on this kind of machine.
+#
+#   ENGINE   podman or docker: $CONTAINER_ENGINE, else podman if it answers,
+#            else docker if its daemon answers
+#   engine ARGS...        the engine with its global options
+#   engine_build ARGS...  `build` with the options that work without a registry
+#   engine_run ARGS...    `run` with the options that work in a nested sandbox
+#
+# Podman here runs as root in a container of its own (no systemd, no cgroup v2
+# delegation, no setrlimit beyond the sandbox's): cgroupfs, chroot isolation
+# for builds, runc, and explicit ulimits. --pull=never: the FROM image must be
+# local (the real one pulled, or the stand-in from `make base-standin`).
+# Docker is used as is. CONTAINER_BUILD_OPTS / CONTAINER_RUN_OPTS add options.
+
+pick_engine() {
+    if [ -n "${CONTAINER_ENGINE:-}" ]; then
+        ENGINE=$CONTAINER_ENGINE
+    elif command -v podman >/dev/null 2>&1 && podman --cgroup-manager cgroupfs info >/dev/null 2>&1; then
+        ENGINE=podman
+    elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+        ENGINE=docker
+    else
+        echo "engine: neither podman nor a Docker daemon answers (install podman: apt-get install podman runc)" >&2
+        return 1
+    fi
+    export ENGINE
+}
+
+engine() {
+    if [ "$ENGINE" = podman ]; then
+        podman --cgroup-manager cgroupfs "$@"
+    else
+        docker "$@"
+    fi
+}
+
+engine_build() {
+    # shellcheck disable=SC2086  # word splitting of the extra options is intended
+    if [ "$ENGINE" = podman ]; then
+        engine build --isolation chroot --pull=never ${CONTAINER_BUILD_OPTS:-} "$@"
+    else
+        engine build ${CONTAINER_BUILD_OPTS:-} "$@"
+    fi
+}
+
+engine_run() {
+    # shellcheck disable=SC2086
+    if [ "$ENGINE" = podman ]; then
+        engine run --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 ${CONTAINER_RUN_OPTS:-} "$@"
+    else
+        engine run ${CONTAINER_RUN_OPTS:-} "$@"
+    fi
+}
+
+# engine_has_image NAME: whether NAME is a local image.
+engine_has_image() {
+    engine image inspect "$1" >/dev/null 2>&1
+}
