@@ -805,9 +805,13 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                 # a batch job that ended before its manager ever connected is a failed block,
                 # whatever exit state the batch system reports, so Parsl's error handler sees it
                 never_connected = block.resources is None
-                self._lose_block(block, f"its batch job is {s.state.name}"
-                                 + (" and its manager never connected" if never_connected else ""),
-                                 mark_failed=never_connected)
+                reason = f"its batch job is {s.state.name}" + (" and its manager never connected"
+                                                               if never_connected else "")
+                self._lose_block(block, reason, mark_failed=never_connected)
+                if not never_connected and not self._shutting_down:
+                    # it ran: whatever exit state the batch system reports, it is not a failed launch
+                    status[block_id] = self._simulated_status[block_id] = self._status[block_id] = \
+                        JobStatus(JobState.CANCELLED, f"Flux instance lost: {reason}")
         return status
 
     def scale_in(self, blocks: int, max_idletime: Optional[float] = None) -> List[str]:

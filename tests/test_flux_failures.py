@@ -1,0 +1,176 @@
+"""Failure paths and trust against a real Flux (issue: trust and failure paths).
+
+Each test reproduces what a careless user, a dying component or another local
+user does, and checks that every future resolves, that nothing is left
+running, and that no other user can read what would let them into the run.
+"""
+
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+
+from conftest import wait_for
+from parsl_flux.errors import BlockLost
+
+pytestmark = pytest.mark.flux
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # jobs cannot import this test module
+
+
+def nap(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def _broker_pid(ex, block_id="0"):
+    manager_pid = ex._blocks[block_id].info["pid"]
+    return int(Path(f"/proc/{manager_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _alive(pid):
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _script(tmp_path, body, flux_path):
+    """A workflow script as a user writes it: apps defined in it, FluxExecutor defaults."""
+    path = tmp_path / "workflow.py"
+    path.write_text(textwrap.dedent(f"""
+        import os, sys, time
+        import parsl
+        from parsl.config import Config
+        from parsl_flux import FluxExecutor
+
+        @parsl.python_app
+        def nap(s):
+            import time
+            time.sleep(s)
+            return s
+
+        config = Config(executors=[FluxExecutor(flux_path={flux_path!r}, heartbeat_threshold=5)],
+                        run_dir={str(tmp_path / "runinfo")!r})
+    """) + textwrap.dedent(body))
+    return path
+
+
+def _no_broker_left(tmp_path):
+    """No process started from this test's run directory is still alive."""
+    out = subprocess.run(["pgrep", "-f", str(tmp_path / "runinfo")], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split() if int(p) != os.getpid()] == []
+
+
+def test_early_user_error_ends_the_script_promptly(tmp_path, flux_path):
+    """Submit 5 apps and raise within a second: the user sees the exception
+    and the process exits, with no broker left behind."""
+    script = _script(tmp_path, """
+        with parsl.load(config):
+            futures = [nap(30) for _ in range(5)]
+            time.sleep(0.5)
+            raise RuntimeError("user bug")
+    """, flux_path)
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=90, cwd=tmp_path)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 1 and "RuntimeError: user bug" in proc.stderr, proc.stderr[-2000:]
+    assert elapsed < 45, f"took {elapsed:.0f}s to exit after the user's error"
+    wait_for(lambda: _no_broker_left(tmp_path), 15, "the block's processes to end")
+
+
+def test_sigint_while_the_block_starts_exits_and_resolves(tmp_path, flux_path):
+    script = _script(tmp_path, """
+        with parsl.load(config):
+            futures = [nap(30) for _ in range(5)]
+            try:
+                [f.result() for f in futures]
+            except KeyboardInterrupt:
+                print("interrupted; unresolved:", sum(not f.done() for f in futures), flush=True)
+                raise
+    """, flux_path)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert "KeyboardInterrupt" in err, err[-2000:]
+    wait_for(lambda: _no_broker_left(tmp_path), 15, "the block's processes to end")
+
+
+def test_a_lost_block_does_not_end_the_workflow(tmp_path, flux_path):
+    """A manager killed after it registered: its tasks fail with BlockLost, and a
+    new block serves later tasks under Parsl's default error handler."""
+    script = _script(tmp_path, """
+        from parsl_flux.errors import BlockLost
+        with parsl.load(config):
+            ex = parsl.dfk().executors["FluxExecutor"]
+            assert nap(0).result(timeout=60) == 0
+            doomed = nap(60)
+            time.sleep(1)
+            os.kill(ex._blocks["0"].info["pid"], 9)
+            try:
+                doomed.result(timeout=60)
+            except BlockLost as exc:
+                print("lost:", exc, flush=True)
+            print("after:", nap(0.1).result(timeout=120), flush=True)
+    """, flux_path)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "lost: Flux instance of block 0 lost" in proc.stdout
+    assert "after: 0.1" in proc.stdout
+
+
+def test_a_stopped_broker_is_detected_and_its_block_ended(make_executor):
+    """SIGSTOP the broker: the manager's ping times out, the block is lost within
+    the threshold, and the executor has its batch job cancelled."""
+    ex = make_executor(heartbeat_period=0.5, heartbeat_threshold=4)
+    fut = ex.submit(nap, {}, 60)
+    time.sleep(1.5)
+    broker = _broker_pid(ex)
+    os.kill(broker, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        with pytest.raises(BlockLost):
+            fut.result(timeout=40)
+        assert time.monotonic() - start < 20
+    finally:
+        os.kill(broker, signal.SIGCONT)  # SIGTERM from the provider's cancel is acted on once it runs
+    wait_for(lambda: not _alive(broker), 30, "the stopped broker's batch job to be cancelled")
+
+
+def test_jobs_run_in_the_drivers_working_directory(make_executor, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ex = make_executor()
+    assert ex.submit(os.getcwd, {}).result(timeout=60) == str(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the attacker as another local user (nobody)")
+def test_another_user_can_read_no_key(make_executor, tmp_path):
+    """What the issue's attacker did (read the key from the submit script) fails
+    now: the key dir is 0700 and holds nothing once the manager started; no
+    submit script, broker argv or environment holds the key."""
+    ex = make_executor()
+    key = bytes.hex(__import__("parsl_flux.protocol", fromlist=["x"]).block_key(ex._master, "0"))
+    os.chmod(tmp_path, 0o755)  # let the attacker walk the run directory
+    for d in Path(ex.run_dir).parents:
+        if str(d).startswith(str(tmp_path.parent)):
+            os.chmod(d, os.stat(d).st_mode | 0o005)
+    nobody = pwd.getpwnam("nobody").pw_uid
+    spy = subprocess.run(["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups", "sh", "-c",
+                          f"grep -rs {key} {ex.run_dir} /proc/*/environ /proc/*/cmdline; ls {ex.key_dir}"],
+                         capture_output=True, text=True, timeout=60)
+    assert key not in spy.stdout
+    assert "Permission denied" in spy.stderr  # the key directory
+    own = subprocess.run(["grep", "-rl", key, ex.run_dir], capture_output=True, text=True)
+    assert own.stdout == "", f"the key is still in a file: {own.stdout}"
+    assert ex.submit(nap, {}, 0).result(timeout=60) == 0
