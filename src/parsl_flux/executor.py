@@ -888,7 +888,14 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         while any(not b.closed for b in live) and time.monotonic() < deadline:
             time.sleep(0.05)
         self._cancel_provider_jobs()
-        self.set_bad_state_and_fail_all(ExecutorShutdown("executor shut down before the task finished"))
+        with self._lock:
+            unresolved = [self._forget(t) for t in list(self._live_tasks)]
+            self._pending.clear()
+        if unresolved:
+            logger.warning("shutdown: failing %d unfinished task(s) with ExecutorShutdown", len(unresolved))
+        for task in unresolved:
+            if task is not None and not task.future.done():
+                task.future.set_exception(ExecutorShutdown("executor shut down before the task finished"))
         self._stop_io.set()
         self._wake()
         if self._io_thread is not None:
