@@ -47,11 +47,12 @@ def default_prefix(environ: Optional[Mapping[str, str]] = None) -> Path:
 
 
 def _in_directory(directory: Path) -> Path:
-    """``flux`` inside an installation prefix or a bin directory."""
+    """``flux`` inside an installation prefix or a bin directory; the directory
+    itself when it holds neither (so :func:`problem` says exactly that)."""
     for candidate in (directory / "bin" / "flux", directory / "flux"):
         if candidate.is_file():
             return candidate
-    return directory / "bin" / "flux"
+    return directory
 
 
 def find_flux(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
