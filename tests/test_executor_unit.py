@@ -9,6 +9,7 @@ import time
 
 import pytest
 import zmq
+from zmq.utils import z85
 from parsl.providers import LocalProvider
 from parsl.serialize.errors import SerializationError
 
@@ -205,12 +206,13 @@ def test_blocks_on_other_hosts_get_an_encrypted_channel(tmp_path, monkeypatch):
     try:
         argv = shlex.split(ex._get_launch_command("0"))
         server_key = argv[argv.index("--server-key") + 1]
-        assert len(server_key) == 40
+        assert len(server_key) == 64 and set(server_key) <= set("0123456789abcdef")  # no '$' for a shell to eat
         plain = _dealer(ex.url)  # a peer without the server's public key cannot even talk
         plain.send_multipart(protocol.hello(protocol.block_key(ex._master, "0"), "0", b"n" * 16))
         assert not plain.poll(1000)
         public, secret = zmq.curve_keypair()
-        real = _dealer(ex.url, curve_serverkey=server_key.encode(), curve_publickey=public, curve_secretkey=secret)
+        real = _dealer(ex.url, curve_serverkey=z85.encode(bytes.fromhex(server_key)),
+                       curve_publickey=public, curve_secretkey=secret)
         _manager_handshake(real, protocol.block_key(ex._master, "0"))
         assert _wait_live(ex)
         plain.close()

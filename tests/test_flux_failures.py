@@ -174,3 +174,12 @@ def test_another_user_can_read_no_key(make_executor, tmp_path):
     own = subprocess.run(["grep", "-rl", key, ex.run_dir], capture_output=True, text=True)
     assert own.stdout == "", f"the key is still in a file: {own.stdout}"
     assert ex.submit(nap, {}, 0).result(timeout=60) == 0
+
+
+def test_encrypted_block_through_the_real_launch_line(make_executor):
+    """CurveZMQ end to end: the server key survives the provider's launch script."""
+    for _ in range(3):  # a fresh key each time: a key with shell-special characters must work too
+        ex = make_executor(encrypt=True)
+        assert ex._server_public
+        assert ex.submit(nap, {}, 0).result(timeout=60) == 0
+        ex.shutdown()

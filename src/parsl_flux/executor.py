@@ -23,6 +23,7 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence
 
 import cloudpickle
 import zmq
+from zmq.utils import z85
 from parsl.addresses import address_by_hostname
 from parsl.app.errors import wrap_error
 from parsl.executors.status_handling import BlockProviderExecutor
@@ -354,7 +355,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             public, secret = zmq.curve_keypair()
             self._sock.curve_server = True
             self._sock.curve_secretkey = secret
-            self._server_public = public.decode()
+            self._server_public = z85.decode(public).hex()  # hex: Z85 has '$', which launchers expand
         if self.port is not None:
             self._sock.bind(f"tcp://{bind_host}:{self.port}")
             port = self.port

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple
 
 import zmq
+from zmq.utils import z85
 
 from parsl_flux import launch, protocol
 from parsl_flux.flux_backend import (SYS_PATH_ENV, FluxThreads, build_jobspec, instance_resources, read_tail,
@@ -97,7 +98,7 @@ class Manager:
         self.driver.setsockopt(zmq.LINGER, 2000)
         if server_key:  # CurveZMQ: the driver's public key authenticates it; our keypair is throwaway
             public, secret = zmq.curve_keypair()
-            self.driver.curve_serverkey = server_key.encode()
+            self.driver.curve_serverkey = z85.encode(bytes.fromhex(server_key))
             self.driver.curve_publickey, self.driver.curve_secretkey = public, secret
         self.driver.connect(url)
         self.waker = Waker()
@@ -502,7 +503,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--runner-host", default=socket.gethostname(),
                    help="address runners on other nodes use to reach this manager (multi-node blocks)")
     p.add_argument("--server-key", default=None,
-                   help="the driver's CurveZMQ public key (Z85): encrypt the driver connection ('none': do not)")
+                   help="the driver's CurveZMQ public key (hex): encrypt the driver connection ('none': do not)")
     return p.parse_args(argv)
 
 
