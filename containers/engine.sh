@@ -13,6 +13,11 @@
 # for builds, runc, and explicit ulimits. --pull=never: the FROM image must be
 # local (the real one pulled, or the stand-in from `make base-standin`).
 # Docker is used as is. CONTAINER_BUILD_OPTS / CONTAINER_RUN_OPTS add options.
+#
+# A machine whose HTTPS goes through a proxy with its own CA (local CAs in
+# /usr/local/share/ca-certificates, or HOST_CA_BUNDLE=FILE) lends that bundle to
+# podman's RUN steps and test runs, read-only, with a pip.conf naming it; the
+# image itself never keeps it.
 
 pick_engine() {
     if [ -n "${CONTAINER_ENGINE:-}" ]; then
@@ -36,10 +41,30 @@ engine() {
     fi
 }
 
+# ca_mounts: the -v options that lend the host's CA bundle (nothing when not needed).
+CA_MOUNTS=()
+ca_mounts() {
+    CA_MOUNTS=()
+    local bundle=${HOST_CA_BUNDLE:-}
+    if [ -z "$bundle" ] && compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+        bundle=/etc/ssl/certs/ca-certificates.crt
+    fi
+    [ -n "$bundle" ] && [ -r "$bundle" ] || return 0
+    local dir
+    dir=${PARSL_FLUX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/parsl-flux}/host-ca
+    mkdir -p "$dir"
+    cp "$bundle" "$dir/ca-certificates.crt"
+    printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$dir/pip.conf"
+    chmod 0644 "$dir/ca-certificates.crt" "$dir/pip.conf"
+    chmod 0755 "$dir"
+    CA_MOUNTS=(-v "$dir/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro" -v "$dir/pip.conf:/etc/pip.conf:ro")
+}
+
 engine_build() {
     # shellcheck disable=SC2086  # word splitting of the extra options is intended
     if [ "$ENGINE" = podman ]; then
-        engine build --isolation chroot --pull=never ${CONTAINER_BUILD_OPTS:-} "$@"
+        ca_mounts
+        engine build --isolation chroot --pull=never "${CA_MOUNTS[@]}" ${CONTAINER_BUILD_OPTS:-} "$@"
     else
         engine build ${CONTAINER_BUILD_OPTS:-} "$@"
     fi
@@ -48,7 +73,9 @@ engine_build() {
 engine_run() {
     # shellcheck disable=SC2086
     if [ "$ENGINE" = podman ]; then
-        engine run --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 ${CONTAINER_RUN_OPTS:-} "$@"
+        ca_mounts
+        engine run --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 "${CA_MOUNTS[@]}" \
+            ${CONTAINER_RUN_OPTS:-} "$@"
     else
         engine run ${CONTAINER_RUN_OPTS:-} "$@"
     fi

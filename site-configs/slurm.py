@@ -6,7 +6,9 @@ This is the config the CI's one-node Slurm runs (``tests/test_slurm.py``).
 
 PMI: ``srun --mpi=pmi2`` hands each broker a ``PMI_FD``; Flux's ``simple``
 client speaks the PMI-1 wire protocol Slurm's pmi2 plugin also serves.
-Apptainer/Singularity keep that descriptor.
+Apptainer/Singularity keep that descriptor. Multi-node with Apptainer is
+tested on a 2-node virtual cluster (``tests/test_cluster.py``, ``make
+cluster-up``). ``--kill-on-bad-exit=1``: a broker that dies ends its block.
 
 Environment (all optional): ``PARSL_FLUX_IMAGE`` (a ``.sif``; without it the
 host's Flux runs), ``PARSL_FLUX_RUNTIME`` (``apptainer`` when an image is
@@ -60,7 +62,11 @@ def make_config(*, account: Optional[str] = None, queue: Optional[str] = None, n
         nodes_per_block=sites.positive_int(nodes, "PARSL_FLUX_NODES", name, "nodes", 1),
         walltime=sites.walltime(walltime, name, "00:10:00"),
         worker_init=sites.setting(worker_init, "PARSL_FLUX_WORKER_INIT", name, "worker_init", ""),
-        launcher=SrunLauncher(overrides="--ntasks-per-node=1 --cpus-per-task=$SLURM_CPUS_ON_NODE --mpi=pmi2"),
+        # --kill-on-bad-exit: a block is one Flux instance; if one node's broker
+        # dies, the whole step ends, so the block's futures fail with BlockLost
+        # and Parsl starts a new block (instead of a block left with fewer nodes).
+        launcher=SrunLauncher(overrides="--ntasks-per-node=1 --cpus-per-task=$SLURM_CPUS_ON_NODE --mpi=pmi2 "
+                                        "--kill-on-bad-exit=1"),
         exclusive=exclusive, init_blocks=1, min_blocks=0,
         max_blocks=sites.positive_int(max_blocks, "PARSL_FLUX_MAX_BLOCKS", name, "max_blocks", 1),
     )

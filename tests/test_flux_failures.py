@@ -183,3 +183,33 @@ def test_encrypted_block_through_the_real_launch_line(make_executor):
         assert ex._server_public
         assert ex.submit(nap, {}, 0).result(timeout=60) == 0
         ex.shutdown()
+
+
+@pytest.mark.parametrize("resource_monitoring", [True, False])
+def test_monitoring_database_gets_tasks_tries_states_and_blocks(tmp_path, flux_path, resource_monitoring):
+    """With a default MonitoringHub the tasks run (no RadioRequiredError), their
+    wrapper's messages come back over the executor's channel, and the block
+    table is filled."""
+    import sqlite3
+
+    db = tmp_path / "monitoring.db"
+    script = _script(tmp_path, f"""
+        from parsl.monitoring.monitoring import MonitoringHub
+        if __name__ == "__main__":  # the MonitoringHub starts processes with multiprocessing's spawn
+            config.monitoring = MonitoringHub(logging_endpoint="sqlite:///{db}",
+                                              resource_monitoring_enabled={resource_monitoring!r})
+            with parsl.load(config):
+                print("results:", nap(0).result(timeout=120), nap(0.1).result(timeout=120), flush=True)
+    """, flux_path)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "results: 0 0.1" in proc.stdout
+    con = sqlite3.connect(db)
+    assert con.execute("select count(*) from task").fetchone()[0] == 2
+    assert con.execute("select count(*) from try").fetchone()[0] == 2
+    states = {s for (s,) in con.execute("select task_status_name from status")}
+    assert {"launched", "exec_done"} <= states
+    if resource_monitoring:  # the wrapper ran inside the Flux job and its messages came back
+        assert {"running", "running_ended"} <= states
+    blocks = con.execute("select distinct executor_label, block_id from block").fetchall()
+    assert ("FluxExecutor", "0") in blocks

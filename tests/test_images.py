@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONTAINERS = ROOT / "containers"
 ENTRYPOINT = CONTAINERS / "entrypoint.sh"
 WORKFLOW = ROOT / ".github" / "workflows" / "images.yml"
-SHELL_SCRIPTS = sorted(CONTAINERS.glob("*.sh")) + [ROOT / ".ci" / "setup.d" / "10-images.sh"]
+SHELL_SCRIPTS = (sorted(CONTAINERS.glob("*.sh")) + sorted(CONTAINERS.glob("*/*.sh"))
+                 + sorted((ROOT / ".ci" / "cluster").glob("*.sh")) + [ROOT / ".ci" / "setup.d" / "10-images.sh"])
 HADOLINT = shutil.which("hadolint", path=os.pathsep.join([str(Path(sys.executable).parent),
                                                           os.environ.get("PATH", "")]))
 
@@ -71,7 +72,9 @@ def test_hadolint_ignores_are_justified() -> None:
 def test_shell_scripts_pass_shellcheck(script: Path) -> None:
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck not installed (.ci/setup.d/10-images.sh installs it: apt-get install shellcheck)")
-    done = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+    # -x from the root: the image scripts source containers/engine.sh.
+    done = subprocess.run(["shellcheck", "-x", str(script.relative_to(ROOT))], capture_output=True, text=True,
+                          cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -181,11 +184,18 @@ def test_workflow_is_valid_and_complete() -> None:
                 action, _, ref = step["uses"].partition("@")
                 assert ref and ref not in ("main", "master", "latest"), f"job {name}: {action} is not pinned"
     runs = "\n".join(step.get("run", "") for job in jobs.values() for step in job["steps"])
-    assert "--entrypoint /opt/parsl-flux/containers/test-in-image.sh parsl-flux:ci" in runs
+    # The same scripts as `make image image-test sif-test`, against the real base image.
+    assert "bash containers/image.sh build" in runs and "bash containers/image.sh test" in runs
+    assert "bash containers/image.sh sif-test" in runs
+    assert "docker pull fluxrm/flux-sched:bookworm-v0.54.0" in runs and "base-standin/" not in runs
+    image_sh = (CONTAINERS / "image.sh").read_text()
+    assert "--entrypoint /opt/parsl-flux/containers/test-in-image.sh" in image_sh
+    assert "-f containers/Dockerfile" in image_sh
+    for readme_command in ('"$IMAGE" python examples/workflow.py', 'apptainer run "$SIF" python examples/workflow.py'):
+        assert readme_command in image_sh
     in_image = (CONTAINERS / "test-in-image.sh").read_text()
     assert "make test" in in_image and "no Flux found" in in_image  # the suite runs, Flux tests not skipped
-    assert "apptainer run parsl-flux.sif python examples/workflow.py" in runs
-    assert "docker build -f containers/Dockerfile" in runs
+    assert "sudo apptainer build parsl-flux.sif containers/parsl-flux.def" in runs
 
 
 # Debian's/Ubuntu's python3 (the image's) always has this sitecustomize, comments and all.
@@ -244,3 +254,25 @@ def test_system_python3_of_debian_gets_the_fast_start() -> None:
     done = subprocess.run(["/usr/bin/python3", "-c", code, src], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True"
+
+
+def test_test_in_image_runs_every_step_and_fails_at_the_end(tmp_path: Path) -> None:
+    """A failing step (here the suite) does not stop the MPI and example steps;
+    each is reported, and the script fails at the end."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "Makefile").write_text("test:\n\t@echo 'suite ran'; exit 1\n")
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for name, body in (("flux", 'echo "flux $*"'), ("parsl-flux-entrypoint", 'echo "entrypoint $*"')):
+        (stubs / name).write_text(f"#!/bin/sh\n{body}\n")
+        (stubs / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{stubs}{os.pathsep}{os.environ['PATH']}", "PARSL_FLUX_SOURCE": str(source)}
+    done = subprocess.run(["bash", str(CONTAINERS / "test-in-image.sh")], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "suite ran" in done.stdout and "flux start flux run -n 2" in done.stdout
+    assert "entrypoint python3 examples/workflow.py" in done.stdout
+    summary = done.stdout.split("== summary", 1)[1]
+    assert "suite: FAILED" in summary and "mpi: ok" in summary and "example: ok" in summary
+    assert "1 step(s) failed" in done.stderr

@@ -56,7 +56,7 @@ if ! engine_has_image "$ROOTFS_IMAGE" || [ "${FORCE:-0}" = 1 ]; then
         "$MIRROR" "$MIRROR" > "$rootfs/etc/apt/sources.list"
     rm -rf "$rootfs/var/cache/apt/archives/"*.deb "$rootfs/var/lib/apt/lists/"*
     say "importing the root filesystem as $ROOTFS_IMAGE"
-    tar -C "$rootfs" -c . | engine import --change 'CMD ["/bin/bash"]' - "$ROOTFS_IMAGE" >/dev/null
+    tar -C "$rootfs" -c . | engine import --change 'CMD ["/bin/bash"]' - "$ROOTFS_IMAGE" >/dev/null 2>&1
     rm -rf "$rootfs"
     say "debootstrap + import took $((SECONDS - start))s"
 fi
@@ -69,4 +69,5 @@ if ! engine_build --build-arg ROOTFS="$ROOTFS_IMAGE" -f "$here/Containerfile" -t
     tail -n 30 "$CACHE/build.log" >&2
     die "building $BASE failed"
 fi
-say "built $BASE in $((SECONDS - step))s (total $((SECONDS - start))s): $(engine run --rm "$BASE" flux version 2>/dev/null | head -n2 | tr '\n' ' ')"
+say "built $BASE in $((SECONDS - step))s (total $((SECONDS - start))s)"
+engine_run --rm "$BASE" flux version | sed 's/^/base-standin:   /'

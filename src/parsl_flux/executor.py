@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import pickle
 import queue
 import sys
 import threading
@@ -28,6 +29,7 @@ from parsl.addresses import address_by_hostname
 from parsl.app.errors import wrap_error
 from parsl.executors.status_handling import BlockProviderExecutor
 from parsl.jobs.states import TERMINAL_STATES, JobState, JobStatus
+from parsl.monitoring.radios.base import RadioConfig
 from parsl.providers import LocalProvider
 from parsl.providers.base import ExecutionProvider
 from parsl.serialize.errors import DeserializationError, SerializationError
@@ -35,6 +37,7 @@ from parsl.utils import RepresentationMixin
 
 from parsl_flux import fluxpath, launch, protocol
 from parsl_flux.container import Container
+from parsl_flux.monitoring import FluxRadio
 from parsl_flux.errors import (BlockLost, ExecutorShutdown, FluxJobFailed, InvalidResourceSpecification, PayloadTooLarge,
                                RemoteTaskError)
 from parsl_flux.payload import dumps as dump_payload
@@ -200,6 +203,14 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         of a 0600 key file. Only for providers whose jobs share no filesystem
         with the driver (Kubernetes pods); whoever can read the job's
         definition can then read the key (README, threat model).
+    remote_monitoring_radio : RadioConfig, optional
+        How Parsl's monitoring wrapper, inside each Flux job, reports to the
+        DFK's ``MonitoringHub``. Default :class:`parsl_flux.monitoring.FluxRadio`:
+        messages return with the task's result over the executor's own
+        channel. With resource monitoring on, every job imports Parsl for the
+        wrapper (about 1 s of CPU per job); ``MonitoringHub(...,
+        resource_monitoring_enabled=False)`` keeps tasks, tries, states and
+        blocks in the database without it.
     max_message_bytes : int
         Largest pickled app (function and arguments) or result; larger ones
         fail with a clear error instead of starving heartbeats and memory.
@@ -252,6 +263,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         encrypt: Optional[bool] = None,
         max_message_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES,
         key_in_command: bool = False,
+        remote_monitoring_radio: Optional[RadioConfig] = None,
     ) -> None:
         provider = provider if provider is not None else LocalProvider()
         super().__init__(provider=provider, block_error_handler=block_error_handler)
@@ -291,6 +303,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self.encrypt = encrypt
         self.max_message_bytes = max_message_bytes
         self.key_in_command = key_in_command
+        self.remote_monitoring_radio = remote_monitoring_radio if remote_monitoring_radio is not None else FluxRadio()
         master_hex = secret or os.environ.get(protocol.SECRET_ENV)
         try:
             self._master = bytes.fromhex(master_hex) if master_hex else protocol.new_secret()
@@ -649,6 +662,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
 
     def _complete(self, block: _Block, results: List[Dict[str, Any]]) -> None:
         for res in results:
+            if res.get("monitoring") and self.monitoring_messages is not None:
+                for message in res["monitoring"]:
+                    self.monitoring_messages.put(pickle.loads(message))
             with self._lock:
                 task = self._forget(res["id"])
             if task is None or task.future.done():

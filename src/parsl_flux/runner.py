@@ -64,7 +64,17 @@ class ResultTooLarge(Exception):
 
 
 def run_payload(payload: bytes, max_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES) -> dict:
-    """Unpack and run one app; return the outcome dict sent to the manager."""
+    """Unpack and run one app; return the outcome dict sent to the manager,
+    with the messages of Parsl's monitoring wrapper when it ran (see
+    :mod:`parsl_flux.monitoring`)."""
+    outcome = _run(payload, max_bytes)
+    monitoring = sys.modules.get("parsl_flux.monitoring")  # imported only by a wrapped app's radio
+    if monitoring is not None:
+        outcome["monitoring"] = monitoring.drain()
+    return outcome
+
+
+def _run(payload: bytes, max_bytes: int) -> dict:
     try:
         func, args, kwargs = load_payload(payload)
         value = func(*args, **kwargs)

@@ -1,0 +1,213 @@
+"""The Slurm site config with Apptainer on a real 2-node cluster (virtual:
+network namespaces on this machine, started by ``make cluster-up``).
+
+A block goes SlurmProvider -> sbatch -> ``srun --ntasks 2 --ntasks-per-node=1
+--mpi=pmi2`` -> ``apptainer exec parsl-flux.sif flux start`` on each node ->
+two brokers bootstrapped by PMI -> the manager (rank 0) dials the driver.
+Then: an MPI app across both nodes, python, bash and failing apps, and the
+loss of one node's broker (BlockLost, then a new block serves).
+
+Needs: the cluster (``make cluster-up``: .ci/cluster/up.sh), Apptainer
+(``make apptainer-tool``) and the SIF (``make image sif``, or
+``PARSL_FLUX_CLUSTER_SIF``). Skipped, naming what is missing, otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Iterator, List
+
+import parsl
+import pytest
+from parsl import bash_app, python_app
+from parsl_flux import sites
+from parsl_flux.errors import BlockLost
+from parsl_flux.providers import SlurmProvider
+
+pytestmark = [pytest.mark.slurm, pytest.mark.cluster]
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_DIR = Path(os.environ.get("PARSL_FLUX_CLUSTER_DIR", "/var/lib/parsl-flux-cluster"))
+CLUSTER_CONF = CLUSTER_DIR / "slurm.conf"
+NODES = ("pfnode1", "pfnode2")
+DRIVER_ADDRESS = os.environ.get("PARSL_FLUX_CLUSTER_DRIVER", "10.213.77.1")  # .ci/cluster/env.sh
+SIF = Path(os.environ.get("PARSL_FLUX_CLUSTER_SIF", ROOT / "parsl-flux.sif"))
+START_S = 240  # a block: sbatch, srun on 2 nodes, apptainer, flux start, manager
+
+
+class _FastPollSlurmProvider(SlurmProvider):
+    """squeue every 2 s instead of 60 s, so a lost block is noticed quickly."""
+
+    status_polling_interval = 2  # type: ignore[assignment]
+
+
+def _cluster_problem() -> str | None:
+    """Why the 2-node cluster cannot be used here, or None."""
+    if not shutil.which("sbatch"):
+        return "sbatch is not on PATH"
+    if not CLUSTER_CONF.exists():
+        return f"the 2-node virtual cluster is not up: no {CLUSTER_CONF} (start it: make cluster-up)"
+    env = {**os.environ, "SLURM_CONF": str(CLUSTER_CONF)}
+    try:
+        done = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], capture_output=True, text=True, timeout=20,
+                              env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"the 2-node virtual cluster is not up: sinfo failed: {exc} (start it: make cluster-up)"
+    states = dict(line.split() for line in done.stdout.splitlines() if len(line.split()) == 2)
+    up = [n for n in NODES if states.get(n, "").rstrip("*~#!%$@^-") in ("idle", "mix", "alloc", "comp")]
+    if done.returncode != 0 or len(up) != len(NODES):
+        return (f"the 2-node virtual cluster is not up: nodes {states or '(none)'}"
+                f"{': ' + done.stderr.strip() if done.stderr.strip() else ''} (start it: make cluster-up)")
+    if not shutil.which("apptainer"):
+        return "apptainer is not on PATH (make apptainer-tool)"
+    if not SIF.exists():
+        return f"no image {SIF} (make image sif, or set PARSL_FLUX_CLUSTER_SIF)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[parsl.DataFlowKernel]:
+    """One DFK for the module: the slurm site with Apptainer, 2 nodes per block."""
+    problem = _cluster_problem()
+    if problem:
+        pytest.skip(problem)
+    run_dir = tmp_path_factory.mktemp("cluster") / "runinfo"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLURM_CONF", str(CLUSTER_CONF))  # sbatch/squeue here, srun in the job (--export=ALL)
+        config = sites.make_config("slurm", image=str(SIF), runtime="apptainer", nodes=2, address=DRIVER_ADDRESS,
+                                   walltime="00:15:00", run_dir=str(run_dir), heartbeat_threshold=10)
+        executor = sites.flux_executor(config)
+        executor.provider.__class__ = _FastPollSlurmProvider
+        dfk = parsl.load(config)
+        try:
+            yield dfk
+        finally:
+            try:
+                dfk.cleanup()
+            finally:
+                parsl.clear()
+
+
+@python_app
+def mpi_ranks(parsl_resource_specification={}):
+    import socket
+
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    hosts = comm.allgather(socket.gethostname())
+    total = comm.allreduce(comm.Get_rank() + 1, op=MPI.SUM)
+    return comm.Get_size(), hosts, total
+
+
+@python_app
+def where_am_i():
+    import os
+    import socket
+
+    return socket.gethostname(), os.path.isdir("/opt/parsl-flux"), os.environ.get("FLUX_URI", "")
+
+
+@bash_app
+def hello(stdout=None, stderr=None):
+    return 'echo "hello from $(hostname) in $(flux getattr size)-broker instance"'
+
+
+@python_app
+def fails():
+    raise ValueError("this app fails on purpose")
+
+
+@bash_app
+def exits_3():
+    return "exit 3"
+
+
+@python_app
+def sleeps(marker, seconds, parsl_resource_specification={}):
+    import socket
+    import time
+
+    with open(marker, "a") as f:
+        f.write(socket.gethostname() + "\n")
+    time.sleep(seconds)
+    return "slept"
+
+
+def test_mpi_app_spans_both_nodes(cluster):
+    """num_nodes=2, num_tasks=2: one rank per node, MPI_Allreduce over TCP between them."""
+    future = mpi_ranks(parsl_resource_specification={"num_nodes": 2, "num_tasks": 2})
+    size, hosts, total = future.result(timeout=START_S)
+    assert size == 2
+    assert sorted(hosts) == sorted(NODES), f"ranks ran on {hosts}, not one per node"
+    assert total == 1 + 2
+
+
+def test_python_app_runs_in_the_image(cluster):
+    host, in_image, uri = where_am_i().result(timeout=START_S)
+    assert host in NODES
+    assert in_image, "the app did not run inside the image (/opt/parsl-flux missing)"
+    assert uri, "the app did not run as a Flux job"
+
+
+def test_bash_app_sees_a_two_broker_instance(cluster, tmp_path):
+    out = tmp_path / "hello.out"
+    assert hello(stdout=str(out), stderr=str(tmp_path / "hello.err")).result(timeout=START_S) == 0
+    text = out.read_text()
+    assert "hello from pfnode" in text and "in 2-broker instance" in text, text
+
+
+def test_failing_apps_fail_their_futures(cluster):
+    error = fails().exception(timeout=START_S)
+    assert isinstance(error, ValueError) and "on purpose" in str(error)
+    error = exits_3().exception(timeout=START_S)
+    assert error is not None and "3" in str(error), repr(error)
+
+
+def _broker_pids(node: str) -> List[int]:
+    """flux-broker processes in the node's network namespace (the block's broker there)."""
+    out = subprocess.run(["ip", "netns", "pids", f"pf-{node}"], capture_output=True, text=True, timeout=20).stdout
+    pids = []
+    for pid in out.split():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].endswith(b"flux-broker"):
+            pids.append(int(pid))
+    return pids
+
+
+def test_losing_a_node_fails_the_block_and_a_new_block_serves(cluster, tmp_path):
+    """Kill pfnode2's broker: srun (--kill-on-bad-exit) ends the block, its
+    futures fail with BlockLost, and the driver carries on with a new block."""
+    executor = cluster.executors["flux"]
+    marker = tmp_path / "started"
+    long = sleeps(str(marker), 600, parsl_resource_specification={"num_nodes": 2, "num_tasks": 2})
+    deadline = time.monotonic() + START_S
+    while not (marker.exists() and len(marker.read_text().split()) == 2) and time.monotonic() < deadline:
+        assert not long.done(), f"the long app ended early: {long.exception()!r}"
+        time.sleep(0.5)
+    assert marker.exists(), "the long app did not start on both nodes"
+    blocks_before = set(executor.blocks_to_job_id)
+    pids = _broker_pids("pfnode2")
+    assert pids, "no flux-broker found in pfnode2's namespace"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    lost_at = time.monotonic()
+    try:
+        error = long.exception(timeout=120)
+    except FutureTimeout:
+        pytest.fail("the app on the lost block did not fail within 120 s")
+    assert isinstance(error, BlockLost), repr(error)
+    assert time.monotonic() - lost_at < 120
+
+    host, in_image, _ = where_am_i().result(timeout=START_S)
+    assert host in NODES and in_image
+    assert set(executor.blocks_to_job_id) - blocks_before, "no new block was started"
