@@ -238,3 +238,53 @@ def test_request_larger_than_live_instance_fails_at_once(executor):
         executor.submit(print, {"num_nodes": 2, "num_tasks": 2})
     with pytest.raises(InvalidResourceSpecification, match="gpus_per_task"):
         executor.submit(print, {"gpus_per_task": 1})
+
+
+def test_each_executor_logs_to_its_own_file_and_leaves_the_package_logger_alone(tmp_path, monkeypatch):
+    import logging
+
+    monkeypatch.setattr("parsl_flux.fluxpath.check_flux", lambda path, run=True: path)
+    package_level = logging.getLogger("parsl_flux").level
+    made = []
+    for label in ("A", "B"):
+        ex = FluxExecutor(provider=LocalProvider(init_blocks=0), label=label)
+        ex.run_dir = str(tmp_path)
+        ex.start()
+        made.append(ex)
+    try:
+        made[1]._get_launch_command("0")
+        made[0]._get_launch_command("5")
+    finally:
+        for ex in made:
+            ex.shutdown()
+    a, b = ((tmp_path / label / "executor.log").read_text() for label in ("A", "B"))
+    assert "A listening" in a and "B listening" not in a
+    assert "B listening" in b and "A listening" not in b
+    assert logging.getLogger("parsl_flux").level == package_level
+    assert not logging.getLogger("parsl_flux").handlers
+
+
+def test_scale_in_picks_by_idle_time_not_launch_time():
+    """A block that just finished work is not 'idle for max_idletime'; the longest idle goes first."""
+    from parsl_flux.executor import _Block, pick_scale_in
+    from parsl_flux.resources import InstanceResources
+
+    def block(name, idle_since=None, busy=0, registered=True):
+        b = _Block(name, b"k", launched_at=0.0)
+        if registered:
+            b.resources = InstanceResources(1, 2, 0)
+        b.idle_since = idle_since
+        b.in_flight = set(range(busy))
+        return b
+
+    now = 1000.0
+    just_done = block("just-done", idle_since=999.5)  # launched long ago, idle for 0.5 s
+    long_idle = block("long-idle", idle_since=900.0)
+    idle = block("idle", idle_since=990.0)
+    starting = block("starting", registered=False)
+    busy = block("busy", busy=3)
+    all_blocks = [busy, just_done, starting, idle, long_idle]
+    assert [b.block_id for b in pick_scale_in(all_blocks, 5, None, now)] == \
+        ["long-idle", "idle", "just-done", "starting", "busy"]
+    assert [b.block_id for b in pick_scale_in(all_blocks, 5, 5.0, now)] == ["long-idle", "idle"]
+    assert pick_scale_in(all_blocks, 1, 200.0, now) == []

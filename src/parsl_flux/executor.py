@@ -46,7 +46,6 @@ from parsl_flux.rejects import RejectLog
 from parsl_flux.resources import InstanceResources, JobShape, block_window, check_fits, parse_spec
 from parsl_flux.wakeup import Waker
 
-logger = logging.getLogger(__name__)
 
 FLUX_EXECUTOR_KWARGS = frozenset({"threads", "thread_name_prefix", "poll_interval", "handle_args", "handle_kwargs"})
 
@@ -84,8 +83,10 @@ class _Block:
     resources: Optional[InstanceResources] = None
     info: Dict[str, Any] = field(default_factory=dict)
     last_seen: float = 0.0
+    idle_since: Optional[float] = None  # when its last task ended (or it registered); None while busy
     in_flight: Set[int] = field(default_factory=set)
     closed: bool = False
+    draining: bool = False  # asked to shut down by scale_in: its BYE is expected, not a loss
     route: Optional[bytes] = None  # the ZMQ routing id its manager proved it owns
     session: Optional[protocol.Session] = None
 
@@ -279,6 +280,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self.managed = managed
         self.working_dir = working_dir
         self.label = label
+        self._logger = logging.getLogger(f"{__name__}.{label}")
         self.flux_executor_kwargs = dict(flux_executor_kwargs)
         self.flux_path = flux_path
         self.launch_cmd = launch_cmd
@@ -324,7 +326,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._log_handler: Optional[logging.Handler] = None
         self._handshakes: Dict[bytes, Tuple[_Block, protocol.Session]] = {}  # route -> not yet registered
         self._routes: Dict[bytes, _Block] = {}
-        self._rejects = protocol_rejects()
+        self._rejects = RejectLog(self._logger)
         self._server_public: str = ""
         self._cancelled_jobs: Set[Any] = set()
         self.url: Optional[str] = None
@@ -351,8 +353,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             os.makedirs(self.provider.script_dir, exist_ok=True)
         self._log_handler = logging.FileHandler(os.path.join(self._log_dir, "executor.log"))
         self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(message)s"))
-        logging.getLogger("parsl_flux").addHandler(self._log_handler)
-        logging.getLogger("parsl_flux").setLevel(logging.DEBUG)
+        self._logger.addHandler(self._log_handler)  # this executor's own logger: another executor's lines stay out
+        self._logger.setLevel(logging.DEBUG)
         if self.address is None:
             self.address = self.default_address()
         loopback = self.address in ("127.0.0.1", "localhost", "::1")
@@ -379,7 +381,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._waker = Waker()
         self._io_thread = threading.Thread(target=self._io_loop, name=f"{self.label}-io", daemon=True)
         self._io_thread.start()
-        logger.info("%s listening on %s", self.label, self.url)
+        self._logger.info("%s listening on %s", self.label, self.url)
 
     def _get_launch_command(self, block_id: str) -> str:
         """Register block ``block_id`` (its manager is now expected) and return its command."""
@@ -387,7 +389,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             try:  # one clear line now, instead of a broker log saying "flux: command not found"
                 fluxpath.check_flux(self._flux_command())
             except fluxpath.FluxNotFound as exc:
-                logger.error("block %s not started: %s", block_id, exc)
+                self._logger.error("block %s not started: %s", block_id, exc)
                 raise
         key = protocol.block_key(self._master, block_id)
         key_file = self._write_key(block_id, key)
@@ -551,6 +553,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             block = self._blocks.get(task.block_id)
             if block is not None:
                 block.in_flight.discard(task_id)
+                if not block.in_flight:
+                    block.idle_since = time.monotonic()
         return task
 
     # ------------------------------------------------------------- I/O thread
@@ -573,7 +577,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                     last_beat = now
                     self._heartbeat(now)
             except Exception:
-                logger.exception("error in the I/O loop of %s", self.label)
+                self._logger.exception("error in the I/O loop of %s", self.label)
 
     def _send(self, block: _Block, kind: str, data: Any = None) -> bool:
         if block.route is None or block.session is None:
@@ -582,7 +586,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             self._sock.send_multipart([block.route, *block.session.seal(kind, data)])
             return True
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the manager is not connected
-            logger.warning("cannot send %s to block %s: %s", kind, block.block_id, exc)
+            self._logger.warning("cannot send %s to block %s: %s", kind, block.block_id, exc)
             return False
 
     def _send_outgoing(self) -> None:
@@ -617,7 +621,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             if kind == Kind.RESULTS:
                 self._complete(block, data)
             elif kind == Kind.BYE:
-                self._lose_block(block, f"manager exited: {data.get('reason', 'no reason given')}")
+                self._lose_block(block, "scaled in" if block.draining else
+                                 f"manager exited: {data.get('reason', 'no reason given')}",
+                                 mark_failed=not block.draining)
             return
         pending = self._handshakes.get(route)
         if pending is not None:
@@ -648,7 +654,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             del self._handshakes[other]
         block.route, block.session = route, session
         self._routes[route] = block
-        block.last_seen = time.monotonic()
+        block.last_seen = block.idle_since = time.monotonic()
         r = data["resources"]
         workers = (self.packing_workers or -1) if self.packing else 0
         self._send(block, Kind.CONFIG, {"packing_workers": workers, "idle_timeout": self.packing_idle_timeout,
@@ -657,7 +663,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         with self._lock:
             block.resources = InstanceResources(r["nodes"], r["cores_per_node"], r["gpus_per_node"])
             block.info = data
-        logger.info("block %s registered from %s (manager pid %s, %s): %s, Flux %s", block.block_id,
+        self._logger.info("block %s registered from %s (manager pid %s, %s): %s, Flux %s", block.block_id,
                     data["hostname"], data["pid"], data["flux_uri"], block.resources, data["flux_version"])
 
     def _complete(self, block: _Block, results: List[Dict[str, Any]]) -> None:
@@ -723,6 +729,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                 self._pending.popleft()
                 block = min(room, key=lambda b: len(b.in_flight) / b.capacity())
                 block.in_flight.add(task.task_id)
+                block.idle_since = None
                 task.block_id = block.block_id
                 batches.setdefault(block.block_id, []).append(
                     {"id": task.task_id, "payload": task.payload, "shape": task.shape.to_wire(),
@@ -768,7 +775,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         _remove(block.key_file)
         if mark_failed:
             self._cancel_block_job(block.block_id)
-        log = logger.info if self._shutting_down or not lost else logger.error
+        log = self._logger.info if self._shutting_down or not lost else self._logger.error
         log("block %s closed: %s; failing %d task(s)", block.block_id, reason, len(lost))
         for task in lost:
             if task is not None and not task.future.done():
@@ -787,7 +794,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             try:
                 self.provider.cancel([job_id])
             except Exception:
-                logger.exception("provider could not cancel the job of lost block %s", block_id)
+                self._logger.exception("provider could not cancel the job of lost block %s", block_id)
 
         threading.Thread(target=cancel, name=f"{self.label}-cancel-{block_id}", daemon=True).start()
 
@@ -832,8 +839,12 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         return status
 
     def scale_in(self, blocks: int, max_idletime: Optional[float] = None) -> List[str]:
-        """Stop ``blocks`` blocks, idle ones first, then those still starting,
-        then busy ones (whose tasks fail with :class:`BlockLost`).
+        """Stop ``blocks`` blocks: idle ones first (longest idle first, as
+        HTEX does), then those still starting, then busy ones (whose tasks fail
+        with :class:`BlockLost`). With ``max_idletime`` only blocks idle for at
+        least that many seconds are chosen. Managers are asked to drain and say
+        BYE (waited for up to ``SCALE_IN_WAIT`` seconds) before the provider
+        cancels their batch jobs.
 
         Returns
         -------
@@ -843,17 +854,16 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         with self._lock:
             candidates = [b for b in self._blocks.values() if not b.closed
                           and self._status.get(b.block_id, JobStatus(JobState.PENDING)).state not in TERMINAL_STATES]
-            now = time.monotonic()
-            if max_idletime is not None:
-                candidates = [b for b in candidates if not b.in_flight and now - b.last_seen >= 0
-                              and (b.resources is None or now - b.launched_at >= max_idletime)]
-            candidates.sort(key=lambda b: (b.resources is not None and bool(b.in_flight), len(b.in_flight)))
-            chosen = candidates[:blocks]
+            chosen = pick_scale_in(candidates, blocks, max_idletime, time.monotonic())
+            for block in chosen:
+                block.draining = True
         for block in chosen:
             if block.live:
                 self._outgoing.put((block.block_id, Kind.SHUTDOWN, None))
         self._wake()
-        time.sleep(0.2 if chosen else 0)  # let SHUTDOWN reach the managers before the provider kills them
+        deadline = time.monotonic() + SCALE_IN_WAIT
+        while any(b.live for b in chosen) and time.monotonic() < deadline:
+            time.sleep(0.02)
         for block in chosen:
             self._lose_block(block, "scaled in", mark_failed=False)
         job_ids = [self.blocks_to_job_id[b.block_id] for b in chosen if b.block_id in self.blocks_to_job_id]
@@ -864,7 +874,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
 
     def set_bad_state_and_fail_all(self, exception: Exception) -> None:
         """Mark the executor bad and fail every unresolved future with ``exception``."""
-        logger.error("executor %s set to bad state: %s", self.label, exception)
+        self._logger.error("executor %s set to bad state: %s", self.label, exception)
         self._executor_exception = exception
         self._executor_bad_state.set()
         with self._lock:
@@ -909,7 +919,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             unresolved = [self._forget(t) for t in list(self._live_tasks)]
             self._pending.clear()
         if unresolved:
-            logger.warning("shutdown: failing %d unfinished task(s) with ExecutorShutdown", len(unresolved))
+            self._logger.warning("shutdown: failing %d unfinished task(s) with ExecutorShutdown", len(unresolved))
         for task in unresolved:
             if task is not None and not task.future.done():
                 task.future.set_exception(ExecutorShutdown("executor shut down before the task finished"))
@@ -925,7 +935,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         for block in self._blocks.values():
             _remove(block.key_file)
         if self._log_handler is not None:
-            logging.getLogger("parsl_flux").removeHandler(self._log_handler)
+            self._logger.removeHandler(self._log_handler)
             self._log_handler.close()
         super().shutdown()
 
@@ -941,16 +951,29 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             try:
                 self.provider.cancel(to_cancel)
             except Exception:
-                logger.exception("provider could not cancel blocks %s", to_cancel)
+                self._logger.exception("provider could not cancel blocks %s", to_cancel)
+
+
+SCALE_IN_WAIT = 5.0
+"""Seconds scale_in waits for the managers' BYE before the provider cancels their jobs."""
+
+
+def pick_scale_in(blocks: Sequence[_Block], n: int, max_idletime: Optional[float], now: float) -> List[_Block]:
+    """The ``n`` blocks to scale in: idle (longest idle first), then starting, then busy (least loaded first).
+
+    With ``max_idletime`` only registered blocks idle for at least that long qualify."""
+    def idle_for(b: _Block) -> float:
+        return now - b.idle_since if b.live and not b.in_flight and b.idle_since is not None else -1.0
+
+    if max_idletime is not None:
+        blocks = [b for b in blocks if idle_for(b) >= max_idletime]
+    rank = sorted(blocks, key=lambda b: (0 if idle_for(b) >= 0 else 1 if b.resources is None else 2,
+                                         -idle_for(b), len(b.in_flight)))
+    return rank[:n]
 
 
 MAX_HANDSHAKES = 64
 """Handshakes in progress at once (each a hello that passed its MAC check)."""
-
-
-def protocol_rejects() -> RejectLog:
-    """The driver's rate-limited log of rejected peers and messages."""
-    return RejectLog(logger)
 
 
 def _chunks(tasks: List[Dict[str, Any]], limit: int) -> List[List[Dict[str, Any]]]:
