@@ -213,3 +213,28 @@ def test_monitoring_database_gets_tasks_tries_states_and_blocks(tmp_path, flux_p
         assert {"running", "running_ended"} <= states
     blocks = con.execute("select distinct executor_label, block_id from block").fetchall()
     assert ("FluxExecutor", "0") in blocks
+
+
+def start_daemon(keep_output):
+    """An app that leaves a daemon behind (own session), holding the job's stdout or not."""
+    import subprocess
+
+    out = None if keep_output else subprocess.DEVNULL
+    return subprocess.Popen(["sleep", "600"], start_new_session=True, stdout=out, stderr=out).pid
+
+
+def test_a_daemon_holding_the_jobs_output_does_not_hold_the_future(make_executor):
+    ex = make_executor()
+    start = time.monotonic()
+    pid = ex.submit(start_daemon, {}, True).result(timeout=60)
+    assert time.monotonic() - start < 40
+    wait_for(lambda: not _alive(pid), 15, "the leftover daemon to be killed")
+    assert ex.submit(nap, {}, 0).result(timeout=60) == 0  # the block goes on
+
+
+def test_daemons_a_task_left_do_not_outlive_the_block(make_executor):
+    ex = make_executor()
+    pid = ex.submit(start_daemon, {}, False).result(timeout=60)  # the job ends normally; the daemon stays
+    assert _alive(pid)
+    ex.shutdown()
+    wait_for(lambda: not _alive(pid), 15, "the daemon to be killed when its block ended")

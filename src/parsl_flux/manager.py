@@ -37,7 +37,7 @@ from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple
 import zmq
 from zmq.utils import z85
 
-from parsl_flux import launch, protocol
+from parsl_flux import launch, leftovers, protocol
 from parsl_flux.flux_backend import (SYS_PATH_ENV, FluxThreads, build_jobspec, instance_resources, read_tail,
                                      runner_command, site_adds_only_paths, task_output, worker_output)
 from parsl_flux.protocol import Kind
@@ -47,6 +47,11 @@ from parsl_flux.task_server import TaskServer
 from parsl_flux.wakeup import Waker
 
 logger = logging.getLogger("parsl_flux.manager")
+
+LEFTOVER_GRACE = 10.0
+"""Seconds a task's Flux job may go on after rank 0 sent its outcome; then the
+task resolves with that outcome, and the job and what the task left running on
+this node are ended (:mod:`parsl_flux.leftovers`)."""
 
 WORKER_SHAPE = {"num_tasks": 1, "cores_per_task": 1, "gpus_per_task": 0, "num_nodes": 0,
                 "exclusive": False, "walltime": None}
@@ -90,6 +95,7 @@ class Manager:
         self.by_jobid: Dict[int, Optional[_Task]] = {}  # None marks a packing worker's job
         self.results: List[Dict[str, Any]] = []
         self.held: Deque[_Task] = deque()  # per-job tasks not yet given to Flux
+        self.outcome_at: Dict[int, float] = {}  # task id -> when rank 0 sent its outcome, while its job still runs
         self.task_jobs = 0  # task jobs given to Flux and not yet ended
         self.refill_at = 0  # release held jobs once task_jobs is down to this
         self.pool = _Pool()
@@ -240,6 +246,7 @@ class Manager:
                 if self._drain_driver():
                     return "shutdown requested by the driver", 0
             fatal = self._drain_events()
+            self._end_lingering_jobs(now)
             self._release_held()
             self._grow_pool()
             if self.results:
@@ -263,6 +270,11 @@ class Manager:
             self.flux.stop()
         if self.server is not None:
             self.server.stop()
+            # what tasks left running on this node (daemons) must not outlive the block
+            left = leftovers.kill_all(leftovers.processes_with_env(
+                {protocol.RUNNER_URL_ENV: self.job_env[protocol.RUNNER_URL_ENV]}))
+            if left:
+                logger.warning("killed %d process(es) that tasks left running", left)
         self.send(Kind.BYE, {"reason": reason})
         self.driver.close()
         self.ctx.term()
@@ -408,8 +420,29 @@ class Manager:
                     self._finish(task, {"ok": False, "cancelled": True} if task.cancelled else
                                  {"ok": False, "job_failed": True, "status": reason,
                                   "jobid": _jobid(worker_job) if worker_job else None})
+            elif op == "result_in":
+                if event[1] in self.tasks:
+                    self.outcome_at[event[1]] = time.monotonic()
             elif op == "fatal":
                 return str(event[1])
+
+    def _end_lingering_jobs(self, now: float) -> None:
+        """Resolve tasks whose job outlives rank 0's outcome by LEFTOVER_GRACE
+        (a daemon holding the job's output open): the outcome is the result,
+        and the job and the task's leftover processes on this node are ended."""
+        assert self.server is not None and self.flux is not None
+        for task_id in [t for t, at in self.outcome_at.items() if now - at > LEFTOVER_GRACE]:
+            task = self.tasks[task_id]
+            outcome = self.server.forget(task.task_id)
+            killed = leftovers.kill_all(leftovers.processes_with_env(
+                {protocol.RUNNER_URL_ENV: self.job_env[protocol.RUNNER_URL_ENV],
+                 protocol.TASK_ENV: str(task.task_id)}))
+            logger.warning("task %s: its job still ran %.0fs after the app returned; ending it "
+                           "(%d leftover process(es) killed)", task.task_id, LEFTOVER_GRACE, killed)
+            if task.jobid is not None:
+                self.flux.requests.put(("cancel", None, task.jobid))
+            self._finish(task, outcome if outcome is not None else
+                         {"ok": False, "job_failed": True, "status": "job outlived its result"})
 
     def _job_done(self, task: _Task, success: bool, errstr: str) -> None:
         outcome = self.server.forget(task.task_id)
@@ -424,6 +457,7 @@ class Manager:
 
     def _finish(self, task: _Task, result: Dict[str, Any]) -> None:
         del self.tasks[task.task_id]
+        self.outcome_at.pop(task.task_id, None)
         self.server.forget(task.task_id)
         result.setdefault("jobid", task.jobid)
         result["id"] = task.task_id

@@ -86,8 +86,9 @@ class TaskServer:
         :func:`~parsl_flux.protocol.task_credential` of it.
     emit : callable
         ``emit(*event)`` hands an event to the manager's main loop:
-        ``("packed_done", task_id, outcome)`` or
-        ``("packed_lost", task_id, worker_jobid, reason)``.
+        ``("packed_done", task_id, outcome)``,
+        ``("packed_lost", task_id, worker_jobid, reason)`` or
+        ``("result_in", task_id)`` (rank 0 of a task's job sent its outcome).
     host : str
         Address to listen on: loopback for a one-node block, else this node's.
     idle_timeout : float
@@ -227,6 +228,7 @@ class TaskServer:
                         if principal in self._payloads:
                             self._outcomes[principal] = data[1]
                     stream.send(credential, principal, Kind.ACK)
+                    self.emit("result_in", principal)
                 else:
                     raise _Refused(f"task {principal}'s runner sent {kind} for {data!r:.40}")
         except (protocol.AuthenticationError, protocol.MessageTooLarge, _Refused,
