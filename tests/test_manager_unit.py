@@ -8,11 +8,13 @@ import pytest
 
 from parsl_flux.flux_backend import FluxThreads
 from parsl_flux.manager import Manager, _Task
+from parsl_flux.resources import JobShape
 
 
 @pytest.fixture
 def manager(tmp_path, monkeypatch):
     monkeypatch.setattr("parsl_flux.manager.build_jobspec", lambda *args: args[-1])
+    monkeypatch.setattr("parsl_flux.manager._f58", lambda jobid: None if jobid is None else f"f{jobid}")
     m = Manager("tcp://127.0.0.1:9", "0", b"k" * 32, tmp_path, "python3", 1.0, 10.0, "127.0.0.1")
     m.flux = FluxThreads(lambda *event: None)  # its request queue only: the threads are not started
     m._configure({}, {"nodes": 1, "cores_per_node": 1, "gpus_per_node": 0}, one_node=True)
@@ -25,7 +27,7 @@ def manager(tmp_path, monkeypatch):
 
 def _hold(m, *ids):
     for i in ids:
-        task = _Task(i, {}, packed=False)
+        task = _Task(i, JobShape(), packed=False)
         m.tasks[i] = task
         m.server.add(i, b"payload", False)
         m.held.append(task)
@@ -69,7 +71,7 @@ def test_cancelling_a_held_task_resolves_it_without_flux(manager):
     _hold(manager, 7, 8)
     manager._cancel(7)
     assert [t.task_id for t in manager.held] == [8]
-    assert manager.results == [{"ok": False, "cancelled": True, "jobid": None, "id": 7}]
+    assert manager.results == [{"outcome": "cancelled", "id": 7}]
     assert 7 not in manager.tasks and _submitted(manager) == []
 
 
@@ -79,4 +81,4 @@ def test_a_failed_submission_frees_its_place(manager):
     _submitted(manager)
     manager.events.put(("submit_failed", 0, "Flux rejected the job: bad"))
     manager._drain_events()
-    assert manager.task_jobs == 2 and manager.results[0]["job_failed"]
+    assert manager.task_jobs == 2 and manager.results[0]["outcome"] == "job_failed"

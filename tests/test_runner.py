@@ -14,7 +14,7 @@ def _payload(func, *args, **kwargs):
 
 def test_result_is_returned():
     out = run_payload(_payload(lambda a, b=0: a + b, 2, b=3))
-    assert out["ok"] and cloudpickle.loads(out["value"]) == 5
+    assert out["outcome"] == "value" and cloudpickle.loads(out["value"]) == 5
 
 
 def test_exception_keeps_type_message_and_traceback():
@@ -22,7 +22,7 @@ def test_exception_keeps_type_message_and_traceback():
         raise KeyError("missing-thing")
 
     out = run_payload(_payload(fails))
-    assert not out["ok"]
+    assert out["outcome"] == "raised"
     assert out["type"] == "KeyError" and "missing-thing" in out["message"]
     assert "fails" in out["traceback"]
     exc = cloudpickle.loads(out["exception"])
@@ -34,9 +34,9 @@ def test_unpicklable_result_is_an_error_not_a_crash():
     import threading
 
     out = run_payload(_payload(threading.Lock))
-    assert not out["ok"] and "cannot be serialized" in out["message"]
+    assert out["outcome"] == "raised" and "cannot be serialized" in out["message"]
 
 
 def test_sys_exit_in_app_is_an_app_failure():
     out = run_payload(_payload(sys.exit, 3))
-    assert not out["ok"] and out["type"] == "SystemExit"
+    assert out["outcome"] == "raised" and out["type"] == "SystemExit"

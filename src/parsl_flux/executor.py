@@ -657,9 +657,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         block.last_seen = block.idle_since = time.monotonic()
         r = data["resources"]
         workers = (self.packing_workers or -1) if self.packing else 0
-        self._send(block, Kind.CONFIG, {"packing_workers": workers, "idle_timeout": self.packing_idle_timeout,
-                                        "handle_kwargs": self.flux_executor_kwargs.get("handle_kwargs", {}),
-                                        "max_message_bytes": self.max_message_bytes, "cwd": os.getcwd()})
+        self._send(block, Kind.CONFIG, protocol.config_body(workers, self.packing_idle_timeout,
+                                                            self.flux_executor_kwargs.get("handle_kwargs", {}),
+                                                            self.max_message_bytes, os.getcwd()))
         with self._lock:
             block.resources = InstanceResources(r["nodes"], r["cores_per_node"], r["gpus_per_node"])
             block.info = data
@@ -681,26 +681,26 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                 task.future.set_exception(exc)
 
     def _resolve(self, task: _Task, res: Dict[str, Any]) -> None:
+        """Resolve a task's future from its outcome (see ``protocol.outcome_*``)."""
         fut = task.future
-        if res.get("ok"):
+        kind = res["outcome"]
+        if kind == protocol.VALUE:
             try:
                 fut.set_result(cloudpickle.loads(res["value"]))
             except Exception as exc:
                 fut.set_exception(DeserializationError(f"result of task {task.task_id}: {exc}"))
-        elif res.get("cancelled"):
+        elif kind == protocol.CANCELLED:
             fut.set_exception(CancelledError(f"task {task.task_id} was cancelled"))
-        elif res.get("job_failed"):
-            fut.set_exception(FluxJobFailed(task.task_id, _jobid_str(res.get("jobid")), res["status"],
-                                            res.get("stderr", "")))
-        elif "exception" in res:
-            try:
-                exc = cloudpickle.loads(res["exception"])
-            except Exception:
-                exc = RemoteTaskError(res["type"], res["message"], res["traceback"])
-            fut.set_exception(exc)
+        elif kind == protocol.JOB_FAILED:
+            fut.set_exception(FluxJobFailed(task.task_id, res["jobid"], res["status"], res["stderr"]))
         else:
-            fut.set_exception(RemoteTaskError(res.get("type", "Exception"), res.get("message", ""),
-                                              res.get("traceback", "")))
+            exc: BaseException = RemoteTaskError(res["type"], res["message"], res["traceback"])
+            if res["exception"] is not None:
+                try:
+                    exc = cloudpickle.loads(res["exception"])
+                except Exception:  # a class the driver cannot import: the text version
+                    pass
+            fut.set_exception(exc)
 
     def _dispatch(self) -> None:
         """Send pending tasks to live blocks, least loaded first, within capacity.
@@ -732,8 +732,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                 block.idle_since = None
                 task.block_id = block.block_id
                 batches.setdefault(block.block_id, []).append(
-                    {"id": task.task_id, "payload": task.payload, "shape": task.shape.to_wire(),
-                     "packable": task.shape.packable})
+                    protocol.task_body(task.task_id, task.payload, task.shape.to_wire(), task.shape.packable))
                 task.payload = b""  # the manager holds it now
         for block_id, tasks in batches.items():
             for chunk in _chunks(tasks, self.max_message_bytes):
@@ -1005,18 +1004,3 @@ def _fits(shape: JobShape, res: InstanceResources) -> bool:
         return True
     except InvalidResourceSpecification:
         return False
-
-
-def _jobid_str(jobid: Optional[int]) -> Optional[str]:
-    """Flux's f58 form of a job id, computed without importing flux."""
-    if jobid is None:
-        return None
-    alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-    digits = ""
-    n = jobid
-    while True:
-        n, r = divmod(n, 58)
-        digits = alphabet[r] + digits
-        if n == 0:
-            break
-    return "ƒ" + digits

@@ -21,9 +21,12 @@ import os
 import queue
 import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from parsl_flux.wakeup import Waker
+
+if TYPE_CHECKING:  # flux_backend must import without Parsl (checked with the system python3)
+    from parsl_flux.resources import JobShape
 
 logger = logging.getLogger(__name__)
 
@@ -150,25 +153,25 @@ def site_adds_only_paths(site_dirs: Iterable[str]) -> bool:
     return True
 
 
-def build_jobspec(shape: Mapping[str, Any], command: List[str], env: Mapping[str, str], cwd: Path,
+def build_jobspec(shape: "JobShape", command: List[str], env: Mapping[str, str], cwd: Path,
                   stdout: Path, stderr: Path, name: str) -> Any:
     """The Flux jobspec (``JobspecV1``) of one runner job of the given shape."""
     from flux.job import JobspecV1
 
     jobspec = JobspecV1.from_command(
         command,
-        num_tasks=shape["num_tasks"],
-        cores_per_task=shape["cores_per_task"],
-        gpus_per_task=shape["gpus_per_task"] or None,
-        num_nodes=shape["num_nodes"] or None,
-        exclusive=shape["exclusive"],
+        num_tasks=shape.num_tasks,
+        cores_per_task=shape.cores_per_task,
+        gpus_per_task=shape.gpus_per_task or None,
+        num_nodes=shape.num_nodes or None,
+        exclusive=shape.exclusive,
     )
     jobspec.environment = dict(env)
     jobspec.cwd = str(cwd)
     jobspec.stdout = str(stdout)
     jobspec.stderr = str(stderr)
-    if shape.get("walltime"):
-        jobspec.duration = shape["walltime"]
+    if shape.walltime:
+        jobspec.duration = shape.walltime
     jobspec.setattr("system.job.name", name)
     return jobspec
 

@@ -42,7 +42,7 @@ from parsl_flux.flux_backend import (SYS_PATH_ENV, FluxThreads, build_jobspec, i
                                      runner_command, site_adds_only_paths, task_output, worker_output)
 from parsl_flux.protocol import Kind
 from parsl_flux.rejects import RejectLog
-from parsl_flux.resources import block_window
+from parsl_flux.resources import JobShape, block_window
 from parsl_flux.task_server import TaskServer
 from parsl_flux.wakeup import Waker
 
@@ -53,14 +53,14 @@ LEFTOVER_GRACE = 10.0
 task resolves with that outcome, and the job and what the task left running on
 this node are ended (:mod:`parsl_flux.leftovers`)."""
 
-WORKER_SHAPE = {"num_tasks": 1, "cores_per_task": 1, "gpus_per_task": 0, "num_nodes": 0,
-                "exclusive": False, "walltime": None}
+WORKER_SHAPE = JobShape()
+"""Packing workers are one-core, one-task Flux jobs: the default shape."""
 
 
 @dataclass
 class _Task:
     task_id: int
-    shape: Dict[str, Any]
+    shape: JobShape
     packed: bool
     jobid: Optional[int] = None
     cancelled: bool = False
@@ -134,7 +134,7 @@ class Manager:
         batch: List[Dict[str, Any]] = []
         size = 0
         for result in self.results:
-            n = len(result.get("value", b"")) + len(result.get("exception", b"")) + 4096
+            n = protocol.outcome_bytes(result)
             if batch and size + n > self.max_bytes:
                 self.send(Kind.RESULTS, batch)
                 batch, size = [], 0
@@ -159,8 +159,8 @@ class Manager:
             self.driver.close(linger=0)
             self.ctx.term()
             return 2
-        self.send(Kind.REGISTER, {"resources": resources, "hostname": socket.gethostname(), "pid": os.getpid(),
-                                  "flux_uri": handle.attr_get("local-uri"), "flux_version": handle.attr_get("version")})
+        self.send(Kind.REGISTER, protocol.register_body(resources, socket.gethostname(), os.getpid(),
+                                                        handle.attr_get("local-uri"), handle.attr_get("version")))
         del handle
         logger.info("block %s registered: %s", self.block_id, resources)
         config = self._await_config()
@@ -302,7 +302,7 @@ class Manager:
 
     def _accept(self, t: Mapping[str, Any]) -> None:
         packed = bool(t.get("packable")) and self.pool.limit > 0
-        task = _Task(t["id"], t["shape"], packed)
+        task = _Task(t["id"], JobShape.from_wire(t["shape"]), packed)
         self.tasks[task.task_id] = task
         assert self.server is not None
         self.server.add(task.task_id, t["payload"], packed)
@@ -325,7 +325,7 @@ class Manager:
         while self.held:
             task = self.held.popleft()
             assert self.server is not None
-            env = {**self.job_env, **task.shape.get("env", {}), protocol.TASK_ENV: str(task.task_id),
+            env = {**self.job_env, **task.shape.env, protocol.TASK_ENV: str(task.task_id),
                    protocol.RUNNER_KEY_ENV: self.server.credential(task.task_id).hex()}
             jobspec = build_jobspec(task.shape, self.runner, env, self.job_cwd,
                                     task_output(self.workdir, task.task_id, "out"),
@@ -340,11 +340,11 @@ class Manager:
         task.cancelled = True
         if not task.packed and task in self.held:  # never given to Flux
             self.held.remove(task)
-            self._finish(task, {"ok": False, "cancelled": True})
+            self._finish(task, protocol.outcome_cancelled())
         elif task.packed:
             worker_job = self.server.cancel_packed(task_id)
             if worker_job is None:
-                self._finish(task, {"ok": False, "cancelled": True})
+                self._finish(task, protocol.outcome_cancelled())
             elif worker_job:
                 self.flux.requests.put(("cancel", None, _jobid(worker_job)))
         elif task.jobid is not None:
@@ -397,7 +397,7 @@ class Manager:
                     continue
                 self.task_jobs -= 1
                 if task_id in self.tasks:
-                    self._finish(self.tasks[task_id], {"ok": False, "job_failed": True, "status": error})
+                    self._finish(self.tasks[task_id], protocol.outcome_job_failed(error))
             elif op == "done":
                 _, jobid, success, errstr = event
                 if jobid not in self.by_jobid:
@@ -417,9 +417,8 @@ class Manager:
                 _, task_id, worker_job, reason = event
                 task = self.tasks.get(task_id)
                 if task is not None:
-                    self._finish(task, {"ok": False, "cancelled": True} if task.cancelled else
-                                 {"ok": False, "job_failed": True, "status": reason,
-                                  "jobid": _jobid(worker_job) if worker_job else None})
+                    self._finish(task, protocol.outcome_cancelled() if task.cancelled else
+                                 protocol.outcome_job_failed(reason, worker_job or None))
             elif op == "result_in":
                 if event[1] in self.tasks:
                     self.outcome_at[event[1]] = time.monotonic()
@@ -442,26 +441,24 @@ class Manager:
             if task.jobid is not None:
                 self.flux.requests.put(("cancel", None, task.jobid))
             self._finish(task, outcome if outcome is not None else
-                         {"ok": False, "job_failed": True, "status": "job outlived its result"})
+                         protocol.outcome_job_failed("job outlived its result", _f58(task.jobid)))
 
     def _job_done(self, task: _Task, success: bool, errstr: str) -> None:
         outcome = self.server.forget(task.task_id)
         if task.cancelled:
-            result: Dict[str, Any] = {"ok": False, "cancelled": True}
+            result: Dict[str, Any] = protocol.outcome_cancelled()
         elif success and outcome is not None:
             result = outcome
         else:
-            result = {"ok": False, "job_failed": True, "status": errstr or "job exited without sending a result",
-                      "stderr": read_tail(task_output(self.workdir, task.task_id, "err"))}
+            result = protocol.outcome_job_failed(errstr or "job exited without sending a result", _f58(task.jobid),
+                                                 read_tail(task_output(self.workdir, task.task_id, "err")))
         self._finish(task, result)
 
-    def _finish(self, task: _Task, result: Dict[str, Any]) -> None:
+    def _finish(self, task: _Task, outcome: Dict[str, Any]) -> None:
         del self.tasks[task.task_id]
         self.outcome_at.pop(task.task_id, None)
         self.server.forget(task.task_id)
-        result.setdefault("jobid", task.jobid)
-        result["id"] = task.task_id
-        self.results.append(result)
+        self.results.append(protocol.result(task.task_id, outcome))
 
 
 def runner_endpoint(one_node: bool, runner_host: str) -> Tuple[str, str]:
@@ -480,6 +477,15 @@ def runner_endpoint(one_node: bool, runner_host: str) -> Tuple[str, str]:
                        runner_host, address)
         return "0.0.0.0", runner_host
     return address, address
+
+
+def _f58(jobid: Optional[int]) -> Optional[str]:
+    """A Flux job id as users see it (``ƒ...``), or None before it had one."""
+    if jobid is None:
+        return None
+    from flux.job import JobID
+
+    return str(JobID(jobid).f58)
 
 
 def _jobid(text: str) -> int:

@@ -96,6 +96,62 @@ class Kind:
 
 
 KINDS = frozenset(v for k, v in vars(Kind).items() if k.isupper())
+
+
+# ---------------------------------------------------------------------------
+# Message bodies: one constructor each, so every field written is one that a
+# reader uses (plain dicts, pickled; no dataclasses: the runner stays lean).
+def register_body(resources: dict, hostname: str, pid: int, flux_uri: str, flux_version: str) -> dict:
+    """M->D REGISTER: the instance's size and where it runs (the driver logs all of it)."""
+    return {"resources": resources, "hostname": hostname, "pid": pid, "flux_uri": flux_uri,
+            "flux_version": flux_version}
+
+
+def config_body(packing_workers: int, idle_timeout: float, handle_kwargs: dict, max_message_bytes: int,
+                cwd: str) -> dict:
+    """D->M CONFIG: how the manager runs its block (``packing_workers`` -1: all cores)."""
+    return {"packing_workers": packing_workers, "idle_timeout": idle_timeout, "handle_kwargs": handle_kwargs,
+            "max_message_bytes": max_message_bytes, "cwd": cwd}
+
+
+def task_body(task_id: int, payload: bytes, shape: dict, packable: bool) -> dict:
+    """One entry of D->M TASKS (``shape``: ``JobShape.to_wire()``)."""
+    return {"id": task_id, "payload": payload, "shape": shape, "packable": packable}
+
+
+# What became of a task: built here only, read by the driver (executor._resolve)
+# and, for ``raised``, by the runner's other ranks.
+VALUE = "value"            # the app returned; "value": its pickle
+RAISED = "raised"          # the app raised; "type", "message", "traceback", "exception" (pickle or None)
+CANCELLED = "cancelled"    # cancelled before or while it ran
+JOB_FAILED = "job_failed"  # its Flux job failed; "status", "jobid" (f58 or None), "stderr" (tail)
+
+
+def outcome_value(value: bytes) -> dict:
+    return {"outcome": VALUE, "value": value}
+
+
+def outcome_raised(type_name: str, message: str, traceback: str, exception: "bytes | None") -> dict:
+    return {"outcome": RAISED, "type": type_name, "message": message, "traceback": traceback,
+            "exception": exception}
+
+
+def outcome_cancelled() -> dict:
+    return {"outcome": CANCELLED}
+
+
+def outcome_job_failed(status: str, jobid: "str | None" = None, stderr: str = "") -> dict:
+    return {"outcome": JOB_FAILED, "status": status, "jobid": jobid, "stderr": stderr}
+
+
+def outcome_bytes(outcome: dict) -> int:
+    """Rough wire size of an outcome, for keeping RESULTS messages under the limit."""
+    return len(outcome.get("value") or b"") + len(outcome.get("exception") or b"") + 4096
+
+
+def result(task_id: int, outcome: dict) -> dict:
+    """One entry of M->D RESULTS."""
+    return {**outcome, "id": task_id}
 TO_DRIVER = b"M2D"
 TO_MANAGER = b"D2M"
 TO_SERVER = b"R2M"

@@ -53,6 +53,11 @@ class JobShape:
                 and self.num_nodes <= 1 and not self.exclusive and not self.env
                 and self.walltime is None)
 
+    @classmethod
+    def from_wire(cls, wire: Dict[str, Any]) -> "JobShape":
+        """The shape :meth:`to_wire` sent (already validated by the driver)."""
+        return cls(**wire)
+
     def to_wire(self) -> Dict[str, Any]:
         """Plain dict sent to the manager."""
         return {

@@ -48,15 +48,15 @@ def outcome_of(exc: BaseException) -> dict:
     import traceback
 
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    out: dict = {"ok": False, "type": type(exc).__qualname__, "message": str(exc), "traceback": text}
+    pickled = None
     try:
         from tblib import pickling_support
 
         pickling_support.install(exc)
-        out["exception"] = _dumps(exc)
-    except Exception:  # the text above is enough; the driver wraps it in RemoteTaskError
+        pickled = _dumps(exc)
+    except Exception:  # the text is enough; the driver wraps it in RemoteTaskError
         pass
-    return out
+    return protocol.outcome_raised(type(exc).__qualname__, str(exc), text, pickled)
 
 
 class ResultTooLarge(Exception):
@@ -87,7 +87,7 @@ def _run(payload: bytes, max_bytes: int) -> dict:
     if len(data) > max_bytes - 4096:  # room for the outcome's own fields
         return outcome_of(ResultTooLarge(f"result of {len(data)} bytes exceeds the executor's max_message_bytes "
                                          f"({max_bytes}); write large data to a file and return its path"))
-    return {"ok": True, "value": data}
+    return protocol.outcome_value(data)
 
 
 def _connect(host: str, port: int) -> "_socket.socket":
@@ -137,7 +137,7 @@ def run_one(link: ManagerLink, task_id: int, rank: int, max_bytes: int) -> int:
     if rank == 0:
         link.request(Kind.RESULT, (task_id, outcome))
         return 0
-    if not outcome["ok"]:
+    if outcome["outcome"] == protocol.RAISED:
         sys.stderr.write(outcome["traceback"])
         return EXIT_APP_ERROR
     return 0
