@@ -59,9 +59,9 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> No
 
 def start_blocks(executor, n: int = 1, timeout: float = 60) -> None:
     """Scale out ``n`` blocks and wait until their managers registered."""
-    before = sum(1 for b in executor._blocks.values() if b.live)
+    before = sum(1 for b in executor.blocks.values() if b.live)
     executor.scale_out_facade(n)
-    wait_for(lambda: sum(1 for b in executor._blocks.values() if b.live) >= before + n, timeout,
+    wait_for(lambda: sum(1 for b in executor.blocks.values() if b.live) >= before + n, timeout,
              f"{n} Flux block(s) to register")
 
 
@@ -85,7 +85,7 @@ def make_executor(flux_path: str, tmp_path: Path) -> Iterator:
 
     yield make
     for ex in made:
-        if ex._io_thread is not None:
+        if ex._driver.running:
             ex.shutdown(wait=False)
 
 

@@ -26,7 +26,7 @@ def executor(tmp_path, monkeypatch):
     ex.run_dir = str(tmp_path)
     ex.start()
     yield ex
-    if ex._io_thread is not None:
+    if ex._driver.running:
         ex.shutdown(wait=False)
 
 
@@ -137,9 +137,9 @@ def _manager_handshake(sock, key, block_id="0"):
 
 def _wait_live(executor, block_id="0", timeout=5.0):
     deadline = time.monotonic() + timeout
-    while not executor._blocks[block_id].live and time.monotonic() < deadline:
+    while not executor.blocks[block_id].live and time.monotonic() < deadline:
         time.sleep(0.05)
-    return executor._blocks[block_id].live
+    return executor.blocks[block_id].live
 
 
 def test_stranger_on_the_port_gets_nothing_and_breaks_nothing(executor, tmp_path):
@@ -166,7 +166,7 @@ def test_stranger_on_the_port_gets_nothing_and_breaks_nothing(executor, tmp_path
     stranger.send_multipart([b"garbage"])
     assert not stranger.poll(1000), "the executor answered a stranger"
     assert not bomb_target.exists()
-    assert not executor._blocks["0"].live, "a forged registration was accepted"
+    assert not executor.blocks["0"].live, "a forged registration was accepted"
     real = _dealer(executor.url)
     _manager_handshake(real, protocol.block_key(executor._master, "0"))
     assert _wait_live(executor)
@@ -191,7 +191,7 @@ def test_a_replayed_hello_cannot_squat_or_take_over_a_block(executor):
     real = _dealer(executor.url)
     _manager_handshake(real, key)  # ... is not first served
     assert _wait_live(executor)
-    assert executor._blocks["0"].route is not None
+    assert executor.blocks["0"].route is not None
     attacker.send_multipart(captured)
     assert not attacker.poll(1000), "a bound block answered another hello"
     attacker.close()
@@ -231,7 +231,7 @@ def test_payload_over_the_limit_is_refused_at_submit(executor):
 
 def test_request_larger_than_live_instance_fails_at_once(executor):
     executor._get_launch_command("0")
-    block = executor._blocks["0"]
+    block = executor.blocks["0"]
     from parsl_flux.resources import InstanceResources
     block.resources = InstanceResources(1, 2, 0)
     with pytest.raises(InvalidResourceSpecification, match="num_nodes"):
@@ -266,7 +266,8 @@ def test_each_executor_logs_to_its_own_file_and_leaves_the_package_logger_alone(
 
 def test_scale_in_picks_by_idle_time_not_launch_time():
     """A block that just finished work is not 'idle for max_idletime'; the longest idle goes first."""
-    from parsl_flux.executor import _Block, pick_scale_in
+    from parsl_flux.driver import Block as _Block
+    from parsl_flux.executor import pick_scale_in
     from parsl_flux.resources import InstanceResources
 
     def block(name, idle_since=None, busy=0, registered=True):

@@ -140,7 +140,7 @@ def test_shutdown_waits_for_tasks_in_flight(make_executor):
 
 
 def _broker_pid(ex, block_id="0"):
-    manager_pid = ex._blocks[block_id].info["pid"]
+    manager_pid = ex.blocks[block_id].info["pid"]
     return int(Path(f"/proc/{manager_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
@@ -155,15 +155,15 @@ def test_instance_killed_mid_run_fails_futures_within_seconds(make_executor):
             f.result(timeout=30)
     assert time.monotonic() - start < 15
     assert ex.status()["0"].state in (JobState.FAILED, JobState.COMPLETED, JobState.CANCELLED)
-    assert ex._blocks["0"].closed
+    assert ex.blocks["0"].closed
 
 
 def test_driver_gone_ends_the_instance(make_executor):
     ex = make_executor(heartbeat_period=0.5, heartbeat_threshold=3)
     ex.submit(nap, {}, 120)
     time.sleep(1)
-    manager_pid = ex._blocks["0"].info["pid"]
-    ex._stop_io.set()  # the driver stops talking, as if it had died
+    manager_pid = ex.blocks["0"].info["pid"]
+    ex._driver._stop.set()  # the driver stops talking, as if it had died
     wait_for(lambda: not Path(f"/proc/{manager_pid}").exists(), 30, "the manager to notice the silent driver")
 
 
@@ -173,7 +173,7 @@ def test_two_blocks_share_the_work(make_executor):
     uris = {ex.submit(env_of, {}, "FLUX_URI") for _ in range(20)}
     [f.result(timeout=120) for f in futures]
     assert len({f.result(timeout=120) for f in uris}) == 2
-    assert ex.scale_in(1) and sum(1 for b in ex._blocks.values() if b.live) == 1
+    assert ex.scale_in(1) and sum(1 for b in ex.blocks.values() if b.live) == 1
     assert ex.submit(double, {}, 3).result(timeout=60) == 6
 
 
@@ -181,7 +181,7 @@ def test_multi_node_shape_on_test_instance(make_executor, flux_path, tmp_path):
     """num_nodes spreads tasks over brokers: a --test-size=2 instance has two."""
     ex = make_executor(launch_cmd="{flux} start --test-size=2 " + "{flux} env {python} -m parsl_flux.manager "
                        "--url {url} --block-id {block_id} --workdir {workdir}")
-    assert ex._blocks["0"].resources.nodes == 2
+    assert ex.blocks["0"].resources.nodes == 2
     out = tmp_path / "ranks"
     cmd = f"echo $FLUX_TASK_RANK $(flux getattr rank) >> {out}"
     fut = ex.submit(subprocess.check_call, {"num_tasks": 4, "num_nodes": 2}, cmd, shell=True)
@@ -208,7 +208,7 @@ def external_instance(flux_path, tmp_path):
 def test_attach_mode_uses_existing_instance(make_executor, external_instance):
     uri, instance = external_instance
     ex = make_executor(flux_uri=uri)
-    assert ex._blocks["0"].info["flux_uri"] == uri
+    assert ex.blocks["0"].info["flux_uri"] == uri
     assert ex.submit(env_of, {}, "FLUX_URI").result(timeout=60) == uri
     ex.shutdown()
     assert instance.poll() is None, "attach mode must not stop the instance it attached to"

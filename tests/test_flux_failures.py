@@ -32,7 +32,7 @@ def nap(seconds):
 
 
 def _broker_pid(ex, block_id="0"):
-    manager_pid = ex._blocks[block_id].info["pid"]
+    manager_pid = ex.blocks[block_id].info["pid"]
     return int(Path(f"/proc/{manager_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
@@ -117,7 +117,7 @@ def test_a_lost_block_does_not_end_the_workflow(tmp_path, flux_path):
             assert nap(0).result(timeout=60) == 0
             doomed = nap(60)
             time.sleep(1)
-            os.kill(ex._blocks["0"].info["pid"], 9)
+            os.kill(ex.blocks["0"].info["pid"], 9)
             try:
                 doomed.result(timeout=60)
             except BlockLost as exc:

@@ -103,15 +103,15 @@ def test_no_per_task_state_after_futures_resolve(make_executor):
     in the driver (the executor's dicts keep only their table capacity)."""
     import gc
 
-    from parsl_flux.executor import _Task, _TaskFuture
+    from parsl_flux.driver import Task, TaskFuture
 
     ex = make_executor(packing=True)
     futures = [ex.submit(noop, {}) for _ in range(3000)]
     for f in futures:
         f.result(timeout=120)
-    assert not ex.tasks and not ex._live_tasks and not ex._pending
-    assert all(not b.in_flight for b in ex._blocks.values())
+    assert not ex.tasks and not ex._driver.live_tasks and not ex._driver.pending
+    assert all(not b.in_flight for b in ex.blocks.values())
     del futures, f
     gc.collect()
-    alive = [o for o in gc.get_objects() if isinstance(o, (_Task, _TaskFuture))]
+    alive = [o for o in gc.get_objects() if isinstance(o, (Task, TaskFuture))]
     assert alive == [], f"{len(alive)} task objects outlived their futures"

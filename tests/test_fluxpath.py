@@ -77,7 +77,7 @@ def test_executor_refuses_to_start_a_local_block_without_flux(tmp_path, monkeypa
     try:
         with pytest.raises(FluxNotFound, match="does not exist"):
             ex._get_launch_command("0")
-        assert "0" not in ex._blocks
+        assert "0" not in ex.blocks
         assert not os.path.exists(os.path.join(ex.key_dir, "block-0.key"))
     finally:
         ex.shutdown()

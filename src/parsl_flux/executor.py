@@ -11,20 +11,14 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import pickle
-import queue
 import sys
 import threading
 import time
-from collections import deque
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from types import MappingProxyType
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Union
 
-import cloudpickle
-import zmq
-from zmq.utils import z85
 from parsl.addresses import address_by_hostname
 from parsl.app.errors import wrap_error
 from parsl.executors.status_handling import BlockProviderExecutor
@@ -32,72 +26,18 @@ from parsl.jobs.states import TERMINAL_STATES, JobState, JobStatus
 from parsl.monitoring.radios.base import RadioConfig
 from parsl.providers import LocalProvider
 from parsl.providers.base import ExecutionProvider
-from parsl.serialize.errors import DeserializationError, SerializationError
+from parsl.serialize.errors import SerializationError
 from parsl.utils import RepresentationMixin
 
 from parsl_flux import fluxpath, launch, protocol
 from parsl_flux.container import Container
+from parsl_flux.driver import Block, Driver, Task, TaskFuture
+from parsl_flux.errors import ExecutorShutdown, PayloadTooLarge
 from parsl_flux.monitoring import FluxRadio
-from parsl_flux.errors import (BlockLost, ExecutorShutdown, FluxJobFailed, InvalidResourceSpecification, PayloadTooLarge,
-                               RemoteTaskError)
 from parsl_flux.payload import dumps as dump_payload
-from parsl_flux.protocol import Kind
-from parsl_flux.rejects import RejectLog
-from parsl_flux.resources import InstanceResources, JobShape, block_window, check_fits, parse_spec
-from parsl_flux.wakeup import Waker
-
+from parsl_flux.resources import parse_spec
 
 FLUX_EXECUTOR_KWARGS = frozenset({"threads", "thread_name_prefix", "poll_interval", "handle_args", "handle_kwargs"})
-
-
-class _TaskFuture(Future):
-    """A Future whose ``cancel()`` also cancels the task's Flux job."""
-
-    def __init__(self, executor: "FluxExecutor", task_id: int) -> None:
-        super().__init__()
-        self._executor = executor
-        self.parsl_executor_task_id = task_id
-
-    def cancel(self) -> bool:
-        if not super().cancel():
-            return False
-        self._executor._cancel_task(self.parsl_executor_task_id)
-        return True
-
-
-@dataclass
-class _Task:
-    task_id: int
-    future: _TaskFuture
-    shape: JobShape
-    payload: bytes
-    block_id: Optional[str] = None
-
-
-@dataclass
-class _Block:
-    block_id: str
-    key: bytes
-    key_file: str = ""
-    launched_at: float = field(default_factory=time.monotonic)
-    resources: Optional[InstanceResources] = None
-    info: Dict[str, Any] = field(default_factory=dict)
-    last_seen: float = 0.0
-    idle_since: Optional[float] = None  # when its last task ended (or it registered); None while busy
-    in_flight: Set[int] = field(default_factory=set)
-    closed: bool = False
-    draining: bool = False  # asked to shut down by scale_in: its BYE is expected, not a loss
-    route: Optional[bytes] = None  # the ZMQ routing id its manager proved it owns
-    session: Optional[protocol.Session] = None
-
-    @property
-    def live(self) -> bool:
-        return self.resources is not None and not self.closed
-
-    def capacity(self) -> int:
-        """Tasks kept in flight on this block (:func:`~parsl_flux.resources.block_window`)."""
-        assert self.resources is not None
-        return block_window(self.resources.cores)
 
 
 def _unwrap_parsl_error_wrapper(func: Callable) -> Callable:
@@ -314,19 +254,10 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         if len(self._master) < 16:
             raise ValueError("secret (or $PARSL_FLUX_SECRET) must hold at least 16 bytes (32 hex digits)")
         self._task_ids = itertools.count()
-        self._lock = threading.RLock()
-        self._pending: Deque[_Task] = deque()
-        self._live_tasks: Dict[int, _Task] = {}
-        self._blocks: Dict[str, _Block] = {}
-        self._outgoing: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
         self._shutting_down = False
-        self._io_thread: Optional[threading.Thread] = None
-        self._waker: Optional[Waker] = None
-        self._stop_io = threading.Event()
+        self._driver = Driver(label, self._logger, heartbeat_period, heartbeat_threshold, max_message_bytes,
+                              self._block_config, self._block_ended, self._tasks)
         self._log_handler: Optional[logging.Handler] = None
-        self._handshakes: Dict[bytes, Tuple[_Block, protocol.Session]] = {}  # route -> not yet registered
-        self._routes: Dict[bytes, _Block] = {}
-        self._rejects = RejectLog(self._logger)
         self._server_public: str = ""
         self._cancelled_jobs: Set[Any] = set()
         self.url: Optional[str] = None
@@ -358,29 +289,10 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         if self.address is None:
             self.address = self.default_address()
         loopback = self.address in ("127.0.0.1", "localhost", "::1")
-        bind_host = "127.0.0.1" if loopback else "*"
-        self._ctx = zmq.Context()
-        self._sock = self._ctx.socket(zmq.ROUTER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self._sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes + (1 << 20))
-        if self.encrypt if self.encrypt is not None else not loopback:
-            if not zmq.has("curve"):
-                raise RuntimeError("encrypt=True, but this pyzmq's libzmq has no CURVE support")
-            public, secret = zmq.curve_keypair()
-            self._sock.curve_server = True
-            self._sock.curve_secretkey = secret
-            self._server_public = z85.decode(public).hex()  # hex: Z85 has '$', which launchers expand
-        if self.port is not None:
-            self._sock.bind(f"tcp://{bind_host}:{self.port}")
-            port = self.port
-        else:
-            port = self._sock.bind_to_random_port(f"tcp://{bind_host}", min_port=self.port_range[0],
-                                                  max_port=self.port_range[1])
+        self._driver.monitoring_messages = self.monitoring_messages
+        port, self._server_public = self._driver.open("127.0.0.1" if loopback else "*", self.port, self.port_range,
+                                                      self.encrypt if self.encrypt is not None else not loopback)
         self.url = f"tcp://{self.address}:{port}"
-        self._waker = Waker()
-        self._io_thread = threading.Thread(target=self._io_loop, name=f"{self.label}-io", daemon=True)
-        self._io_thread.start()
         self._logger.info("%s listening on %s", self.label, self.url)
 
     def _get_launch_command(self, block_id: str) -> str:
@@ -392,10 +304,20 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                 self._logger.error("block %s not started: %s", block_id, exc)
                 raise
         key = protocol.block_key(self._master, block_id)
-        key_file = self._write_key(block_id, key)
-        with self._lock:
-            self._blocks[block_id] = _Block(block_id, key, key_file)
+        self._driver.add_block(block_id, key, self._write_key(block_id, key))
         return self.launch_command(block_id)
+
+    def _block_config(self) -> Dict[str, Any]:
+        """CONFIG for a block that registered: packing, Flux handle options, limits, the driver's cwd."""
+        workers = (self.packing_workers or -1) if self.packing else 0
+        return protocol.config_body(workers, self.packing_idle_timeout,
+                                    self.flux_executor_kwargs.get("handle_kwargs", {}), self.max_message_bytes,
+                                    os.getcwd())
+
+    @property
+    def blocks(self) -> Mapping[str, Block]:
+        """The blocks launched so far, by id (read-only view, for tools and tests)."""
+        return MappingProxyType(self._driver.blocks)
 
     def _write_key(self, block_id: str, key: bytes) -> str:
         """Write a block's key to a new 0600 file in the 0700 key directory;
@@ -462,15 +384,13 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
     @property
     def workers_per_node(self) -> Union[int, float]:
         """Cores per node of a live block (1 until one has registered)."""
-        with self._lock:
-            for block in self._blocks.values():
-                if block.resources is not None:
-                    return block.resources.cores_per_node
+        for block in self._driver.live_blocks():
+            assert block.resources is not None
+            return block.resources.cores_per_node
         return 1
 
     def outstanding(self) -> int:
-        with self._lock:
-            return len(self._live_tasks)
+        return self._driver.outstanding()
 
     def monitor_resources(self) -> bool:
         """False: tasks are Flux jobs, accounted for by Flux; Parsl's monitoring
@@ -503,283 +423,23 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         if len(payload) > self.max_message_bytes - 4096:
             raise PayloadTooLarge(getattr(func, "__name__", repr(func)), len(payload), self.max_message_bytes)
         task_id = next(self._task_ids)
-        fut = _TaskFuture(self, task_id)
-        task = _Task(task_id, fut, shape, payload)
-        with self._lock:
-            self._tasks[task_id] = fut
-            self._live_tasks[task_id] = task
-            live = [b for b in self._blocks.values() if b.live]
-            if live:
-                self._check_fits_any(task, live)
-            self._pending.append(task)
-        self._wake()
+        fut = TaskFuture(self._driver, task_id)
+        self._driver.submit(Task(task_id, fut, shape, payload))
         return fut
 
-    def _check_fits_any(self, task: _Task, blocks: Sequence[_Block]) -> None:
-        error: Optional[InvalidResourceSpecification] = None
-        for block in blocks:
-            assert block.resources is not None
-            try:
-                check_fits(task.shape, block.resources)
-                return
-            except InvalidResourceSpecification as exc:
-                error = exc
-        self._forget(task.task_id)
-        assert error is not None
-        raise error
-
-    def _wake(self) -> None:
-        waker = self._waker  # shutdown() may clear it meanwhile
-        if waker is not None:
-            waker.wake()
-
-    def _cancel_task(self, task_id: int) -> None:
-        with self._lock:
-            task = self._live_tasks.get(task_id)
-            if task is None:
-                return
-            if task.block_id is None:
-                self._pending.remove(task)
-                self._forget(task_id)
-                return
-        self._outgoing.put((task.block_id, Kind.CANCEL, [task_id]))
-        self._wake()
-
-    def _forget(self, task_id: int) -> Optional[_Task]:
-        """Drop all state of a task (caller holds the lock)."""
-        self._tasks.pop(task_id, None)
-        task = self._live_tasks.pop(task_id, None)
-        if task is not None and task.block_id is not None:
-            block = self._blocks.get(task.block_id)
-            if block is not None:
-                block.in_flight.discard(task_id)
-                if not block.in_flight:
-                    block.idle_since = time.monotonic()
-        return task
-
-    # ------------------------------------------------------------- I/O thread
-    def _io_loop(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
-        poller.register(self._waker.fd, zmq.POLLIN)
-        last_beat = 0.0
-        while not self._stop_io.is_set():
-            try:
-                ready = dict(poller.poll(timeout=self.heartbeat_period * 1000))
-                if self._waker.fd in ready:
-                    self._waker.drain()
-                if self._sock in ready:
-                    self._receive_all()
-                self._send_outgoing()
-                self._dispatch()
-                now = time.monotonic()
-                if now - last_beat >= self.heartbeat_period:
-                    last_beat = now
-                    self._heartbeat(now)
-            except Exception:
-                self._logger.exception("error in the I/O loop of %s", self.label)
-
-    def _send(self, block: _Block, kind: str, data: Any = None) -> bool:
-        if block.route is None or block.session is None:
-            return False
-        try:
-            self._sock.send_multipart([block.route, *block.session.seal(kind, data)])
-            return True
-        except zmq.ZMQError as exc:  # EHOSTUNREACH: the manager is not connected
-            self._logger.warning("cannot send %s to block %s: %s", kind, block.block_id, exc)
-            return False
-
-    def _send_outgoing(self) -> None:
-        while True:
-            try:
-                block_id, kind, data = self._outgoing.get_nowait()
-            except queue.Empty:
-                return
-            block = self._blocks.get(block_id)
-            if block is not None and block.live:
-                self._send(block, kind, data)
-
-    def _receive_all(self) -> None:
-        while True:
-            try:
-                route, *frames = self._sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                self._receive(route, frames)
-            except protocol.AuthenticationError as exc:
-                self._rejects.reject("dropped a message from peer %s: %s", route.hex()[:16], exc)
-
-    def _receive(self, route: bytes, frames: List[bytes]) -> None:
-        """One message from ``route``: a hello, the REGISTER that binds a
-        block to its connection, or a message of a bound block's session."""
-        block = self._routes.get(route)
-        if block is not None:
-            assert block.session is not None
-            kind, data = block.session.open(frames)
-            block.last_seen = time.monotonic()
-            if kind == Kind.RESULTS:
-                self._complete(block, data)
-            elif kind == Kind.BYE:
-                self._lose_block(block, "scaled in" if block.draining else
-                                 f"manager exited: {data.get('reason', 'no reason given')}",
-                                 mark_failed=not block.draining)
+    def _block_ended(self, block: Block, reason: str, mark_failed: bool) -> None:
+        """The driver closed ``block``: unless the provider already reports it
+        ended (``mark_failed=False``), record it for Parsl and have its batch
+        job cancelled. A block that registered and then died is not a failed
+        launch: Parsl's error handler must not end the workflow for it, and
+        the strategy replaces it."""
+        if not mark_failed:
             return
-        pending = self._handshakes.get(route)
-        if pending is not None:
-            block, session = pending
-            kind, data = session.open(frames)
-            if kind != Kind.REGISTER:
-                raise protocol.AuthenticationError(f"expected register, got {kind}")
-            del self._handshakes[route]
-            self._register(block, route, session, data)
-            return
-        block_id, nonce, mac = protocol.open_hello(frames)
-        with self._lock:
-            block = self._blocks.get(block_id)
-        if block is None or block.closed or block.route is not None:
-            raise protocol.AuthenticationError(f"hello for block {block_id[:16]!r}, which expects none")
-        protocol.check_hello(block.key, block_id, nonce, mac)
-        driver_nonce = os.urandom(protocol.NONCE_BYTES)
-        while len(self._handshakes) >= MAX_HANDSHAKES:  # bounded: drop the oldest
-            self._handshakes.pop(next(iter(self._handshakes)))
-        self._handshakes[route] = (block, protocol.driver_session(block.key, nonce, driver_nonce))
-        self._sock.send_multipart([route, *protocol.welcome(block.key, nonce, driver_nonce)])
-
-    def _register(self, block: _Block, route: bytes, session: protocol.Session, data: Dict[str, Any]) -> None:
-        """Bind ``block`` to the connection whose session proved it holds the block's key."""
-        if block.route is not None or block.closed:
-            raise protocol.AuthenticationError(f"second registration for block {block.block_id}")
-        for other in [r for r, (b, _) in self._handshakes.items() if b is block]:
-            del self._handshakes[other]
-        block.route, block.session = route, session
-        self._routes[route] = block
-        block.last_seen = block.idle_since = time.monotonic()
-        r = data["resources"]
-        workers = (self.packing_workers or -1) if self.packing else 0
-        self._send(block, Kind.CONFIG, protocol.config_body(workers, self.packing_idle_timeout,
-                                                            self.flux_executor_kwargs.get("handle_kwargs", {}),
-                                                            self.max_message_bytes, os.getcwd()))
-        with self._lock:
-            block.resources = InstanceResources(r["nodes"], r["cores_per_node"], r["gpus_per_node"])
-            block.info = data
-        self._logger.info("block %s registered from %s (manager pid %s, %s): %s, Flux %s", block.block_id,
-                    data["hostname"], data["pid"], data["flux_uri"], block.resources, data["flux_version"])
-
-    def _complete(self, block: _Block, results: List[Dict[str, Any]]) -> None:
-        for res in results:
-            if res.get("monitoring") and self.monitoring_messages is not None:
-                for message in res["monitoring"]:
-                    self.monitoring_messages.put(pickle.loads(message))
-            with self._lock:
-                task = self._forget(res["id"])
-            if task is None or task.future.done():
-                continue
-            try:
-                self._resolve(task, res)
-            except Exception as exc:  # never leave a future unresolved
-                task.future.set_exception(exc)
-
-    def _resolve(self, task: _Task, res: Dict[str, Any]) -> None:
-        """Resolve a task's future from its outcome (see ``protocol.outcome_*``)."""
-        fut = task.future
-        kind = res["outcome"]
-        if kind == protocol.VALUE:
-            try:
-                fut.set_result(cloudpickle.loads(res["value"]))
-            except Exception as exc:
-                fut.set_exception(DeserializationError(f"result of task {task.task_id}: {exc}"))
-        elif kind == protocol.CANCELLED:
-            fut.set_exception(CancelledError(f"task {task.task_id} was cancelled"))
-        elif kind == protocol.JOB_FAILED:
-            fut.set_exception(FluxJobFailed(task.task_id, res["jobid"], res["status"], res["stderr"]))
-        else:
-            exc: BaseException = RemoteTaskError(res["type"], res["message"], res["traceback"])
-            if res["exception"] is not None:
-                try:
-                    exc = cloudpickle.loads(res["exception"])
-                except Exception:  # a class the driver cannot import: the text version
-                    pass
-            fut.set_exception(exc)
-
-    def _dispatch(self) -> None:
-        """Send pending tasks to live blocks, least loaded first, within capacity.
-
-        First in, first out: when the task at the head fits a live block but
-        every such block is full, dispatch stops there, so a call costs
-        O(tasks sent), never O(tasks pending).
-        """
-        batches: Dict[str, List[Dict[str, Any]]] = {}
-        with self._lock:
-            live = [b for b in self._blocks.values() if b.live]
-            while self._pending and live:
-                task = self._pending[0]
-                fits = [b for b in live if b.resources is not None and _fits(task.shape, b.resources)]
-                if not fits:
-                    self._pending.popleft()
-                    try:
-                        self._check_fits_any(task, live)
-                    except InvalidResourceSpecification as exc:
-                        if not task.future.done():
-                            task.future.set_exception(exc)
-                    continue
-                room = [b for b in fits if len(b.in_flight) < b.capacity()]
-                if not room:
-                    break
-                self._pending.popleft()
-                block = min(room, key=lambda b: len(b.in_flight) / b.capacity())
-                block.in_flight.add(task.task_id)
-                block.idle_since = None
-                task.block_id = block.block_id
-                batches.setdefault(block.block_id, []).append(
-                    protocol.task_body(task.task_id, task.payload, task.shape.to_wire(), task.shape.packable))
-                task.payload = b""  # the manager holds it now
-        for block_id, tasks in batches.items():
-            for chunk in _chunks(tasks, self.max_message_bytes):
-                if not self._send(self._blocks[block_id], Kind.TASKS, chunk):
-                    self._lose_block(self._blocks[block_id], "could not send tasks to its manager")
-                    break
-
-    def _heartbeat(self, now: float) -> None:
-        with self._lock:
-            blocks = list(self._blocks.values())
-        for block in blocks:
-            if block.closed:
-                continue
-            if block.resources is None:
-                continue
-            if now - block.last_seen > self.heartbeat_threshold:
-                self._lose_block(block, f"no heartbeat for {now - block.last_seen:.1f}s "
-                                        f"(threshold {self.heartbeat_threshold}s)")
-            else:
-                self._send(block, Kind.HEARTBEAT)
-
-    def _lose_block(self, block: _Block, reason: str, mark_failed: bool = True) -> None:
-        """Fail every task in flight on ``block``; unless the provider already
-        reports the block ended (``mark_failed=False``), mark it FAILED for Parsl."""
-        with self._lock:
-            if block.closed:
-                return
-            block.closed = True
-            lost = [self._forget(t) for t in list(block.in_flight)]
-            if block.route is not None:
-                self._routes.pop(block.route, None)
-            if mark_failed and not self._shutting_down:
-                # a block that registered and then died is not a failed launch: Parsl's error
-                # handler must not end the workflow for it, and the strategy replaces it
-                state = JobState.FAILED if block.resources is None else JobState.CANCELLED
-                status = JobStatus(state, f"Flux instance lost: {reason}")
-                self._simulated_status[block.block_id] = status
-                self._status[block.block_id] = status
-        _remove(block.key_file)
-        if mark_failed:
-            self._cancel_block_job(block.block_id)
-        log = self._logger.info if self._shutting_down or not lost else self._logger.error
-        log("block %s closed: %s; failing %d task(s)", block.block_id, reason, len(lost))
-        for task in lost:
-            if task is not None and not task.future.done():
-                task.future.set_exception(BlockLost(block.block_id, reason))
-        self._wake()
+        if not self._shutting_down:
+            state = JobState.FAILED if block.resources is None else JobState.CANCELLED
+            self._simulated_status[block.block_id] = self._status[block.block_id] = \
+                JobStatus(state, f"Flux instance lost: {reason}")
+        self._cancel_block_job(block.block_id)
 
     def _cancel_block_job(self, block_id: str) -> None:
         """Have the provider end a lost block's batch job (its broker and jobs
@@ -823,14 +483,14 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         still runs). A block the provider reports as ended loses its tasks."""
         status = super().status()
         for block_id, s in status.items():
-            block = self._blocks.get(block_id)
+            block = self._driver.blocks.get(block_id)
             if block is not None and not block.closed and s.state in TERMINAL_STATES:
                 # a batch job that ended before its manager ever connected is a failed block,
                 # whatever exit state the batch system reports, so Parsl's error handler sees it
                 never_connected = block.resources is None
                 reason = f"its batch job is {s.state.name}" + (" and its manager never connected"
                                                                if never_connected else "")
-                self._lose_block(block, reason, mark_failed=never_connected)
+                self._driver.lose(block, reason, mark_failed=never_connected)
                 if not never_connected and not self._shutting_down:
                     # it ran: whatever exit state the batch system reports, it is not a failed launch
                     status[block_id] = self._simulated_status[block_id] = self._status[block_id] = \
@@ -850,21 +510,13 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         list of str
             Ids of the blocks that were stopped.
         """
-        with self._lock:
-            candidates = [b for b in self._blocks.values() if not b.closed
+        with self._driver.lock:
+            candidates = [b for b in self._driver.blocks.values() if not b.closed
                           and self._status.get(b.block_id, JobStatus(JobState.PENDING)).state not in TERMINAL_STATES]
             chosen = pick_scale_in(candidates, blocks, max_idletime, time.monotonic())
-            for block in chosen:
-                block.draining = True
+        self._driver.stop_blocks(chosen, SCALE_IN_WAIT)
         for block in chosen:
-            if block.live:
-                self._outgoing.put((block.block_id, Kind.SHUTDOWN, None))
-        self._wake()
-        deadline = time.monotonic() + SCALE_IN_WAIT
-        while any(b.live for b in chosen) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        for block in chosen:
-            self._lose_block(block, "scaled in", mark_failed=False)
+            self._driver.lose(block, "scaled in", mark_failed=False)
         job_ids = [self.blocks_to_job_id[b.block_id] for b in chosen if b.block_id in self.blocks_to_job_id]
         if not job_ids:
             return [b.block_id for b in chosen]
@@ -876,12 +528,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._logger.error("executor %s set to bad state: %s", self.label, exception)
         self._executor_exception = exception
         self._executor_bad_state.set()
-        with self._lock:
-            tasks = [self._forget(t) for t in list(self._live_tasks)]
-            self._pending.clear()
-        for task in tasks:
-            if task is not None and not task.future.done():
-                task.future.set_exception(exception)
+        self._driver.fail_all(exception)
 
     def shutdown(self, wait: bool = False) -> None:
         """Shut down: later :meth:`submit` calls raise, managers drain and exit,
@@ -897,41 +544,20 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             Ctrl-C) and chooses itself whether to wait (``Config(exit_mode=
             "wait")``), as with Parsl's HighThroughputExecutor.
         """
-        self._shutting_down = True
+        self._shutting_down = self._driver.closing = True
         while wait:
-            with self._lock:
-                futures = [t.future for t in self._live_tasks.values()]
-                alive = any(b.live for b in self._blocks.values())
-            if not futures or not alive:
+            with self._driver.lock:
+                futures = [t.future for t in self._driver.live_tasks.values()]
+            if not futures or not self._driver.live_blocks():
                 break
             wait_futures(futures, timeout=self.heartbeat_period)
-        with self._lock:
-            live = [b for b in self._blocks.values() if b.live]
-        for block in live:
-            self._outgoing.put((block.block_id, Kind.SHUTDOWN, None))
-        self._wake()
-        deadline = time.monotonic() + 10
-        while any(not b.closed for b in live) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        self._driver.stop_blocks(self._driver.live_blocks(), SHUTDOWN_WAIT)
         self._cancel_provider_jobs()
-        with self._lock:
-            unresolved = [self._forget(t) for t in list(self._live_tasks)]
-            self._pending.clear()
-        if unresolved:
-            self._logger.warning("shutdown: failing %d unfinished task(s) with ExecutorShutdown", len(unresolved))
-        for task in unresolved:
-            if task is not None and not task.future.done():
-                task.future.set_exception(ExecutorShutdown("executor shut down before the task finished"))
-        self._stop_io.set()
-        self._wake()
-        if self._io_thread is not None:
-            self._io_thread.join(timeout=5)
-            self._sock.close()
-            self._ctx.term()
-            self._waker.close()
-            self._waker = None
-            self._io_thread = None
-        for block in self._blocks.values():
+        failed = self._driver.fail_all(ExecutorShutdown("executor shut down before the task finished"))
+        if failed:
+            self._logger.warning("shutdown: failed %d unfinished task(s) with ExecutorShutdown", failed)
+        self._driver.close()
+        for block in self._driver.blocks.values():
             _remove(block.key_file)
         if self._log_handler is not None:
             self._logger.removeHandler(self._log_handler)
@@ -957,11 +583,15 @@ SCALE_IN_WAIT = 5.0
 """Seconds scale_in waits for the managers' BYE before the provider cancels their jobs."""
 
 
-def pick_scale_in(blocks: Sequence[_Block], n: int, max_idletime: Optional[float], now: float) -> List[_Block]:
+SHUTDOWN_WAIT = 10.0
+"""Seconds shutdown waits for the managers' BYE before the provider cancels their jobs."""
+
+
+def pick_scale_in(blocks: Sequence[Block], n: int, max_idletime: Optional[float], now: float) -> List[Block]:
     """The ``n`` blocks to scale in: idle (longest idle first), then starting, then busy (least loaded first).
 
     With ``max_idletime`` only registered blocks idle for at least that long qualify."""
-    def idle_for(b: _Block) -> float:
+    def idle_for(b: Block) -> float:
         return now - b.idle_since if b.live and not b.in_flight and b.idle_since is not None else -1.0
 
     if max_idletime is not None:
@@ -971,24 +601,6 @@ def pick_scale_in(blocks: Sequence[_Block], n: int, max_idletime: Optional[float
     return rank[:n]
 
 
-MAX_HANDSHAKES = 64
-"""Handshakes in progress at once (each a hello that passed its MAC check)."""
-
-
-def _chunks(tasks: List[Dict[str, Any]], limit: int) -> List[List[Dict[str, Any]]]:
-    """Split a batch of task dicts into messages each under ``limit`` bytes of payload."""
-    chunks: List[List[Dict[str, Any]]] = [[]]
-    size = 0
-    for task in tasks:
-        n = len(task["payload"]) + 4096
-        if chunks[-1] and size + n > limit:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(task)
-        size += n
-    return chunks
-
-
 def _remove(path: str) -> None:
     """Remove a key file if it is still there (its manager removes it when it starts)."""
     if path:
@@ -996,11 +608,3 @@ def _remove(path: str) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
-
-
-def _fits(shape: JobShape, res: InstanceResources) -> bool:
-    try:
-        check_fits(shape, res)
-        return True
-    except InvalidResourceSpecification:
-        return False

@@ -1,0 +1,516 @@
+"""The driver's I/O loop: the socket, the blocks, the pending queue, heartbeats
+and result decoding, on a thread of their own.
+
+:class:`~parsl_flux.executor.FluxExecutor` keeps the Parsl surface
+(configuration, launch commands, scaling, status, shutdown) and hands tasks to
+a :class:`Driver`, as Parsl's HighThroughputExecutor keeps its interchange
+apart. The driver's lock guards only its own tables; futures are resolved
+after it is released, so a callback on a future (the DFK's) can never
+deadlock against the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
+
+import cloudpickle
+import zmq
+from parsl.serialize.errors import DeserializationError
+from zmq.utils import z85
+
+from parsl_flux import protocol
+from parsl_flux.errors import BlockLost, FluxJobFailed, InvalidResourceSpecification, RemoteTaskError
+from parsl_flux.protocol import Kind
+from parsl_flux.rejects import RejectLog
+from parsl_flux.resources import InstanceResources, JobShape, block_window, check_fits
+from parsl_flux.wakeup import Waker
+
+MAX_HANDSHAKES = 64
+"""Handshakes in progress at once (each a hello that passed its MAC check)."""
+
+
+class TaskFuture(Future):
+    """A Future whose ``cancel()`` also cancels the task's Flux job."""
+
+    def __init__(self, driver: "Driver", task_id: int) -> None:
+        super().__init__()
+        self._driver = driver
+        self.parsl_executor_task_id = task_id
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        self._driver.cancel(self.parsl_executor_task_id)
+        return True
+
+
+@dataclass
+class Task:
+    task_id: int
+    future: TaskFuture
+    shape: JobShape
+    payload: bytes
+    block_id: Optional[str] = None
+
+
+@dataclass
+class Block:
+    block_id: str
+    key: bytes
+    key_file: str = ""
+    launched_at: float = field(default_factory=time.monotonic)
+    resources: Optional[InstanceResources] = None
+    info: Dict[str, Any] = field(default_factory=dict)
+    last_seen: float = 0.0
+    idle_since: Optional[float] = None  # when its last task ended (or it registered); None while busy
+    in_flight: Set[int] = field(default_factory=set)
+    closed: bool = False
+    draining: bool = False  # asked to shut down by scale_in: its BYE is expected, not a loss
+    route: Optional[bytes] = None  # the ZMQ routing id its manager proved it owns
+    session: Optional[protocol.Session] = None
+
+    @property
+    def live(self) -> bool:
+        return self.resources is not None and not self.closed
+
+    def capacity(self) -> int:
+        """Tasks kept in flight on this block (:func:`~parsl_flux.resources.block_window`)."""
+        assert self.resources is not None
+        return block_window(self.resources.cores)
+
+
+class Driver:
+    """Socket, blocks and tasks of one executor, served by one I/O thread.
+
+    Parameters
+    ----------
+    label : str
+        The executor's label (thread names).
+    logger : logging.Logger
+        The executor's own logger.
+    heartbeat_period, heartbeat_threshold : float
+        As for the executor.
+    max_message_bytes : int
+        Largest message; TASKS batches are split under it.
+    block_config : callable
+        Returns the CONFIG body for a block that just registered.
+    on_lost : callable
+        ``on_lost(block, reason, mark_failed)``: the executor records the
+        block's end for Parsl (and has its batch job cancelled).
+    registry : dict
+        Parsl's ``executor._tasks`` (task id -> future), kept in step.
+    """
+
+    def __init__(self, label: str, logger: logging.Logger, heartbeat_period: float, heartbeat_threshold: float,
+                 max_message_bytes: int, block_config: Callable[[], Dict[str, Any]],
+                 on_lost: Callable[[Block, str, bool], None], registry: Dict[Any, Future]) -> None:
+        self.label = label
+        self.logger = logger
+        self.heartbeat_period = heartbeat_period
+        self.heartbeat_threshold = heartbeat_threshold
+        self.max_message_bytes = max_message_bytes
+        self.block_config = block_config
+        self.on_lost = on_lost
+        self.registry = registry
+        self.lock = threading.RLock()
+        self.blocks: Dict[str, Block] = {}
+        self.pending: Deque[Task] = deque()
+        self.live_tasks: Dict[int, Task] = {}
+        self.monitoring_messages: Any = None  # the DFK's queue, when monitoring is on
+        self.closing = False  # the executor is shutting down: lost blocks are expected
+        self._outgoing: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
+        self._handshakes: Dict[bytes, Tuple[Block, protocol.Session]] = {}  # route -> not yet registered
+        self._routes: Dict[bytes, Block] = {}
+        self._rejects = RejectLog(logger)
+        self._stop = threading.Event()
+        self._waker: Optional[Waker] = None
+        self._thread: Optional[threading.Thread] = None
+
+    # ------------------------------------------------------------ lifecycle
+    def open(self, bind_host: str, port: Optional[int], port_range: Tuple[int, int], encrypt: bool) -> Tuple[int, str]:
+        """Listen and start the I/O thread: ``(port, server public key as hex or '')``."""
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes + (1 << 20))
+        server_public = ""
+        if encrypt:
+            if not zmq.has("curve"):
+                raise RuntimeError("encrypt=True, but this pyzmq's libzmq has no CURVE support")
+            public, secret = zmq.curve_keypair()
+            self._sock.curve_server = True
+            self._sock.curve_secretkey = secret
+            server_public = z85.decode(public).hex()  # hex: Z85 has '$', which launchers expand
+        if port is not None:
+            self._sock.bind(f"tcp://{bind_host}:{port}")
+        else:
+            port = self._sock.bind_to_random_port(f"tcp://{bind_host}", min_port=port_range[0], max_port=port_range[1])
+        self._waker = Waker()
+        self._thread = threading.Thread(target=self._loop, name=f"{self.label}-io", daemon=True)
+        self._thread.start()
+        return port, server_public
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def close(self) -> None:
+        """Stop the I/O thread and close the socket."""
+        self._stop.set()
+        self.wake()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._sock.close()
+            self._ctx.term()
+            assert self._waker is not None
+            self._waker.close()
+            self._waker = None
+            self._thread = None
+
+    def wake(self) -> None:
+        waker = self._waker  # close() may clear it meanwhile
+        if waker is not None:
+            waker.wake()
+
+    # ------------------------------------------------ called by the executor
+    def add_block(self, block_id: str, key: bytes, key_file: str) -> None:
+        """A block was launched: its manager is now expected to say hello."""
+        with self.lock:
+            self.blocks[block_id] = Block(block_id, key, key_file)
+
+    def live_blocks(self) -> List[Block]:
+        with self.lock:
+            return [b for b in self.blocks.values() if b.live]
+
+    def submit(self, task: Task) -> None:
+        """Queue a task; raise at once if no live block could ever hold it."""
+        with self.lock:
+            self.registry[task.task_id] = task.future
+            self.live_tasks[task.task_id] = task
+            live = [b for b in self.blocks.values() if b.live]
+            if live:
+                error = _fits_none(task.shape, live)
+                if error is not None:
+                    self._forget(task.task_id)
+                    raise error
+            self.pending.append(task)
+        self.wake()
+
+    def cancel(self, task_id: int) -> None:
+        with self.lock:
+            task = self.live_tasks.get(task_id)
+            if task is None:
+                return
+            if task.block_id is None:
+                self.pending.remove(task)
+                self._forget(task_id)
+                return
+        self._outgoing.put((task.block_id, Kind.CANCEL, [task_id]))
+        self.wake()
+
+    def outstanding(self) -> int:
+        with self.lock:
+            return len(self.live_tasks)
+
+    def stop_blocks(self, blocks: Sequence[Block], timeout: float) -> None:
+        """Ask the managers of ``blocks`` to drain and exit; wait (bounded) for their BYE."""
+        with self.lock:
+            for block in blocks:
+                block.draining = True
+        for block in blocks:
+            if block.live:
+                self._outgoing.put((block.block_id, Kind.SHUTDOWN, None))
+        self.wake()
+        deadline = time.monotonic() + timeout
+        while any(not b.closed and b.live for b in blocks) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def fail_all(self, exc: BaseException) -> int:
+        """Fail every unresolved task with ``exc``; the number failed."""
+        with self.lock:
+            tasks = [self._forget(t) for t in list(self.live_tasks)]
+            self.pending.clear()
+        failed = 0
+        for task in tasks:
+            if task is not None and not task.future.done():
+                task.future.set_exception(exc)
+                failed += 1
+        return failed
+
+    def lose(self, block: Block, reason: str, mark_failed: bool = True) -> None:
+        """Close ``block`` and fail every task in flight on it with :class:`BlockLost`;
+        ``on_lost`` tells Parsl (``mark_failed``: the executor, not the
+        provider, knows the block ended)."""
+        with self.lock:
+            if block.closed:
+                return
+            block.closed = True
+            lost = [self._forget(t) for t in list(block.in_flight)]
+            if block.route is not None:
+                self._routes.pop(block.route, None)
+        _remove(block.key_file)
+        self.on_lost(block, reason, mark_failed)
+        log = self.logger.info if self.closing or not lost else self.logger.error
+        log("block %s closed: %s; failing %d task(s)", block.block_id, reason, len(lost))
+        for task in lost:
+            if task is not None and not task.future.done():
+                task.future.set_exception(BlockLost(block.block_id, reason))
+        self.wake()
+
+    def _forget(self, task_id: int) -> Optional[Task]:
+        """Drop all state of a task (caller holds the lock)."""
+        self.registry.pop(task_id, None)
+        task = self.live_tasks.pop(task_id, None)
+        if task is not None and task.block_id is not None:
+            block = self.blocks.get(task.block_id)
+            if block is not None:
+                block.in_flight.discard(task_id)
+                if not block.in_flight:
+                    block.idle_since = time.monotonic()
+        return task
+
+    # ------------------------------------------------------------ I/O thread
+    def _loop(self) -> None:
+        assert self._waker is not None
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._waker.fd, zmq.POLLIN)
+        last_beat = 0.0
+        while not self._stop.is_set():
+            try:
+                ready = dict(poller.poll(timeout=self.heartbeat_period * 1000))
+                if self._waker.fd in ready:
+                    self._waker.drain()
+                if self._sock in ready:
+                    self._receive_all()
+                self._send_outgoing()
+                self._dispatch()
+                now = time.monotonic()
+                if now - last_beat >= self.heartbeat_period:
+                    last_beat = now
+                    self._heartbeat(now)
+            except Exception:
+                self.logger.exception("error in the I/O loop of %s", self.label)
+
+    def _send(self, block: Block, kind: str, data: Any = None) -> bool:
+        if block.route is None or block.session is None:
+            return False
+        try:
+            self._sock.send_multipart([block.route, *block.session.seal(kind, data)])
+            return True
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: the manager is not connected
+            self.logger.warning("cannot send %s to block %s: %s", kind, block.block_id, exc)
+            return False
+
+    def _send_outgoing(self) -> None:
+        while True:
+            try:
+                block_id, kind, data = self._outgoing.get_nowait()
+            except queue.Empty:
+                return
+            block = self.blocks.get(block_id)
+            if block is not None and block.live:
+                self._send(block, kind, data)
+
+    def _receive_all(self) -> None:
+        while True:
+            try:
+                route, *frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                self._receive(route, frames)
+            except protocol.AuthenticationError as exc:
+                self._rejects.reject("dropped a message from peer %s: %s", route.hex()[:16], exc)
+
+    def _receive(self, route: bytes, frames: List[bytes]) -> None:
+        """One message from ``route``: a hello, the REGISTER that binds a
+        block to its connection, or a message of a bound block's session."""
+        block = self._routes.get(route)
+        if block is not None:
+            assert block.session is not None
+            kind, data = block.session.open(frames)
+            block.last_seen = time.monotonic()
+            if kind == Kind.RESULTS:
+                self._complete(data)
+            elif kind == Kind.BYE:
+                self.lose(block, "scaled in" if block.draining else f"manager exited: {data['reason']}",
+                          mark_failed=not block.draining)
+            return
+        pending = self._handshakes.get(route)
+        if pending is not None:
+            block, session = pending
+            kind, data = session.open(frames)
+            if kind != Kind.REGISTER:
+                raise protocol.AuthenticationError(f"expected register, got {kind}")
+            del self._handshakes[route]
+            self._register(block, route, session, data)
+            return
+        block_id, nonce, mac = protocol.open_hello(frames)
+        with self.lock:
+            block = self.blocks.get(block_id)
+        if block is None or block.closed or block.route is not None:
+            raise protocol.AuthenticationError(f"hello for block {block_id[:16]!r}, which expects none")
+        protocol.check_hello(block.key, block_id, nonce, mac)
+        driver_nonce = os.urandom(protocol.NONCE_BYTES)
+        while len(self._handshakes) >= MAX_HANDSHAKES:  # bounded: drop the oldest
+            self._handshakes.pop(next(iter(self._handshakes)))
+        self._handshakes[route] = (block, protocol.driver_session(block.key, nonce, driver_nonce))
+        self._sock.send_multipart([route, *protocol.welcome(block.key, nonce, driver_nonce)])
+
+    def _register(self, block: Block, route: bytes, session: protocol.Session, data: Dict[str, Any]) -> None:
+        """Bind ``block`` to the connection whose session proved it holds the block's key."""
+        if block.route is not None or block.closed:
+            raise protocol.AuthenticationError(f"second registration for block {block.block_id}")
+        for other in [r for r, (b, _) in self._handshakes.items() if b is block]:
+            del self._handshakes[other]
+        block.route, block.session = route, session
+        self._routes[route] = block
+        block.last_seen = block.idle_since = time.monotonic()
+        r = data["resources"]
+        self._send(block, Kind.CONFIG, self.block_config())
+        with self.lock:
+            block.resources = InstanceResources(r["nodes"], r["cores_per_node"], r["gpus_per_node"])
+            block.info = data
+        self.logger.info("block %s registered from %s (manager pid %s, %s): %s, Flux %s", block.block_id,
+                         data["hostname"], data["pid"], data["flux_uri"], block.resources, data["flux_version"])
+
+    def _complete(self, results: List[Dict[str, Any]]) -> None:
+        for res in results:
+            if res.get("monitoring") and self.monitoring_messages is not None:
+                for message in res["monitoring"]:
+                    self.monitoring_messages.put(pickle.loads(message))
+            with self.lock:
+                task = self._forget(res["id"])
+            if task is None or task.future.done():
+                continue
+            try:
+                _resolve(task, res)
+            except Exception as exc:  # never leave a future unresolved
+                task.future.set_exception(exc)
+
+    def _dispatch(self) -> None:
+        """Send pending tasks to live blocks, least loaded first, within capacity.
+
+        First in, first out: when the task at the head fits a live block but
+        every such block is full, dispatch stops there, so a call costs
+        O(tasks sent), never O(tasks pending). Tasks no live block can hold
+        fail, after the lock is released.
+        """
+        batches: Dict[str, List[Dict[str, Any]]] = {}
+        misfits: List[Tuple[Task, InvalidResourceSpecification]] = []
+        with self.lock:
+            live = [b for b in self.blocks.values() if b.live]
+            while self.pending and live:
+                task = self.pending[0]
+                error = _fits_none(task.shape, live)
+                if error is not None:
+                    self.pending.popleft()
+                    self._forget(task.task_id)
+                    misfits.append((task, error))
+                    continue
+                room = [b for b in live if len(b.in_flight) < b.capacity()
+                        and b.resources is not None and _fits(task.shape, b.resources)]
+                if not room:
+                    break
+                self.pending.popleft()
+                block = min(room, key=lambda b: len(b.in_flight) / b.capacity())
+                block.in_flight.add(task.task_id)
+                block.idle_since = None
+                task.block_id = block.block_id
+                batches.setdefault(block.block_id, []).append(
+                    protocol.task_body(task.task_id, task.payload, task.shape.to_wire(), task.shape.packable))
+                task.payload = b""  # the manager holds it now
+        for task, error in misfits:
+            if not task.future.done():
+                task.future.set_exception(error)
+        for block_id, tasks in batches.items():
+            for chunk in _chunks(tasks, self.max_message_bytes):
+                if not self._send(self.blocks[block_id], Kind.TASKS, chunk):
+                    self.lose(self.blocks[block_id], "could not send tasks to its manager")
+                    break
+
+    def _heartbeat(self, now: float) -> None:
+        for block in self.live_blocks():
+            if now - block.last_seen > self.heartbeat_threshold:
+                self.lose(block, f"no heartbeat for {now - block.last_seen:.1f}s "
+                                 f"(threshold {self.heartbeat_threshold}s)")
+            else:
+                self._send(block, Kind.HEARTBEAT)
+
+
+def _resolve(task: Task, res: Dict[str, Any]) -> None:
+    """Resolve a task's future from its outcome (see ``protocol.outcome_*``)."""
+    fut = task.future
+    kind = res["outcome"]
+    if kind == protocol.VALUE:
+        try:
+            fut.set_result(cloudpickle.loads(res["value"]))
+        except Exception as exc:
+            fut.set_exception(DeserializationError(f"result of task {task.task_id}: {exc}"))
+    elif kind == protocol.CANCELLED:
+        fut.set_exception(CancelledError(f"task {task.task_id} was cancelled"))
+    elif kind == protocol.JOB_FAILED:
+        fut.set_exception(FluxJobFailed(task.task_id, res["jobid"], res["status"], res["stderr"]))
+    else:
+        exc: BaseException = RemoteTaskError(res["type"], res["message"], res["traceback"])
+        if res["exception"] is not None:
+            try:
+                exc = cloudpickle.loads(res["exception"])
+            except Exception:  # a class the driver cannot import: the text version
+                pass
+        fut.set_exception(exc)
+
+
+def _fits(shape: JobShape, res: InstanceResources) -> bool:
+    try:
+        check_fits(shape, res)
+        return True
+    except InvalidResourceSpecification:
+        return False
+
+
+def _fits_none(shape: JobShape, blocks: Sequence[Block]) -> Optional[InvalidResourceSpecification]:
+    """Why no block of ``blocks`` could ever hold ``shape``; None if one can."""
+    error: Optional[InvalidResourceSpecification] = None
+    for block in blocks:
+        assert block.resources is not None
+        try:
+            check_fits(shape, block.resources)
+            return None
+        except InvalidResourceSpecification as exc:
+            error = exc
+    return error
+
+
+def _chunks(tasks: List[Dict[str, Any]], limit: int) -> List[List[Dict[str, Any]]]:
+    """Split a batch of task dicts into messages each under ``limit`` bytes of payload."""
+    chunks: List[List[Dict[str, Any]]] = [[]]
+    size = 0
+    for task in tasks:
+        n = len(task["payload"]) + 4096
+        if chunks[-1] and size + n > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(task)
+        size += n
+    return chunks
+
+
+def _remove(path: str) -> None:
+    """Remove a key file if it is still there (its manager removes it when it starts)."""
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
