@@ -43,7 +43,7 @@ except ImportError:  # pragma: no cover - depends on the interpreter
     except ImportError:
         from hashlib import sha256
 
-VERSION = b"parsl-flux/2"
+VERSION = b"parsl-flux/3"
 
 KEY_FILE_ENV = "PARSL_FLUX_KEY_FILE"
 """Environment variable naming the 0600 file that holds the block key (hex).
