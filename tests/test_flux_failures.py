@@ -238,3 +238,19 @@ def test_daemons_a_task_left_do_not_outlive_the_block(make_executor):
     assert _alive(pid)
     ex.shutdown()
     wait_for(lambda: not _alive(pid), 15, "the daemon to be killed when its block ended")
+
+
+def test_init_blocks_start_with_the_executor_and_only_once(tmp_path, flux_path):
+    """The first block is launched by parsl.load, not 5 s later at the strategy's
+    first tick, and that tick does not launch a second one."""
+    script = _script(tmp_path, """
+        with parsl.load(config):
+            ex = parsl.dfk().executors["FluxExecutor"]
+            print("at load:", len(ex.blocks), flush=True)
+            print("result:", nap(0).result(timeout=60), flush=True)
+            time.sleep(7)  # past the strategy's first tick
+            print("later:", len(ex.blocks), flush=True)
+    """, flux_path)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "at load: 1" in proc.stdout and "later: 1" in proc.stdout

@@ -259,6 +259,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                               self._block_config, self._block_ended, self._tasks)
         self._log_handler: Optional[logging.Handler] = None
         self._server_public: str = ""
+        self._early_blocks = 0  # blocks start() launched that the strategy's first scale-out would repeat
         self._cancelled_jobs: Set[Any] = set()
         self.url: Optional[str] = None
 
@@ -294,6 +295,11 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                                                       self.encrypt if self.encrypt is not None else not loopback)
         self.url = f"tcp://{self.address}:{port}"
         self._logger.info("%s listening on %s", self.label, self.url)
+        if self.managed and self.provider is not None and self.provider.init_blocks > 0:
+            # the first result comes sooner: init_blocks start now, not at the DFK
+            # strategy's first tick (5 s later), which scale_out_facade then absorbs
+            self._early_blocks = self.provider.init_blocks
+            super().scale_out_facade(self._early_blocks)
 
     def _get_launch_command(self, block_id: str) -> str:
         """Register block ``block_id`` (its manager is now expected) and return its command."""
@@ -466,6 +472,15 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
     def error_management_enabled(self) -> bool:
         """True: block failures are handled by ``block_error_handler`` (page API)."""
         return True
+
+    def scale_out_facade(self, n: int) -> List[str]:
+        """Parsl's scale-out, less the ``init_blocks`` that :meth:`start` already launched
+        (the strategy asks for them at its first tick)."""
+        absorbed = min(n, self._early_blocks)
+        self._early_blocks = 0
+        if n - absorbed <= 0:
+            return []
+        return super().scale_out_facade(n - absorbed)
 
     def scale_out(self, blocks: int = 1) -> List[str]:
         """Add ``blocks`` blocks (page API; the DFK calls ``scale_out_facade``).
