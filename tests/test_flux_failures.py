@@ -18,7 +18,7 @@ import cloudpickle
 import pytest
 
 from conftest import wait_for
-from parsl_flux.errors import BlockLost
+from parsl_flux.errors import BlockLost, FluxJobFailed
 
 pytestmark = pytest.mark.flux
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # jobs cannot import this test module
@@ -111,7 +111,7 @@ def test_a_lost_block_does_not_end_the_workflow(tmp_path, flux_path):
     """A manager killed after it registered: its tasks fail with BlockLost, and a
     new block serves later tasks under Parsl's default error handler."""
     script = _script(tmp_path, """
-        from parsl_flux.errors import BlockLost
+        from parsl_flux.errors import BlockLost, FluxJobFailed
         with parsl.load(config):
             ex = parsl.dfk().executors["FluxExecutor"]
             assert nap(0).result(timeout=60) == 0
@@ -254,3 +254,76 @@ def test_init_blocks_start_with_the_executor_and_only_once(tmp_path, flux_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "at load: 1" in proc.stdout and "later: 1" in proc.stdout
+
+
+# ---------------------------------------------------------------------------
+# The rest of the fault sweep: each fault, every future resolves, nothing is left.
+def _runner_pids(task_env_value):
+    """PIDs of runner processes of the task whose PARSL_FLUX_TASK is ``task_env_value``."""
+    from parsl_flux import leftovers
+
+    return leftovers.processes_with_env({"PARSL_FLUX_TASK": task_env_value})
+
+
+def test_runner_sigkill_fails_that_task_only(make_executor):
+    ex = make_executor()
+    doomed = ex.submit(nap, {}, 60)
+    other = ex.submit(nap, {}, 1)
+    wait_for(lambda: _runner_pids(str(doomed.parsl_executor_task_id)), 30, "the task's runner to start")
+    for pid in _runner_pids(str(doomed.parsl_executor_task_id)):
+        os.kill(pid, signal.SIGKILL)
+    start = time.monotonic()
+    with pytest.raises(FluxJobFailed, match="(?i)killed|signal"):
+        doomed.result(timeout=30)
+    assert time.monotonic() - start < 10
+    assert other.result(timeout=30) == 1
+
+
+def test_driver_sigkill_ends_its_instance(tmp_path, flux_path):
+    """The driver process dies (SIGKILL): its manager notices the silence within
+    heartbeat_threshold, cancels its jobs and ends the instance: nothing is left."""
+    script = _script(tmp_path, """
+        parsl.load(config)
+        futures = [nap(120) for _ in range(3)]
+        print("submitted", flush=True)
+        time.sleep(600)
+    """, flux_path)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    assert proc.stdout.readline().strip() == "submitted"
+    wait_for(lambda: not _no_broker_left(tmp_path), 30, "the block to start")
+    time.sleep(2)
+    proc.kill()
+    proc.wait(timeout=10)
+    start = time.monotonic()
+    wait_for(lambda: _no_broker_left(tmp_path), 30, "the instance of the dead driver to end")
+    assert time.monotonic() - start < 20  # heartbeat_threshold 5 s + cancelling the jobs
+
+
+def test_sigint_half_a_second_after_load(tmp_path, flux_path):
+    script = _script(tmp_path, """
+        with parsl.load(config):
+            futures = [nap(30) for _ in range(5)]
+            time.sleep(60)
+    """, flux_path)
+    proc = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    time.sleep(0.5 + 1.5)  # interpreter and Parsl import take ~1.5 s here before parsl.load
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert "KeyboardInterrupt" in err, err[-2000:]
+    wait_for(lambda: _no_broker_left(tmp_path), 15, "the block's processes to end")
+
+
+def big_result(n):
+    return b"x" * n
+
+
+def test_a_result_over_the_limit_fails_with_a_clear_error(make_executor):
+    """A result larger than max_message_bytes is refused in the job, naming both sizes;
+    the block keeps serving (no starved heartbeats, no lost block)."""
+    from parsl_flux.runner import ResultTooLarge
+
+    ex = make_executor(max_message_bytes=4 << 20)
+    with pytest.raises(ResultTooLarge, match="exceeds the executor's max_message_bytes"):
+        ex.submit(big_result, {}, 8 << 20).result(timeout=60)
+    assert len(ex.submit(big_result, {}, 1 << 20).result(timeout=60)) == 1 << 20
+    assert ex.blocks["0"].live
