@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import parsl_flux
 from parsl_flux import cli, sites
 
 pytestmark = pytest.mark.usefixtures("clean_site_env")
@@ -154,3 +155,24 @@ def test_run_workflow_on_local_site(tmp_path, flux_path):
                           capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "sum 42" in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["sites", "doctor", "run", "image", "bench"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main([command, "--help"])
+    assert done.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"parsl-flux {parsl_flux.__version__}"
+
+
+def test_sites_without_any_config_says_so(monkeypatch, capsys):
+    monkeypatch.setattr("parsl_flux.sites.names", lambda: [])
+    assert cli.main(["sites"]) != 0
+    assert "no site configs found" in capsys.readouterr().err

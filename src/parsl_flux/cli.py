@@ -73,8 +73,10 @@ def cmd_sites(args: argparse.Namespace) -> int:
     if args.action is not None:
         raise CliError(f"unknown sites action {args.action!r}; use `sites` or `sites show NAME`")
     rows = [sites.describe(sites.load(name)) for name in sites.names()]
+    if not rows:
+        raise CliError("no site configs found; a .py site config can be given by path")
     cols = ("name", "batch", "launcher", "runtime", "summary")
-    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols[:-1]}
+    widths = {c: max([len(c), *(len(r[c]) for r in rows)]) for c in cols[:-1]}
     print("  ".join(c.upper().ljust(widths.get(c, 0)) for c in cols).rstrip())
     for row in rows:
         print("  ".join(row[c].ljust(widths.get(c, 0)) for c in cols).rstrip())
@@ -206,8 +208,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ main
+DELEGATED = ("image", "bench")
+"""Subcommands whose arguments go, unparsed, to another module's own parser."""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from parsl_flux import __version__
+
     parser = argparse.ArgumentParser(prog="parsl-flux", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"parsl-flux {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("sites", help="list site configs, or show one's batch script")
@@ -239,7 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``parsl-flux`` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # image and bench parse their own options (--help included), which argparse's
+    # REMAINDER does not collect when they come first
+    args, extra = parser.parse_known_args(argv)
+    if args.command in DELEGATED:
+        args.rest = [*extra, *args.rest]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except (CliError, sites.SiteError) as exc:

@@ -98,7 +98,12 @@ class RemoteTaskError(Exception):
     def __init__(self, type_name: str, message: str, remote_traceback: str) -> None:
         super().__init__(f"{type_name}: {message}")
         self.type_name = type_name
+        self.message = message
         self.remote_traceback = remote_traceback
+
+    def __reduce__(self) -> tuple:
+        """Pickle by the constructor's arguments (Parsl pickles exceptions, e.g. for retries and monitoring)."""
+        return (type(self), (self.type_name, self.message, self.remote_traceback))
 
     def __str__(self) -> str:
         return f"{self.args[0]}\n--- remote traceback ---\n{self.remote_traceback.rstrip()}"
