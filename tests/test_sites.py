@@ -9,6 +9,7 @@ with its binds, and the manager command dials the driver.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import re
 import shlex
 import sys
@@ -302,3 +303,34 @@ def test_site_config_from_a_file(tmp_path):
     (tmp_path / "bad.py").write_text("x = 1\n")
     with pytest.raises(sites.SiteError, match="is not a site config"):
         sites.load(str(tmp_path / "bad.py"))
+
+
+def test_a_wheel_install_ships_and_lists_the_sites(tmp_path):
+    """The site configs are package data: a wheel (no source checkout) lists and renders them."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "whl"), str(root)],
+                   check=True, capture_output=True)
+    wheel = next((tmp_path / "whl").glob("parsl_flux-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp_path / "site"),
+                    str(wheel)], check=True, capture_output=True)
+    code = ("import sys, parsl_flux; from parsl_flux import cli; "
+            "assert parsl_flux.__file__.startswith(sys.argv[1]), parsl_flux.__file__; "
+            "sys.exit(cli.main(['sites']))")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    env.pop("PARSL_FLUX_SITE_CONFIGS", None)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site")], capture_output=True, text=True,
+                         env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert {"local", "slurm", "theta", "kubernetes"} <= {line.split()[0] for line in out.stdout.splitlines()[1:]}
+
+
+def test_sites_copy_writes_an_editable_config(tmp_path):
+    from parsl_flux import cli
+
+    assert cli.main(["sites", "copy", "local", str(tmp_path)]) == 0
+    copied = tmp_path / "local.py"
+    assert copied.read_text() == Path(sites.load("local").__file__).read_text()
+    assert cli.main(["sites", "copy", "local", str(tmp_path)]) != 0  # never overwrites

@@ -70,8 +70,14 @@ def cmd_sites(args: argparse.Namespace) -> int:
             print(f"# submit with: {rendered.submit_command}", file=sys.stderr)
         sys.stdout.write(rendered.script)
         return 0
+    if args.action == "copy":
+        if not args.name:
+            raise CliError("sites copy needs a site NAME; `parsl-flux sites` lists them")
+        path = sites.copy_site(args.name, args.dest)
+        print(f"wrote {path}; load it with `parsl-flux run --site {path} WORKFLOW` or import it")
+        return 0
     if args.action is not None:
-        raise CliError(f"unknown sites action {args.action!r}; use `sites` or `sites show NAME`")
+        raise CliError(f"unknown sites action {args.action!r}; use `sites`, `sites show NAME` or `sites copy NAME`")
     rows = [sites.describe(sites.load(name)) for name in sites.names()]
     if not rows:
         raise CliError("no site configs found; a .py site config can be given by path")
@@ -219,9 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"parsl-flux {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("sites", help="list site configs, or show one's batch script")
-    p.add_argument("action", nargs="?", choices=["show"], help="show: print NAME's batch script")
+    p = sub.add_parser("sites", help="list site configs, show one's batch script, or copy one to edit")
+    p.add_argument("action", nargs="?", choices=["show", "copy"],
+                   help="show: print NAME's batch script; copy: write NAME's config to DEST (default: ./NAME.py)")
     p.add_argument("name", nargs="?", help="site name (see `parsl-flux sites`) or a .py file")
+    p.add_argument("dest", nargs="?", default=".", help="for copy: a file or a directory")
     _add_site_options(p)
     p.set_defaults(func=cmd_sites)
 

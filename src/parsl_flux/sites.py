@@ -37,12 +37,12 @@ import glob
 import importlib.util
 import os
 import re
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Optional, Sequence
-from unittest import mock
 
 from parsl.config import Config
 from parsl.providers import LocalProvider
@@ -208,12 +208,32 @@ def lazy_config(make_config: Callable[[], Config]) -> Callable[[str], Any]:
 
 # ----------------------------------------------------------------- registry
 def site_dir() -> str:
-    """The directory holding the site modules."""
+    """The directory holding the site modules: ``$PARSL_FLUX_SITE_CONFIGS``, else
+    the ones shipped in the package (``parsl_flux/site_configs``, which is the
+    repository's ``site-configs/`` in a checkout), so a wheel install has them too."""
     configured = os.environ.get(SITE_DIR_ENV)
     if configured:
         return configured
-    here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.normpath(os.path.join(here, "..", "..", "site-configs"))
+    from importlib.resources import files
+
+    return str(files("parsl_flux") / "site_configs")
+
+
+def copy_site(name: str, dest: str) -> str:
+    """Copy site ``name``'s config to ``dest`` (a file or a directory) for editing; the path written.
+
+    Raises
+    ------
+    SiteError
+        Unknown site, or ``dest`` already exists as a file.
+    """
+    source = load(name).__file__
+    assert source is not None
+    target = os.path.join(dest, f"{name}.py") if os.path.isdir(dest) else dest
+    if os.path.exists(target):
+        raise SiteError(f"{target!r} exists already; give another destination")
+    shutil.copyfile(source, target)
+    return target
 
 
 def names() -> List[str]:
@@ -331,6 +351,8 @@ def render(config: Config, block_id: str = "0") -> Rendered:
     with tempfile.TemporaryDirectory(prefix="parsl-flux-render-") as tmp:
         provider.script_dir = tmp
         provider.execute_wait = stub
+        from unittest import mock  # only for rendering (a tool), never when a site config is just loaded
+
         with mock.patch("parsl.providers.local.local.execute_wait", stub):
             provider.submit(command, 1, f"parsl.{executor.label}.block-{block_id}")
         scripts = [p for p in glob.glob(os.path.join(tmp, "*")) if not os.path.basename(p).startswith("cmd_")]
