@@ -7,8 +7,9 @@ NODES ?=
 sites: $(STAMP)  ## list the site configs
 	$(VENV)/bin/parsl-flux sites
 
-site-show: $(STAMP)  ## print the batch script of SITE (make site-show SITE=polaris NODES=4)
-	$(VENV)/bin/parsl-flux sites show $(SITE) $(if $(NODES),--nodes $(NODES))
+site-show: $(STAMP)  ## print the batch script of SITE (make site-show SITE=theta ACCOUNT=proj IMAGE=x.sif NODES=4)
+	$(VENV)/bin/parsl-flux sites show $(SITE) $(if $(NODES),--nodes $(NODES)) $(if $(ACCOUNT),--account $(ACCOUNT)) \
+	    $(if $(IMAGE),--image $(IMAGE))
 
 doctor: $(STAMP)  ## what SITE needs and what is missing here (make doctor SITE=frontier)
 	$(VENV)/bin/parsl-flux doctor --site $(SITE)
