@@ -6,7 +6,7 @@
 IMAGE ?= parsl-flux:dev
 SIF ?= parsl-flux.sif
 HADOLINT ?= $(VENV)/bin/hadolint
-SHELL_SCRIPTS := $(wildcard containers/*.sh containers/*/*.sh .ci/cluster/*.sh .ci/setup.d/*.sh mk/*.sh)
+SHELL_SCRIPTS := $(wildcard containers/*.sh containers/*/*.sh .ci/*.sh .ci/cluster/*.sh .ci/setup.d/*.sh mk/*.sh)
 export IMAGE SIF
 
 .PHONY: podman-setup base-standin image image-test image-size docker sif sif-test apptainer-tool apptainer apptainer-def \

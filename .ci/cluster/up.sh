@@ -68,21 +68,7 @@ for node in "${NODES[@]}"; do
 done
 
 # --- munge (one key for the whole machine)
-if [ ! -s /etc/munge/munge.key ]; then
-    mungekey --create --keyfile=/etc/munge/munge.key 2>/dev/null \
-        || dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
-fi
-mkdir -p /run/munge /var/log/munge /var/lib/munge
-chown munge:munge /etc/munge /etc/munge/munge.key /run/munge /var/log/munge /var/lib/munge
-chmod 0700 /etc/munge /var/log/munge /var/lib/munge
-chmod 0400 /etc/munge/munge.key
-chmod 0755 /run/munge
-if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
-    log "starting munged"
-    runuser -u munge -- /usr/sbin/munged --force
-    for _ in $(seq 1 20); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.5; done
-    munge -n | unmunge >/dev/null || fail "munged does not answer"
-fi
+bash "$(dirname "$0")/../munge-up.sh"
 
 # --- slurm.conf of this cluster
 mkdir -p "$CLUSTER_DIR/ctld" "$CLUSTER_DIR/log" "$CLUSTER_DIR/run"

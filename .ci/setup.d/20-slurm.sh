@@ -38,22 +38,8 @@ if scontrol ping >/dev/null 2>&1 && node_up; then
     exit 0
 fi
 
-# munge: the key is made by the package; make one if it is missing.
-if [ ! -s /etc/munge/munge.key ]; then
-    mungekey --create --keyfile=/etc/munge/munge.key 2>/dev/null \
-        || dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
-fi
-mkdir -p /run/munge /var/log/munge /var/lib/munge
-chown munge:munge /etc/munge /etc/munge/munge.key /run/munge /var/log/munge /var/lib/munge
-chmod 0700 /etc/munge /var/log/munge /var/lib/munge
-chmod 0400 /etc/munge/munge.key
-chmod 0755 /run/munge
-if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
-    log "starting munged"
-    runuser -u munge -- /usr/sbin/munged --force
-    for _ in $(seq 1 20); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.5; done
-    munge -n | unmunge >/dev/null || fail "munged does not answer"
-fi
+# munge: shared with the 2-node virtual cluster (.ci/munge-up.sh).
+bash "$(dirname "$0")/../munge-up.sh"
 
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
 node_line=$(slurmd -C | head -n1)
