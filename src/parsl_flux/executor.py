@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from types import MappingProxyType
@@ -350,8 +351,17 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
 
     def default_address(self) -> str:
         """Where managers dial when ``address`` is not given: loopback for a
-        ``LocalProvider``, else this host's name."""
-        return "127.0.0.1" if self._local() else address_by_hostname()
+        ``LocalProvider``, else this host's address. A loopback address for
+        blocks on other nodes (a hosts file mapping this host's name to
+        127.0.1.1) is warned about: their managers could not reach the driver."""
+        if self._local():
+            return "127.0.0.1"
+        address = address_by_hostname()
+        if address.startswith("127.") or address in ("localhost", "::1"):
+            warnings.warn(f"executor {self.label!r}: this host's name resolves to {address}, which compute nodes "
+                          "cannot reach; give address= (site configs: PARSL_FLUX_ADDRESS or PARSL_FLUX_INTERFACE)",
+                          UserWarning, stacklevel=2)
+        return address
 
     def launch_command(self, block_id: str, url: Optional[str] = None) -> str:
         """The shell command that starts block ``block_id``: what the provider's
