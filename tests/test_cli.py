@@ -50,7 +50,7 @@ def test_sites_show_prints_exactly_the_script(capsys):
     assert out.startswith("#!/bin/bash") and "#SBATCH --nodes=4" in out and "#SBATCH --time=20" in out
     srun = next(shlex.split(line) for line in out.splitlines() if line.startswith("srun "))
     assert srun[srun.index("--ntasks") + 1] == "4"
-    assert err.startswith("# submit with: sbatch ")
+    assert any(line.startswith("# submit with: sbatch ") for line in err.splitlines())
 
 
 def test_sites_show_with_container(capsys, tmp_path):
@@ -64,7 +64,8 @@ def test_sites_show_with_container(capsys, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["sites", "show", "atlantis"], "unknown site 'atlantis'; known sites:"),
-    (["sites", "show", "polaris", "--image", "/no/such/image.sif"], "image file '/no/such/image.sif' does not exist"),
+    (["sites", "show", "polaris", "--image", "/no/such/image.sif", "--account", "p"],
+     "image file '/no/such/image.sif' does not exist"),
     (["sites", "show", "frontier", "--image", "/no/such.sif", "--account", "p"], "does not exist"),
     (["sites", "show", "slurm", "--walltime", "90"], "walltime '90' is not HH:MM:SS"),
     (["sites", "show", "slurm", "--nodes", "0"], "nodes=0 is not a whole number >= 1"),
@@ -73,6 +74,9 @@ def test_sites_show_with_container(capsys, tmp_path):
     (["sites", "show"], "sites show needs a site NAME"),
     (["run", "--site", "local", "missing_workflow.py"], "workflow script 'missing_workflow.py' does not exist"),
     (["doctor", "--site", "atlantis"], "unknown site 'atlantis'"),
+    (["sites", "show", "slurm", "extra"], "unexpected argument 'extra': only `sites copy NAME DEST`"),
+    (["sites", "copy"], "sites copy needs a site NAME"),
+    (["sites", "copy", "atlantis"], "unknown site 'atlantis'"),
 ])
 def test_clear_errors(capsys, argv, message):
     code, _, err = run(capsys, *argv)
@@ -99,6 +103,11 @@ def test_doctor_site_says_what_is_missing(capsys, monkeypatch):
     code, out, _ = run(capsys, "doctor", "--site", "local")
     assert code == 1
     assert "MISSING" in out and "flux (on the host)" in out and "site local: missing: flux (on the host)" in out
+
+
+def test_doctor_site_with_a_keyword_it_does_not_take(capsys):
+    code, out, err = run(capsys, "doctor", "--site", "local", "--queue", "debug")
+    assert code == 1 and "site 'local' does not take 'queue'" in out and "Traceback" not in err
 
 
 def test_doctor_site_with_unbuildable_config(capsys):
@@ -176,3 +185,28 @@ def test_sites_without_any_config_says_so(monkeypatch, capsys):
     monkeypatch.setattr("parsl_flux.sites.names", lambda: [])
     assert cli.main(["sites"]) != 0
     assert "no site configs found" in capsys.readouterr().err
+
+
+def test_missing_settings_are_reported_together(capsys):
+    code, _, err = run(capsys, "sites", "show", "theta")
+    assert_clean_error(code, err, "site 'theta' needs account and image: pass make_config(account=..., image=...) "
+                                  "(parsl-flux: --account, --image) or set PARSL_FLUX_ACCOUNT, PARSL_FLUX_IMAGE")
+
+
+def test_loopback_address_is_warned_about(capsys, monkeypatch, tmp_path):
+    code, out, err = run(capsys, "sites", "show", "slurm", "--set", "address=127.0.0.1")
+    assert code == 0 and "--url tcp://127.0.0.1:" in out
+    assert err.startswith("# warning: managers would dial 127.0.0.1") and "compute nodes cannot reach" in err
+
+    code, out, _ = run(capsys, "doctor", "--site", "slurm", "--set", "address=127.0.0.1")
+    assert code == 1 and "MISSING  driver address" in out and "driver address" in out.splitlines()[-1]
+    _, out, _ = run(capsys, "doctor", "--site", "slurm", "--set", "address=10.1.2.3")
+    assert "ok       driver address         managers dial 10.1.2.3" in out
+
+    def stop(config):
+        raise cli.CliError("stopped before starting blocks")
+
+    monkeypatch.setattr("parsl.load", stop)
+    (tmp_path / "wf.py").write_text("")
+    code, _, err = run(capsys, "run", "--site", "slurm", "--set", "address=127.0.0.1", str(tmp_path / "wf.py"))
+    assert code == 1 and err.startswith("parsl-flux: warning: managers would dial 127.0.0.1")

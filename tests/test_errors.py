@@ -20,3 +20,10 @@ def test_round_trip_through_pickle(exc):
     again = pickle.loads(pickle.dumps(exc))
     assert type(again) is type(exc)
     assert str(again) == str(exc)
+    assert vars(again) == vars(exc)  # the fields handlers read (type_name, jobid, ...) come back too
+
+
+def test_remote_task_error_keeps_the_remote_details():
+    again = pickle.loads(pickle.dumps(RemoteTaskError("KeyError", "'x'", "Traceback ...\nKeyError: 'x'\n")))
+    assert (again.type_name, again.message) == ("KeyError", "'x'")
+    assert str(again) == "KeyError: 'x'\n--- remote traceback ---\nTraceback ...\nKeyError: 'x'"

@@ -306,9 +306,8 @@ def test_site_config_from_a_file(tmp_path):
 
 
 def test_a_wheel_install_ships_and_lists_the_sites(tmp_path):
-    """The site configs are package data: a wheel (no source checkout) lists and renders them."""
+    """The site configs are package data: a wheel (no source checkout next to it) lists and renders them."""
     import subprocess
-    import sys
 
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "whl"), str(root)],
@@ -316,21 +315,108 @@ def test_a_wheel_install_ships_and_lists_the_sites(tmp_path):
     wheel = next((tmp_path / "whl").glob("parsl_flux-*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp_path / "site"),
                     str(wheel)], check=True, capture_output=True)
-    code = ("import sys, parsl_flux; from parsl_flux import cli; "
-            "assert parsl_flux.__file__.startswith(sys.argv[1]), parsl_flux.__file__; "
-            "sys.exit(cli.main(['sites']))")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     env.pop("PARSL_FLUX_SITE_CONFIGS", None)
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site")], capture_output=True, text=True,
-                         env=env, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert {"local", "slurm", "theta", "kubernetes"} <= {line.split()[0] for line in out.stdout.splitlines()[1:]}
+
+    def cli(*argv: str) -> subprocess.CompletedProcess:
+        code = ("import sys, parsl_flux; from parsl_flux import cli; "
+                "assert parsl_flux.__file__.startswith(sys.argv[1]), parsl_flux.__file__; "
+                "sys.exit(cli.main(sys.argv[2:]))")
+        return subprocess.run([sys.executable, "-c", code, str(tmp_path / "site"), *argv], capture_output=True,
+                              text=True, env=env, cwd=tmp_path, timeout=120)
+
+    listed = cli("sites")
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ALL
+    shown = cli("sites", "show", "local")
+    assert shown.returncode == 0, shown.stderr
+    assert "export JOBNAME=" in shown.stdout and "parsl_flux.manager" in shown.stdout
+
+
+def test_shipped_sites_are_package_resources():
+    from importlib.resources import files
+
+    shipped = files("parsl_flux") / "site_configs"
+    assert sorted(p.name[:-3] for p in shipped.iterdir() if p.name.endswith(".py")) == ["__init__", *ALL]
+    assert Path(sites.load("slurm").__file__).read_text() == (shipped / "slurm.py").read_text()
+    from parsl_flux.site_configs.polaris import SITE  # importable as modules of the package too
+
+    assert SITE.name == "polaris"
 
 
 def test_sites_copy_writes_an_editable_config(tmp_path):
+    from importlib.resources import files
+
     from parsl_flux import cli
 
     assert cli.main(["sites", "copy", "local", str(tmp_path)]) == 0
     copied = tmp_path / "local.py"
-    assert copied.read_text() == Path(sites.load("local").__file__).read_text()
+    assert copied.read_text() == (files("parsl_flux") / "site_configs" / "local.py").read_text()
     assert cli.main(["sites", "copy", "local", str(tmp_path)]) != 0  # never overwrites
+    assert cli.main(["sites", "copy", "theta"]) == 0 and Path("theta.py").is_file()  # default: ./NAME.py
+    with pytest.raises(sites.SiteError, match="directory .*no-such-dir.* does not exist"):
+        sites.copy_site("local", str(tmp_path / "no-such-dir" / "local.py"))
+
+
+def test_an_edited_copy_replaces_the_shipped_site(tmp_path, monkeypatch):
+    """$PARSL_FLUX_SITE_CONFIGS is searched before the shipped sites, so an edited copy is used by name."""
+    mine = tmp_path / "mysites"
+    mine.mkdir()
+    sites.copy_site("local", str(mine))
+    edited = (mine / "local.py").read_text().replace('summary="This machine', 'summary="My edited machine')
+    (mine / "local.py").write_text(edited)
+    (mine / "lab.py").write_text(edited)
+    monkeypatch.setenv("PARSL_FLUX_SITE_CONFIGS", str(mine))
+    assert sites.names() == sorted([*ALL, "lab"])
+    assert sites.load("local").SITE.summary.startswith("My edited machine")
+    assert sites.load("theta").SITE.name == "theta"  # the shipped ones are still there
+    monkeypatch.setenv("PARSL_FLUX_SITE_CONFIGS", str(tmp_path / "typo"))
+    with pytest.raises(sites.SiteError, match="PARSL_FLUX_SITE_CONFIGS: .*typo.* is not a directory"):
+        sites.names()
+
+
+@pytest.mark.parametrize("name", ["aurora", "frontier", "kubernetes", "perlmutter", "polaris", "theta"])
+def test_all_missing_settings_are_named_at_once(name):
+    required = sites.load(name).SITE.required
+    assert required
+    with pytest.raises(sites.SiteError) as error:
+        sites.make_config(name)
+    message = str(error.value)
+    assert f"site {name!r} needs " + " and ".join(required) in message
+    for keyword in required:
+        assert f"--{keyword}" in message and f"PARSL_FLUX_{keyword.upper()}" in message
+
+
+def test_an_empty_required_setting_is_missing(image):
+    with pytest.raises(sites.SiteError, match="needs account:"):
+        sites.make_config("theta", account="", image=image)
+
+
+def test_render_patches_nothing_process_wide(monkeypatch):
+    """Rendering the local site must not replace parsl's module-level execute_wait
+    (``mock.patch``), which a LocalProvider in another thread would then call."""
+    import unittest.mock
+
+    import parsl.providers.local.local as local_module
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("render patched or ran something outside its provider copy")
+
+    monkeypatch.setattr(unittest.mock, "patch", forbidden)
+    monkeypatch.setattr(local_module, "execute_wait", forbidden)
+    rendered = sites.render(sites.make_config("local"))
+    assert rendered.submit_command is None and "parsl_flux.manager" in rendered.script
+
+
+def test_loopback_address_warns_for_remote_blocks(monkeypatch):
+    from parsl_flux.executor import FluxExecutor
+
+    assert sites.render(sites.make_config("local")).warnings == ()  # blocks on this host: loopback is right
+    assert sites.render(sites.make_config("slurm", address="10.1.2.3")).warnings == ()
+    given = sites.render(sites.make_config("slurm", address="127.0.0.1")).warnings
+    assert len(given) == 1 and "127.0.0.1 (the address given)" in given[0] and "PARSL_FLUX_ADDRESS" in given[0]
+    monkeypatch.setattr(FluxExecutor, "default_address", lambda self: "127.0.1.1")  # /etc/hosts on Debian
+    default = sites.render(sites.make_config("slurm")).warnings
+    assert len(default) == 1 and "this host's name" in default[0] and "PARSL_FLUX_INTERFACE" in default[0]
+    monkeypatch.setattr("socket.gethostbyname", lambda host: "127.0.0.1")
+    assert sites.render(sites.make_config("pbs", address="login1.example.org")).warnings

@@ -4,11 +4,13 @@ Subcommands::
 
     parsl-flux sites                         list the site configs
     parsl-flux sites show NAME [--nodes N]   print the exact batch script
+    parsl-flux sites copy NAME [DEST]        write NAME's config to edit (default ./NAME.py)
     parsl-flux doctor [--site NAME]          what is present, what is missing
     parsl-flux run --site NAME workflow.py   parsl.load the site's config, run the script
     parsl-flux image ...                     container recipe tools (parsl_flux.images)
     parsl-flux bench ...                     benchmarks (parsl_flux.bench)
 
+Each subcommand has ``--help``; ``parsl-flux --version`` prints the version.
 Errors are one line on stderr and a non-zero exit, never a traceback.
 """
 
@@ -62,25 +64,27 @@ def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
 
 # ------------------------------------------------------------------ sites
 def cmd_sites(args: argparse.Namespace) -> int:
+    if args.action != "copy" and args.dest is not None:
+        raise CliError(f"unexpected argument {args.dest!r}: only `sites copy NAME DEST` takes a destination")
+    if args.action is not None and not args.name:
+        raise CliError(f"sites {args.action} needs a site NAME; `parsl-flux sites` lists them")
     if args.action == "show":
-        if not args.name:
-            raise CliError("sites show needs a site NAME; `parsl-flux sites` lists them")
         rendered = sites.render(sites.make_config(args.name, **_overrides(args)))
+        for warning in rendered.warnings:
+            print(f"# warning: {warning}", file=sys.stderr)
         if rendered.submit_command:
             print(f"# submit with: {rendered.submit_command}", file=sys.stderr)
         sys.stdout.write(rendered.script)
         return 0
     if args.action == "copy":
-        if not args.name:
-            raise CliError("sites copy needs a site NAME; `parsl-flux sites` lists them")
-        path = sites.copy_site(args.name, args.dest)
-        print(f"wrote {path}; load it with `parsl-flux run --site {path} WORKFLOW` or import it")
+        path = sites.copy_site(args.name, args.dest or ".")
+        print(f"wrote {path}; use it with `parsl-flux run --site {path} WORKFLOW`, or put it in a directory "
+              f"listed in ${sites.SITE_DIR_ENV} to replace the shipped site of that name")
         return 0
-    if args.action is not None:
-        raise CliError(f"unknown sites action {args.action!r}; use `sites`, `sites show NAME` or `sites copy NAME`")
     rows = [sites.describe(sites.load(name)) for name in sites.names()]
     if not rows:
-        raise CliError("no site configs found; a .py site config can be given by path")
+        raise CliError(f"no site configs found in {', '.join(str(d) for d in sites.site_dirs())}; "
+                       "a .py site config can be given by path")
     cols = ("name", "batch", "launcher", "runtime", "summary")
     widths = {c: max([len(c), *(len(r[c]) for r in rows)]) for c in cols[:-1]}
     print("  ".join(c.upper().ljust(widths.get(c, 0)) for c in cols).rstrip())
@@ -135,7 +139,7 @@ def _site_checks(name: str, overrides: Dict[str, Any]) -> List[Check]:
     site: sites.Site = module.SITE
     checks: List[Check] = []
     try:
-        executor = sites.flux_executor(module.make_config(**overrides))
+        executor = sites.flux_executor(sites.build(module, **overrides))
         checks.append((True, "config", f"site {name!r} builds"))
     except sites.SiteError as exc:
         checks.append((False, "config", str(exc)))
@@ -147,6 +151,9 @@ def _site_checks(name: str, overrides: Dict[str, Any]) -> List[Check]:
                              "it runs in the batch job; fine if this host is only a login node without it"))
     if executor is None:
         return checks
+    host = executor.address or executor.default_address()
+    warning = sites.address_warning(executor, host)
+    checks.append((warning is None, "driver address", warning or f"managers dial {host}"))
     box = executor.container
     init = getattr(executor.provider, "worker_init", "").strip()
     if box is not None:
@@ -187,6 +194,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.workflow):
         raise CliError(f"workflow script {args.workflow!r} does not exist")
     config = sites.make_config(args.site, **_overrides(args))
+    executor = sites.flux_executor(config)
+    warning = sites.address_warning(executor, executor.address or executor.default_address())
+    if warning:
+        print(f"parsl-flux: warning: {warning}", file=sys.stderr)
     parsl.load(config)
     saved_argv = sys.argv
     sys.argv = [args.workflow, *args.workflow_args]
@@ -229,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=["show", "copy"],
                    help="show: print NAME's batch script; copy: write NAME's config to DEST (default: ./NAME.py)")
     p.add_argument("name", nargs="?", help="site name (see `parsl-flux sites`) or a .py file")
-    p.add_argument("dest", nargs="?", default=".", help="for copy: a file or a directory")
+    p.add_argument("dest", nargs="?", help="for copy: a new file, or a directory to write NAME.py in")
     _add_site_options(p)
     p.set_defaults(func=cmd_sites)
 

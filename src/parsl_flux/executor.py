@@ -14,7 +14,6 @@ import os
 import sys
 import threading
 import time
-import warnings
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from types import MappingProxyType
@@ -358,9 +357,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             return "127.0.0.1"
         address = address_by_hostname()
         if address.startswith("127.") or address in ("localhost", "::1"):
-            warnings.warn(f"executor {self.label!r}: this host's name resolves to {address}, which compute nodes "
-                          "cannot reach; give address= (site configs: PARSL_FLUX_ADDRESS or PARSL_FLUX_INTERFACE)",
-                          UserWarning, stacklevel=2)
+            self._logger.warning("this host's name resolves to %s, which compute nodes cannot reach; give "
+                                 "address= (site configs: PARSL_FLUX_ADDRESS or PARSL_FLUX_INTERFACE)", address)
         return address
 
     def launch_command(self, block_id: str, url: Optional[str] = None) -> str:

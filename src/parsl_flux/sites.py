@@ -1,7 +1,10 @@
-"""Site registry: find, load and build the per-site configs in ``site-configs/``.
+"""Site registry: find, load and build the per-site configs.
 
-A site config is a plain Python module (``site-configs/<name>.py``) that a
-user can also copy and edit. Each exposes:
+A site config is a plain Python module, ``<name>.py``. The ones this project
+maintains ship inside the package (``parsl_flux/site_configs/``, read through
+:mod:`importlib.resources`, so a wheel install has them as a checkout does;
+``site-configs/`` at the top of a checkout links there). Users copy one
+(``parsl-flux sites copy NAME``) to edit it. Each exposes:
 
 ``SITE``
     A :class:`Site` describing the batch system, launcher, container runtime,
@@ -10,7 +13,7 @@ user can also copy and edit. Each exposes:
     Values come from keyword arguments, else from the ``PARSL_FLUX_*``
     environment variables below, else from the site's defaults; a required
     value that is missing raises :class:`SiteError` naming the keyword and
-    the variable.
+    the variable (all missing ones at once, see :func:`required`).
 ``config``
     ``make_config()`` built on first access (module ``__getattr__``), so
     importing a site module never needs the environment, never runs a
@@ -26,8 +29,10 @@ Common variables (a site documents which it reads): ``PARSL_FLUX_ACCOUNT``,
 driver), ``PARSL_FLUX_RUN_DIR``, and ``FLUX_PATH`` for sites that use the
 host's Flux.
 
-The directory is ``$PARSL_FLUX_SITE_CONFIGS`` if set, else ``site-configs/``
-at the root of the source tree this package was installed from.
+Sites are looked up by name in the directories of ``$PARSL_FLUX_SITE_CONFIGS``
+(``os.pathsep``-separated, e.g. where edited copies live), then among the
+shipped ones; the first match wins, so a copy named ``polaris.py`` replaces
+the shipped ``polaris``. Any ``.py`` file can also be given by path.
 """
 
 from __future__ import annotations
@@ -35,29 +40,40 @@ from __future__ import annotations
 import copy
 import glob
 import importlib.util
+import ipaddress
 import os
 import re
-import shutil
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass
+from importlib.resources import as_file, files
+from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from parsl.config import Config
 from parsl.providers import LocalProvider
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable  # Python >= 3.11; annotations only
+
 SITE_DIR_ENV = "PARSL_FLUX_SITE_CONFIGS"
 _REQUIRED = object()
 _WALLTIME = re.compile(r"^(\d+):([0-5]\d):([0-5]\d)$")
-_FAKE_SUBMIT_OUTPUT = "Submitted batch job 0\n0\nPID:0\n"
+_FAKE_SUBMIT_OUTPUT = "Submitted batch job 0\n0\n"
 """What the render stub answers to a submit command: parsed as job id ``0`` by
 SlurmProvider (its regex), PBSProProvider and CobaltProvider (a digits-only
-line) and LocalProvider (``PID:``)."""
+line)."""
 
 
 class SiteError(ValueError):
     """A site name, setting or config that cannot be used; the message says how to fix it."""
+
+
+class _ScriptWritten(Exception):
+    """Raised by :func:`render`'s stand-in once ``LocalProvider`` has written its
+    script, so that it never goes on to run it."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +83,7 @@ class Site:
     Parameters
     ----------
     name : str
-        Module name in ``site-configs/``.
+        Module name (``<name>.py``).
     summary : str
         One line shown by ``parsl-flux sites``.
     batch : str
@@ -112,9 +128,38 @@ def setting(value: Any, env: str, site: str, keyword: str, default: Any = _REQUI
     if from_env:
         return from_env
     if default is _REQUIRED:
-        raise SiteError(f"site {site!r} needs {keyword}: pass make_config({keyword}=...) "
-                        f"(parsl-flux: --{keyword.replace('_', '-')}) or set {env}")
+        raise _missing(site, {keyword: env})
     return default
+
+
+def required(site: str, **values: Any) -> Tuple[Any, ...]:
+    """The values of settings that have no default, in the order given: each
+    keyword's value if not None, else ``$PARSL_FLUX_<KEYWORD>``.
+
+    A site's ``make_config`` calls this first, so that a user missing, say,
+    both an account and an image learns both from one attempt rather than one
+    per run (``make site-show SITE=theta``).
+
+    Raises
+    ------
+    SiteError
+        Naming every missing keyword and its variable.
+    """
+    envs = {keyword: f"PARSL_FLUX_{keyword.upper()}" for keyword in values}
+    found = {keyword: setting(value, envs[keyword], site, keyword, None) for keyword, value in values.items()}
+    missing = {keyword: envs[keyword] for keyword, value in found.items() if value is None or value == ""}
+    if missing:
+        raise _missing(site, missing)
+    return tuple(found.values())
+
+
+def _missing(site: str, missing: Dict[str, str]) -> SiteError:
+    """The error for required settings (keyword -> variable) that were not given."""
+    keywords = list(missing)
+    listed = keywords[0] if len(keywords) == 1 else ", ".join(keywords[:-1]) + " and " + keywords[-1]
+    return SiteError(f"site {site!r} needs {listed}: pass make_config({'=..., '.join(keywords)}=...) "
+                     f"(parsl-flux: {', '.join('--' + k.replace('_', '-') for k in keywords)}) "
+                     f"or set {', '.join(missing.values())}")
 
 
 def positive_int(value: Any, env: str, site: str, keyword: str, default: int) -> int:
@@ -207,68 +252,121 @@ def lazy_config(make_config: Callable[[], Config]) -> Callable[[str], Any]:
 
 
 # ----------------------------------------------------------------- registry
-def site_dir() -> str:
-    """The directory holding the site modules: ``$PARSL_FLUX_SITE_CONFIGS``, else
-    the ones shipped in the package (``parsl_flux/site_configs``, which is the
-    repository's ``site-configs/`` in a checkout), so a wheel install has them too."""
-    configured = os.environ.get(SITE_DIR_ENV)
-    if configured:
-        return configured
-    from importlib.resources import files
+def shipped_sites() -> Traversable:
+    """The site configs shipped in the package (``parsl_flux/site_configs/``).
 
-    return str(files("parsl_flux") / "site_configs")
+    Read through :mod:`importlib.resources` rather than a path relative to
+    this file, so they are found wherever the package is installed (a wheel,
+    the image's venv), not only in a source checkout.
+    """
+    return files("parsl_flux") / "site_configs"
 
 
-def copy_site(name: str, dest: str) -> str:
-    """Copy site ``name``'s config to ``dest`` (a file or a directory) for editing; the path written.
+def site_dirs() -> List[Traversable]:
+    """Where site names are looked up, first match wins: the directories in
+    ``$PARSL_FLUX_SITE_CONFIGS`` (``os.pathsep``-separated), then the shipped ones.
 
     Raises
     ------
     SiteError
-        Unknown site, or ``dest`` already exists as a file.
+        A directory in ``$PARSL_FLUX_SITE_CONFIGS`` that does not exist
+        (a typo there would otherwise silently fall back to the shipped site).
     """
-    source = load(name).__file__
-    assert source is not None
-    target = os.path.join(dest, f"{name}.py") if os.path.isdir(dest) else dest
-    if os.path.exists(target):
-        raise SiteError(f"{target!r} exists already; give another destination")
-    shutil.copyfile(source, target)
-    return target
+    dirs: List[Traversable] = []
+    for entry in os.environ.get(SITE_DIR_ENV, "").split(os.pathsep):
+        if entry.strip():
+            if not os.path.isdir(entry):
+                raise SiteError(f"{SITE_DIR_ENV}: {entry!r} is not a directory")
+            dirs.append(Path(entry))
+    return [*dirs, shipped_sites()]
 
 
 def names() -> List[str]:
-    """Names of the available sites, sorted."""
-    return sorted(os.path.splitext(os.path.basename(p))[0]
-                  for p in glob.glob(os.path.join(site_dir(), "*.py")) if not os.path.basename(p).startswith("_"))
+    """Names of the available sites, sorted (``_*.py`` files are helpers, not sites)."""
+    return sorted({entry.name[:-3] for directory in site_dirs() for entry in directory.iterdir()
+                   if entry.name.endswith(".py") and not entry.name.startswith("_") and entry.is_file()})
 
 
-def load(name: str) -> ModuleType:
-    """Import the site module ``name`` (or a path to a ``.py`` file).
+def find(name: str) -> Traversable:
+    """The source of site ``name``: a ``.py`` path as given, else ``<name>.py``
+    in the first of :func:`site_dirs` that has it.
 
     Raises
     ------
     SiteError
-        Unknown name (the message lists the known ones) or a module without
-        ``SITE`` and ``make_config``.
+        A path that does not exist, or an unknown name (the message lists the known ones).
     """
     if name.endswith(".py"):
-        path = os.path.abspath(name)
-        if not os.path.isfile(path):
+        if not os.path.isfile(name):
             raise SiteError(f"site config file {name!r} does not exist")
-    else:
-        path = os.path.join(site_dir(), f"{name}.py")
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or not os.path.isfile(path):
-            known = ", ".join(names()) or f"none (no *.py in {site_dir()})"
-            raise SiteError(f"unknown site {name!r}; known sites: {known}")
-    mod_name = "parsl_flux_site_" + os.path.splitext(os.path.basename(path))[0]
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module  # dataclasses and pickling look modules up here
-    spec.loader.exec_module(module)
+        return Path(os.path.abspath(name))
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        for directory in site_dirs():
+            source = directory / f"{name}.py"
+            if source.is_file():
+                return source
+    known = ", ".join(names()) or "none (no *.py in " + ", ".join(str(d) for d in site_dirs()) + ")"
+    raise SiteError(f"unknown site {name!r}; known sites: {known}")
+
+
+def copy_site(name: str, dest: str) -> str:
+    """Write site ``name``'s config to ``dest`` (a file, or a directory to hold
+    ``<name>.py``) for editing; return the path written.
+
+    Raises
+    ------
+    SiteError
+        Unknown site, ``dest`` exists already (an edited copy is never
+        overwritten), or its directory does not exist.
+    """
+    source = find(name)
+    target = os.path.join(dest, source.name) if os.path.isdir(dest) else dest
+    if os.path.exists(target):
+        raise SiteError(f"{target!r} exists already; give another destination")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(target))):
+        raise SiteError(f"cannot write {target!r}: directory {os.path.dirname(target)!r} does not exist")
+    with open(target, "x", encoding="utf-8") as out:
+        out.write(source.read_text(encoding="utf-8"))
+    return target
+
+
+def load(name: str) -> ModuleType:
+    """Import site ``name`` (see :func:`find`), or a ``.py`` file given by path.
+
+    Raises
+    ------
+    SiteError
+        Unknown name or missing file (see :func:`find`), or a module without
+        ``SITE`` and ``make_config``.
+    """
+    source = find(name)
+    mod_name = "parsl_flux_site_" + source.name[:-3]
+    with as_file(source) as path:  # the file itself, unless the package is zipped
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module  # dataclasses and pickling look modules up here
+        spec.loader.exec_module(module)
     if not isinstance(getattr(module, "SITE", None), Site) or not callable(getattr(module, "make_config", None)):
-        raise SiteError(f"{path} is not a site config: it needs SITE = parsl_flux.sites.Site(...) and make_config()")
+        raise SiteError(f"{source} is not a site config: it needs SITE = parsl_flux.sites.Site(...) and make_config()")
     return module
+
+
+def build(module: ModuleType, **overrides: Any) -> Config:
+    """Call a loaded site module's ``make_config`` with ``overrides``.
+
+    Raises
+    ------
+    SiteError
+        A keyword the site does not take, or a bad/missing value.
+    """
+    try:
+        return module.make_config(**overrides)
+    except TypeError as exc:
+        if "unexpected keyword" in str(exc):
+            raise SiteError(f"site {module.SITE.name!r} does not take "
+                            f"{exc.args[0].split('argument')[-1].strip()}") from exc
+        raise
 
 
 def make_config(name: str, **overrides: Any) -> Config:
@@ -279,13 +377,7 @@ def make_config(name: str, **overrides: Any) -> Config:
     SiteError
         Unknown site, a keyword the site does not take, or a bad/missing value.
     """
-    module = load(name)
-    try:
-        return module.make_config(**overrides)
-    except TypeError as exc:
-        if "unexpected keyword" in str(exc):
-            raise SiteError(f"site {name!r} does not take {exc.args[0].split('argument')[-1].strip()}") from exc
-        raise
+    return build(load(name), **overrides)
 
 
 # ----------------------------------------------------------------- rendering
@@ -299,6 +391,8 @@ class Rendered:
     providers that start blocks without one (Kubernetes pods)."""
     script: str
     """The exact script text (for Kubernetes: the pod's shell command)."""
+    warnings: Tuple[str, ...] = ()
+    """Why the script, though valid, would probably not work (see :func:`address_warning`)."""
 
 
 def flux_executor(config: Config) -> Any:
@@ -318,6 +412,35 @@ def _next_run_dir(root: str) -> str:
     return os.path.join(root, f"{max(taken) + 1 if taken else 0:03}")
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP address or a name, resolved here) is a loopback address."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+def address_warning(executor: Any, host: str) -> Optional[str]:
+    """A warning when managers of ``executor`` would dial ``host`` but cannot.
+
+    Blocks other than a ``LocalProvider``'s run on other machines, which reach
+    nothing at a loopback address. The default address is this host's name,
+    and many hosts resolve their own name to 127.0.0.1 or 127.0.1.1 in
+    ``/etc/hosts``: the script looks right and its blocks never connect.
+    """
+    if isinstance(executor.provider, LocalProvider) or not _is_loopback(host):
+        return None
+    origin = ("the address given" if executor.address
+              else f"what this host's name, {socket.gethostname()}, resolves to")
+    return (f"managers would dial {host} ({origin}), a loopback address that compute nodes cannot reach; "
+            "set PARSL_FLUX_ADDRESS to an address they can reach or PARSL_FLUX_INTERFACE to the network "
+            "interface they share with this host (parsl-flux: --set address=... or --set interface=...)")
+
+
 def render(config: Config, block_id: str = "0") -> Rendered:
     """The batch script (and submit command) block ``block_id`` would get.
 
@@ -326,6 +449,12 @@ def render(config: Config, block_id: str = "0") -> Rendered:
     executor's, for the run directory the next ``parsl.load`` would create.
     The driver's port is the first of ``port_range`` (the real one is picked
     at start) and the block key is a fresh random one.
+
+    Nothing outside the copied provider is patched (no ``mock.patch`` of a
+    module's ``execute_wait``, which every thread's providers would see):
+    cluster providers call the stub set on the copy; ``LocalProvider``, which
+    calls its module's ``execute_wait``, is stopped right after writing its
+    script.
     """
     executor = copy.copy(flux_executor(config))
     executor.run_dir = _next_run_dir(os.path.abspath(config.run_dir))
@@ -333,12 +462,15 @@ def render(config: Config, block_id: str = "0") -> Rendered:
     host = executor.address or executor.default_address()
     command = executor.launch_command(block_id, url=f"tcp://{host}:{executor.port_range[0]}")
 
+    warning = address_warning(executor, host)
+    warnings = (warning,) if warning else ()
+
     label = getattr(executor.provider, "label", type(executor.provider).__name__)
     if type(executor.provider).__name__ == "KubernetesProvider":  # holds an API client: render from its template
         from parsl.providers.kubernetes.template import template_string
 
         return Rendered(label, None, template_string.format(command=command,
-                                                            worker_init=executor.provider.worker_init))
+                                                            worker_init=executor.provider.worker_init), warnings)
     provider = copy.deepcopy(executor.provider)
 
     real_dir = os.path.join(executor.run_dir, "submit_scripts")
@@ -348,20 +480,29 @@ def render(config: Config, block_id: str = "0") -> Rendered:
         calls.append(cmd)
         return 0, _FAKE_SUBMIT_OUTPUT, ""
 
+    if local:
+        write_script = provider._write_submit_script
+
+        def write_then_stop(*args: Any, **kwargs: Any) -> None:
+            write_script(*args, **kwargs)
+            raise _ScriptWritten
+
+        provider._write_submit_script = write_then_stop
+
     with tempfile.TemporaryDirectory(prefix="parsl-flux-render-") as tmp:
         provider.script_dir = tmp
         provider.execute_wait = stub
-        from unittest import mock  # only for rendering (a tool), never when a site config is just loaded
-
-        with mock.patch("parsl.providers.local.local.execute_wait", stub):
+        try:
             provider.submit(command, 1, f"parsl.{executor.label}.block-{block_id}")
+        except _ScriptWritten:
+            pass
         scripts = [p for p in glob.glob(os.path.join(tmp, "*")) if not os.path.basename(p).startswith("cmd_")]
         if len(scripts) != 1:
             raise SiteError(f"provider {label!r} wrote {len(scripts)} files, expected one batch script")
         with open(scripts[0]) as f:
             script = f.read().replace(tmp, real_dir)
-    submit = calls[-1].replace(tmp, real_dir) if calls and not local else None
-    return Rendered(label, submit, script)
+    submit = calls[-1].replace(tmp, real_dir) if calls else None
+    return Rendered(label, submit, script, warnings)
 
 
 def describe(module: ModuleType) -> Dict[str, str]:

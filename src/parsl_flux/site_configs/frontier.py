@@ -38,11 +38,12 @@ def make_config(*, account: Optional[str] = None, image: Optional[str] = None, q
                 run_dir: Optional[str] = None) -> Config:
     """Config for Frontier; see the module docstring for defaults."""
     name = SITE.name
+    account, image = sites.required(name, account=account, image=image)
     rundir = sites.run_dir(run_dir)
-    box = sites.container(name, "apptainer", sites.setting(image, "PARSL_FLUX_IMAGE", name, "image"),
+    box = sites.container(name, "apptainer", image,
                           sites.binds(binds), rundir, gpus="amd")
     provider = SlurmProvider(
-        account=sites.setting(account, "PARSL_FLUX_ACCOUNT", name, "account"),
+        account=account,
         partition=sites.setting(queue, "PARSL_FLUX_QUEUE", name, "queue", "batch"),
         nodes_per_block=sites.positive_int(nodes, "PARSL_FLUX_NODES", name, "nodes", 2),
         walltime=sites.walltime(walltime, name, "00:30:00"),

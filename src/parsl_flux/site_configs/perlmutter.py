@@ -52,17 +52,18 @@ def make_config(*, account: Optional[str] = None, image: Optional[str] = None, r
                 run_dir: Optional[str] = None) -> Config:
     """Config for Perlmutter; see the module docstring for defaults."""
     name = SITE.name
+    account, image = sites.required(name, account=account, image=image)
     rundir = sites.run_dir(run_dir)
     rt = sites.setting(runtime, "PARSL_FLUX_RUNTIME", name, "runtime", "podman-hpc")
     if rt not in RUNTIMES:
         raise sites.SiteError(f"site {name!r}: runtime {rt!r} is not one of {', '.join(RUNTIMES)}")
     srun_mpi, pmi_env = RUNTIMES[rt]
     nodes_kind = sites.setting(constraint, "PARSL_FLUX_CONSTRAINT", name, "constraint", "gpu")
-    box = sites.container(name, rt, sites.setting(image, "PARSL_FLUX_IMAGE", name, "image"), sites.binds(binds),
+    box = sites.container(name, rt, image, sites.binds(binds),
                           rundir, gpus="nvidia" if nodes_kind == "gpu" else None, env=pmi_env)
     node_opts = "-c 128 --gpus-per-node=4" if nodes_kind == "gpu" else "-c 256"  # every hardware thread
     provider = SlurmProvider(
-        account=sites.setting(account, "PARSL_FLUX_ACCOUNT", name, "account"),
+        account=account,
         qos=sites.setting(queue, "PARSL_FLUX_QUEUE", name, "queue", "debug"),
         constraint=nodes_kind,
         nodes_per_block=sites.positive_int(nodes, "PARSL_FLUX_NODES", name, "nodes", 2),

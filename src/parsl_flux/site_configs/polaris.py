@@ -43,13 +43,14 @@ def make_config(*, account: Optional[str] = None, image: Optional[str] = None, q
                 interface: Optional[str] = None, run_dir: Optional[str] = None) -> Config:
     """Config for Polaris; see the module docstring for defaults."""
     name = SITE.name
+    account, image = sites.required(name, account=account, image=image)
     rundir = sites.run_dir(run_dir)
-    box = sites.container(name, "apptainer", sites.setting(image, "PARSL_FLUX_IMAGE", name, "image"),
+    box = sites.container(name, "apptainer", image,
                           sites.binds(binds), rundir, gpus="nvidia", env=PMI_ENV, system_binds=SYSTEM_BINDS)
     init = sites.setting(worker_init, "PARSL_FLUX_WORKER_INIT", name, "worker_init",
                          "module use /soft/modulefiles; module load spack-pe-base apptainer")
     provider = PBSProProvider(
-        account=sites.setting(account, "PARSL_FLUX_ACCOUNT", name, "account"),
+        account=account,
         queue=sites.setting(queue, "PARSL_FLUX_QUEUE", name, "queue", "debug"),
         nodes_per_block=sites.positive_int(nodes, "PARSL_FLUX_NODES", name, "nodes", 2),
         walltime=sites.walltime(walltime, name, "00:30:00"),

@@ -43,11 +43,12 @@ def make_config(*, account: Optional[str] = None, image: Optional[str] = None, q
                 interface: Optional[str] = None, run_dir: Optional[str] = None) -> Config:
     """Config for a Theta-like system; see the module docstring for defaults."""
     name = SITE.name
+    account, image = sites.required(name, account=account, image=image)
     rundir = sites.run_dir(run_dir)
-    box = sites.container(name, "singularity", sites.setting(image, "PARSL_FLUX_IMAGE", name, "image"),
+    box = sites.container(name, "singularity", image,
                           sites.binds(binds), rundir, env=PMI_ENV, system_binds=SYSTEM_BINDS)
     provider = CobaltProvider(
-        account=sites.setting(account, "PARSL_FLUX_ACCOUNT", name, "account"),
+        account=account,
         queue=sites.setting(queue, "PARSL_FLUX_QUEUE", name, "queue", "debug-cache-quad"),
         nodes_per_block=sites.positive_int(nodes, "PARSL_FLUX_NODES", name, "nodes", 2),
         walltime=sites.walltime(walltime, name, "00:30:00"),
