@@ -25,6 +25,7 @@ import argparse
 import logging
 import os
 import queue
+import signal
 import socket
 import sys
 import tempfile
@@ -177,7 +178,7 @@ class Manager:
         except Exception as exc:  # a bug here must still end the block cleanly and say why
             logger.exception("manager loop failed")
             reason, code = f"manager error: {type(exc).__name__}: {exc}", 3
-        self._close(reason)
+        self._close(reason, broker_lost=code == EXIT_BROKER_LOST)
         return code
 
     def _handshake(self) -> bool:
@@ -252,21 +253,31 @@ class Manager:
             if self.results:
                 self.send_results()
             if fatal:
-                return f"Flux broker unreachable: {fatal}", 1
+                return f"Flux broker unreachable: {fatal}", EXIT_BROKER_LOST
             if now - last_from_driver > self.driver_timeout:
                 return f"no word from the driver for {self.driver_timeout:.0f}s", 2
             if now - last_heartbeat >= self.heartbeat_period:
                 self.send(Kind.HEARTBEAT)
                 last_heartbeat = now
 
-    def _close(self, reason: str) -> None:
+    def _close(self, reason: str, broker_lost: bool = False) -> None:
+        """End the block: cancel its jobs, kill what tasks left behind, say BYE.
+
+        With ``broker_lost`` (hung or dead broker) the driver hears BYE first,
+        since cancels cannot drain, and a hung broker of our own instance is
+        killed: it would keep its job shells alive while stopped, and a
+        SIGTERM from the batch system stays pending on a stopped process."""
         logger.info("manager of block %s exiting: %s", self.block_id, reason)
-        if self.flux is not None:
+        if broker_lost:
+            self.send(Kind.BYE, {"reason": reason})
+            _kill_own_broker()
+        elif self.flux is not None:
             for jobid in self.by_jobid:
                 self.flux.requests.put(("cancel", None, jobid))
             deadline = time.monotonic() + 5
             while not self.flux.requests.empty() and time.monotonic() < deadline:
                 time.sleep(0.05)
+        if self.flux is not None:
             self.flux.stop()
         if self.server is not None:
             self.server.stop()
@@ -275,7 +286,8 @@ class Manager:
                 {protocol.RUNNER_URL_ENV: self.job_env[protocol.RUNNER_URL_ENV]}))
             if left:
                 logger.warning("killed %d process(es) that tasks left running", left)
-        self.send(Kind.BYE, {"reason": reason})
+        if not broker_lost:
+            self.send(Kind.BYE, {"reason": reason})
         self.driver.close()
         self.ctx.term()
 
@@ -477,6 +489,27 @@ def runner_endpoint(one_node: bool, runner_host: str) -> Tuple[str, str]:
                        runner_host, address)
         return "0.0.0.0", runner_host
     return address, address
+
+
+EXIT_BROKER_LOST = 1
+
+
+def _kill_own_broker() -> None:
+    """SIGKILL the broker whose initial program this manager is (start mode:
+    our parent is ``flux-broker``); in attach mode the parent is ``flux proxy``
+    and the instance is not ours, so nothing is killed."""
+    parent = os.getppid()
+    try:
+        with open(f"/proc/{parent}/comm") as f:
+            comm = f.read().strip()
+    except OSError:
+        return
+    if comm.startswith("flux-broker"):
+        logger.warning("killing this block's hung Flux broker (pid %d)", parent)
+        try:
+            os.kill(parent, signal.SIGKILL)
+        except OSError as exc:
+            logger.warning("could not kill the broker: %s", exc)
 
 
 def _f58(jobid: Optional[int]) -> Optional[str]:
