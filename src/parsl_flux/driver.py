@@ -28,6 +28,7 @@ from parsl.serialize.errors import DeserializationError
 from zmq.utils import z85
 
 from parsl_flux import protocol
+from parsl_flux.bash import to_parsl_exception
 from parsl_flux.errors import BlockLost, FluxJobFailed, InvalidResourceSpecification, RemoteTaskError
 from parsl_flux.protocol import Kind
 from parsl_flux.rejects import RejectLog
@@ -466,7 +467,7 @@ def _resolve(task: Task, res: Dict[str, Any]) -> None:
         exc: BaseException = RemoteTaskError(res["type"], res["message"], res["traceback"])
         if res["exception"] is not None:
             try:
-                exc = cloudpickle.loads(res["exception"])
+                exc = to_parsl_exception(cloudpickle.loads(res["exception"]))  # lean bash stand-ins
             except Exception:  # a class the driver cannot import: the text version
                 pass
         fut.set_exception(exc)

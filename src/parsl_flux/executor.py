@@ -30,6 +30,7 @@ from parsl.serialize.errors import SerializationError
 from parsl.utils import RepresentationMixin
 
 from parsl_flux import fluxpath, launch, protocol
+from parsl_flux.bash import lean_bash
 from parsl_flux.container import Container
 from parsl_flux.driver import Block, Driver, Task, TaskFuture
 from parsl_flux.errors import ExecutorShutdown, PayloadTooLarge
@@ -430,6 +431,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             raise ExecutorShutdown("submit() called after shutdown()")
         shape = parse_spec(resource_specification)
         func = _unwrap_parsl_error_wrapper(func)
+        lean = lean_bash(func, args, kwargs)  # bash apps: run the command without importing Parsl in the job
+        if lean is not None:
+            func, args, kwargs = lean
         try:
             payload = dump_payload((func, args, kwargs))
         except Exception as exc:
