@@ -112,8 +112,7 @@ def test_a_lost_block_does_not_end_the_workflow(tmp_path, flux_path):
     """A manager killed after it registered: its tasks fail with BlockLost, and a
     new block serves later tasks under Parsl's default error handler."""
     script = _script(tmp_path, """
-        from parsl_flux import leftovers
-from parsl_flux.errors import BlockLost, FluxJobFailed
+        from parsl_flux.errors import BlockLost
         with parsl.load(config):
             ex = parsl.dfk().executors["FluxExecutor"]
             assert nap(0).result(timeout=60) == 0
