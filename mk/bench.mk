@@ -1,8 +1,16 @@
-# Benchmarks (issue: speed). Needs Flux (flux on PATH or FLUX_PATH).
+# Benchmarks (issue: speed). Need Flux (flux on PATH, FLUX_PATH, or `make flux`).
+# The multi-node Fluxion cases need Fluxion in a separate prefix (they are
+# reported as skipped without it):
+#   FLUX_PREFIX=$HOME/.cache/parsl-flux/flux-fluxion-0.88.0 WITH_FLUXION=1 bash mk/build-flux.sh
+# The MPI cases need mpicc/mpiexec (`make flux` installs Debian's OpenMPI).
 BENCH_ARGS ?=
 
-.PHONY: bench
+.PHONY: bench bench-quick
 
-bench: $(STAMP)  ## benchmark parsl-flux vs Parsl's FluxExecutor and HTEX; writes benchmarks/results/
+bench: $(STAMP)  ## full benchmark (45-60 min on 2 cores; 13.5 min with BENCH_ARGS="--repeats 1 --budget 90"): every case, N up to 100k; writes benchmarks/results/
 	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) -m parsl_flux.bench --out benchmarks/results $(BENCH_ARGS)
+	$(PY) -m parsl_flux.bench --suite full --out benchmarks/results $(BENCH_ARGS)
+
+bench-quick: $(STAMP)  ## the same cases at small N, for reviewers (< 5 min on 2 cores); writes benchmarks/results-quick/
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m parsl_flux.bench --suite quick --out benchmarks/results-quick $(BENCH_ARGS)

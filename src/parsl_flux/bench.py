@@ -1,30 +1,40 @@
-"""Benchmark parsl-flux side by side with Parsl's FluxExecutor and HTEX.
+"""Benchmark parsl-flux side by side with bare Flux, Parsl's FluxExecutor, HTEX and MPIExecutor.
 
-``parsl-flux bench`` (or ``make bench``) runs, in one run, on one Flux
-instance and one machine, N no-op apps and N 10 ms apps through the DFK on:
+``make bench`` (``--suite full``) and ``make bench-quick`` (``--suite quick``,
+under 5 minutes on 2 cores) run, on one machine, groups of cases:
 
-* ``parsl-flux``: this executor, one Flux job per app;
-* ``parsl-flux-packing``: this executor in packing mode;
-* ``parsl-FluxExecutor``: Parsl's own ``parsl.executors.FluxExecutor``;
-* ``htex``: Parsl's ``HighThroughputExecutor`` with a ``LocalProvider``;
-* ``threadpool``: Parsl's ``ThreadPoolExecutor``, the DFK's own ceiling here.
+* ``python-noop`` / ``python-sleep10ms``: N Python apps through the DFK on
+  ``parsl-flux`` (one Flux job per app), ``parsl-flux-packing``,
+  ``parsl-FluxExecutor`` (Parsl's own), ``htex``, ``threadpool`` (the DFK's
+  own ceiling), and bare Flux (``flux submit --cc=1-N python3 -S -c pass``);
+* ``bash-noop``: N bash apps returning ``true`` on parsl-flux per-job and on
+  Parsl's FluxExecutor, and bare Flux ``true`` jobs;
+* ``mpi-hello``: the 2-rank MPI hello (``tests/data/mpi_hello.c``) as Flux jobs
+  (a parsl-flux bash app with ``{"num_tasks": 2}``) and on Parsl's
+  ``MPIExecutor`` through ``$PARSL_MPI_PREFIX`` (OpenMPI's ``mpiexec``);
+* ``multi-node``: parsl-flux on blocks of 4 brokers (``flux start
+  --test-size=4``), 2 blocks at once, under sched-simple and under Fluxion;
+* cost growth: the packing-mode ``python-noop`` series at N = 1k, 10k (and
+  100k in the full suite): driver peak RSS, bytes per task, latency p50/p99.
 
-and, as Flux's per-job ceiling, bare ``flux submit --cc=1-N python3 -S -c pass``
-(at each N, paired with the per-job runs) and ``true``.
-
-Each measurement runs in a fresh child process (so driver peak memory is the
-child's) and is repeated; the report gives medians, ratios against Parsl's
-FluxExecutor and HTEX, a JSON file and a PNG plot of throughput against N.
-A size whose predicted run time exceeds ``--budget`` seconds is skipped and
-reported as skipped, not guessed.
+Every executor runs in its default ``LocalProvider`` start mode (the executor
+starts its own Flux instance or workers); a tuned mode is labelled as such in
+the ``mode`` column. The apps are defined here, at the top of the module, and
+each measurement runs ``python -m parsl_flux.bench --child``, so in that
+process they live in ``__main__`` and travel by value, as a workflow script's
+apps do. Each measurement runs in a fresh process (peak RSS is that driver's);
+repeats are interleaved (repeat 1 of every case, then repeat 2, ...), and the
+report gives medians, a JSON file, a Markdown table and PNG plots.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -33,90 +43,263 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from parsl_flux import fluxpath
 
-EXECUTORS = ("parsl-flux", "parsl-flux-packing", "parsl-FluxExecutor", "htex", "threadpool")
-WORKLOADS = {"noop": 0.0, "sleep10ms": 0.01}
-BARE = "python3 -S -c pass"
-"""Flux's per-job reference: one such job per app, measured at each N right
-before each per-job parsl-flux run (the ratio pairs the two)."""
+EXECUTORS = ("parsl-flux", "parsl-flux-packing", "parsl-FluxExecutor", "htex", "threadpool", "mpi-executor",
+             "bare-flux")
+GROUPS = ("python-noop", "python-sleep10ms", "bash-noop", "mpi-hello", "multi-node")
+SUITES = ("quick", "full")
+REPO = Path(__file__).resolve().parents[2]
+MPI_HELLO_C = REPO / "tests" / "data" / "mpi_hello.c"
+FLUXION_PREFIX = fluxpath.default_prefix().parent / "flux-fluxion-0.88.0"
+
+
+# -------------------------------------------------- the apps (a workflow script's)
+# In the child these are ``__main__.*``: cloudpickle (parsl-flux) and dill
+# (Parsl) send them by value, as they send a workflow script's apps.
+def noop_app(seconds=0.0):
+    """Return at once (``seconds`` = 0) or after sleeping ``seconds``."""
+    if seconds:
+        import time
+
+        time.sleep(seconds)
+
+
+def true_app():
+    """A no-op bash app."""
+    return "true"
+
+
+def mpi_flux_app(exe, parsl_resource_specification={}):
+    """The MPI program as a Flux job of ``num_tasks`` ranks (Flux starts the ranks)."""
+    return exe
+
+
+def mpi_prefix_app(exe, parsl_resource_specification={}):
+    """The MPI program through Parsl's MPI launcher prefix (MPIExecutor)."""
+    return f"$PARSL_MPI_PREFIX {exe}"
+
+
+# ------------------------------------------------------------------ the cases
+@dataclass
+class Case:
+    group: str
+    executor: str
+    n: int
+    mode: str = "default"
+    """``default`` (LocalProvider start mode), or what differs, e.g. ``4 brokers x 2 blocks, fluxion``."""
+    test_size: int = 1
+    blocks: int = 1
+    scheduler: str = "sched-simple"
+    attach: bool = False
+    samples: bool = True
+    """Keep latency quantiles (for the CDF)."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.group}/{self.executor}/{self.mode}/{self.n}"
+
+
+def suite_cases(suite: str, groups: Optional[List[str]] = None) -> List[Case]:
+    """The cases of a suite, in run order (within one executor, N ascending).
+
+    ``quick`` keeps every group at small N (3 repeats in under 5 minutes on 2
+    cores); ``full`` runs the sizes of the README's table, N = 100k included.
+    The cost growth (driver peak RSS, bytes per task, p50/p99) is read off the
+    packing-mode series of ``python-noop``."""
+    quick = suite == "quick"
+    if quick:
+        sizes = {"bare-flux": [20, 50], "parsl-flux": [20, 50], "parsl-flux-packing": [1000, 10000],
+                 "parsl-FluxExecutor": [4], "htex": [1000], "threadpool": [1000]}
+    else:
+        sizes = {"bare-flux": [100, 1000], "parsl-flux": [100, 1000, 10000],
+                 "parsl-flux-packing": [100, 1000, 10000, 100000], "parsl-FluxExecutor": [10, 100, 1000],
+                 "htex": [100, 1000, 10000], "threadpool": [100, 1000, 10000]}
+    cases: List[Case] = []
+    for ex, ns in sizes.items():
+        cases += [Case("python-noop", ex, n) for n in ns]
+    if not quick:
+        cases += [Case("python-noop", "parsl-flux", n, mode="tuned: attach to a running instance", attach=True)
+                  for n in (100, 1000)]
+        for ex, ns in sizes.items():
+            if ex != "bare-flux":
+                cases += [Case("python-sleep10ms", ex, n) for n in ns if n <= 10000]
+    # Parsl's FluxExecutor imports Parsl in each bash app's job (~1 s of CPU here);
+    # parsl-flux runs the command without it (parsl_flux.bash)
+    for ex in ("bare-flux", "parsl-flux", "parsl-FluxExecutor"):
+        cases += [Case("bash-noop", ex, n) for n in ([4 if ex == "parsl-FluxExecutor" else 20] if quick
+                                                       else [20, 100])]
+    for ex in ("parsl-flux", "mpi-executor"):
+        cases += [Case("mpi-hello", ex, n) for n in ([3] if quick else [20, 100])]
+    for sched in ("sched-simple", "fluxion"):
+        multi = {"parsl-flux": [20] if quick else [100, 1000],
+                 "parsl-flux-packing": [] if quick else [1000, 10000]}
+        for ex, ns in multi.items():
+            cases += [Case("multi-node", ex, n, mode=f"4 brokers x 2 blocks, {sched}", test_size=4, blocks=2,
+                           scheduler=sched) for n in ns]
+    if groups:
+        cases = [c for c in cases if c.group in groups]
+    return cases
 
 
 # --------------------------------------------------------------- child side
-def _config(kind: str, flux: str, uri: str, run_dir: str) -> Any:
+def _config(case: Case, ctx: Dict[str, Any], run_dir: str) -> Any:
     from parsl.config import Config
     from parsl.providers import LocalProvider
 
+    kind = case.executor
+    flux = ctx["fluxion_flux"] if case.scheduler == "fluxion" else ctx["flux"]
     if kind.startswith("parsl-flux"):
-        from parsl_flux import FluxExecutor
+        from parsl_flux import FluxExecutor, launch
 
-        ex: Any = FluxExecutor(flux_path=flux, flux_uri=uri, packing=kind.endswith("packing"), label="bench")
+        kw: Dict[str, Any] = {}
+        if case.attach:
+            kw["flux_uri"] = ctx["uri"]
+        if case.test_size > 1:
+            kw["launch_cmd"] = f"{{flux}} start --test-size={case.test_size} " + launch.MANAGER
+        provider = LocalProvider(init_blocks=case.blocks, min_blocks=0, max_blocks=case.blocks)
+        ex: Any = FluxExecutor(provider=provider, flux_path=flux, packing=kind.endswith("packing"), label="bench",
+                               **kw)
     elif kind == "parsl-FluxExecutor":
         from parsl.executors import FluxExecutor as ParslFluxExecutor
 
-        ex = ParslFluxExecutor(flux_path=flux, label="bench", working_dir=os.path.join(run_dir, "parsl-flux-executor"),
-                               launch_cmd=f"{{flux}} proxy {uri} {{flux}} env {{python}} {{manager}} "
-                                          "{protocol} {hostname} {port}")
+        # Parsl's default launch command less one word: `flux env` puts the
+        # bindings of a from-source Flux on the manager's PYTHONPATH.
+        ex = ParslFluxExecutor(flux_path=flux, label="bench", working_dir=os.path.join(run_dir, "parsl-fluxex"),
+                               launch_cmd="{flux} start {flux} env {python} {manager} {protocol} {hostname} {port}")
     elif kind == "htex":
         from parsl.executors import HighThroughputExecutor
 
         ex = HighThroughputExecutor(label="bench", max_workers_per_node=os.cpu_count(), provider=LocalProvider())
+    elif kind == "mpi-executor":
+        from parsl.executors import MPIExecutor
+
+        # No batch scheduler here: a one-line PBS_NODEFILE gives the MPI task
+        # scheduler this node; the mpiexec shim translates Parsl's Hydra flags.
+        init = (f"export PBS_NODEFILE={ctx['nodefile']} PATH={ctx['shim_dir']}:$PATH "
+                "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+        from parsl.launchers import SimpleLauncher
+
+        ex = MPIExecutor(label="bench", max_workers_per_block=1,
+                         provider=LocalProvider(worker_init=init, launcher=SimpleLauncher()))
     elif kind == "threadpool":
         from parsl.executors import ThreadPoolExecutor
 
         ex = ThreadPoolExecutor(label="bench", max_threads=os.cpu_count())
     else:
-        raise ValueError(f"unknown executor {kind!r}; choose from {EXECUTORS}")
+        raise ValueError(f"unknown executor {kind!r}")
     return Config(executors=[ex], run_dir=run_dir, initialize_logging=False)
 
 
-def child(kind: str, n: int, workload: str, flux: str, uri: str) -> Dict[str, Any]:
+_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+
+
+def block_startup(log_text: str) -> List[float]:
+    """Seconds from the executor's "listening" line to each "block N registered" line."""
+    listening: Optional[float] = None
+    out: List[float] = []
+    for line in log_text.splitlines():
+        m = _LOG_TIME.match(line)
+        if not m:
+            continue
+        t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if listening is None and " listening on " in line:
+            listening = t
+        elif listening is not None and re.search(r" block \S+ registered", line):
+            out.append(t - listening)
+    return out
+
+
+def quantiles(values: List[float], points: int = 101) -> List[float]:
+    """``points`` evenly spaced quantiles (0 to 100 %) of ``values`` (nearest rank)."""
+    s = sorted(values)
+    if not s:
+        return []
+    return [s[min(len(s) - 1, round(i * (len(s) - 1) / (points - 1)))] for i in range(points)]
+
+
+def child(case: Case, ctx: Dict[str, Any]) -> Dict[str, Any]:
     """One measurement, in this (fresh) process."""
     import parsl
-    from parsl import python_app
+    from parsl import bash_app, python_app
 
-    from parsl_flux.bench_app import sleep_app
-
-    app = python_app(sleep_app, executors=["bench"])
-    seconds = WORKLOADS[workload]
     run_dir = tempfile.mkdtemp(prefix="parsl-flux-bench-")
+    if case.group == "bash-noop":
+        app, args = bash_app(true_app, executors=["bench"]), ()
+    elif case.group == "mpi-hello" and case.executor == "mpi-executor":
+        spec = {"num_nodes": 1, "ranks_per_node": 2, "num_ranks": 2}
+        app, args = bash_app(mpi_prefix_app, executors=["bench"]), (ctx["mpi_exe"],)
+    elif case.group == "mpi-hello":
+        spec = {"num_tasks": 2}
+        app, args = bash_app(mpi_flux_app, executors=["bench"]), (ctx["mpi_exe"],)
+    else:
+        app, args = python_app(noop_app, executors=["bench"]), (0.01 if case.group == "python-sleep10ms" else 0.0,)
+    kwargs = {"parsl_resource_specification": spec} if case.group == "mpi-hello" else {}
     t0 = time.perf_counter()
-    dfk = parsl.load(_config(kind, flux, uri, run_dir))
-    app(0.0).result()
-    startup = time.perf_counter() - t0
+    dfk = parsl.load(_config(case, ctx, run_dir))
+    app(*args, **kwargs).result()
+    first = time.perf_counter() - t0
+    extra: Dict[str, Any] = {"app_module": noop_app.__module__}  # "__main__": apps travel by value
+    if case.test_size > 1:  # check the scheduler the blocks really run (not timed)
+        flux = ctx["fluxion_flux"] if case.scheduler == "fluxion" else ctx["flux"]
+        extra["sched_modules"] = python_app(_sched_modules, executors=["bench"])(flux).result()
+        if case.scheduler == "fluxion" and "sched-fluxion-qmanager" not in extra["sched_modules"]:
+            raise RuntimeError(f"asked for Fluxion, the block runs {extra['sched_modules']}")
     done: List[Tuple[int, float]] = []
     submitted: List[float] = []
-    start = time.perf_counter()
     futures = []
-    for i in range(n):
+    start = time.perf_counter()
+    for i in range(case.n):
         submitted.append(time.perf_counter())
-        fut = app(seconds)
+        fut = app(*args, **kwargs)
         fut.add_done_callback(lambda _f, i=i: done.append((i, time.perf_counter())))
         futures.append(fut)
     for fut in futures:
         fut.result()
     end = time.perf_counter()
+    if case.test_size > 1 or case.blocks > 1:  # the shape the blocks really had
+        blocks = dfk.executors["bench"].blocks.values()
+        extra["block_nodes"] = sorted(b.resources.nodes for b in blocks if b.resources)
     t1 = time.perf_counter()
     dfk.cleanup()
     shutdown = time.perf_counter() - t1
     latencies = sorted(t - submitted[i] for i, t in done)
+    logs = glob.glob(os.path.join(run_dir, "*", "bench", "executor.log"))
+    startup_blocks = block_startup(Path(logs[0]).read_text()) if logs and case.executor.startswith("parsl-flux") \
+        else []
     shutil.rmtree(run_dir, ignore_errors=True)
-    return {
-        "tasks_per_s": n / (end - start),
+    out = {
+        "tasks_per_s": case.n / (end - start),
         "latency_p50_s": latencies[len(latencies) // 2],
         "latency_p99_s": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        "startup_s": startup,
+        "first_result_s": first,
+        "block_startup_s": startup_blocks,
         "shutdown_s": shutdown,
         "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **extra,
     }
+    if case.samples:
+        out["latency_quantiles_s"] = quantiles(latencies)
+    return out
+
+
+def _sched_modules(flux):
+    """The scheduler modules loaded in the instance this app runs in."""
+    import subprocess
+
+    # the scheduler runs on rank 0, and this job may run on another broker
+    out = subprocess.run([flux, "exec", "-r", "0", flux, "module", "list"], capture_output=True, text=True).stdout
+    return sorted({line.split()[0] for line in out.splitlines() if line.split() and "sched" in line.split()[0]})
 
 
 # --------------------------------------------------------------- parent side
 class FluxInstance:
-    """A Flux instance for the whole run: the enclosing one, or a fresh ``flux start``."""
+    """A Flux instance for the tuned attach-mode cases: the enclosing one, or a fresh ``flux start``."""
 
     def __init__(self, flux: str) -> None:
         self.flux = flux
@@ -141,154 +324,383 @@ class FluxInstance:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=30)
 
-    def version(self) -> str:
-        out = subprocess.run([self.flux, "version"], capture_output=True, text=True).stdout
-        return next((line.split(":", 1)[1].strip() for line in out.splitlines() if "libflux-core" in line), "")
-
     def purge(self) -> None:
-        """Drop inactive jobs, so that each measurement meets an instance in the
-        same state, not one that carries thousands of earlier jobs."""
+        """Drop inactive jobs, so that each attach-mode run meets the instance in the same state."""
         subprocess.run([self.flux, "job", "purge", "--force", "--num-limit=0"], check=True,
                        env={**os.environ, "FLUX_URI": self.uri}, stdout=subprocess.DEVNULL)
 
-    def bare_rate(self, n: int, command: List[str]) -> float:
-        """Jobs/s of ``flux submit --cc=1-N COMMAND`` then ``flux queue drain``."""
-        env = {**os.environ, "FLUX_URI": self.uri}
-        self.purge()
-        start = time.perf_counter()
-        subprocess.run([self.flux, "submit", "--quiet", f"--cc=1-{n}", *command], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-        subprocess.run([self.flux, "queue", "drain"], env=env, check=True)
-        return n / (time.perf_counter() - start)
+
+def has_fluxion(flux: Optional[str]) -> bool:
+    """Whether a fresh instance of this flux loads Fluxion (sched-fluxion-qmanager)."""
+    if not (flux and os.access(flux, os.X_OK)):
+        return False
+    out = subprocess.run([flux, "start", flux, "module", "list"], capture_output=True, text=True).stdout
+    return "sched-fluxion-qmanager" in out
 
 
-def measure(kind: str, n: int, workload: str, flux: str, uri: str, timeout: float) -> Dict[str, Any]:
-    """Run :func:`child` in a fresh interpreter and return its numbers."""
-    cmd = [sys.executable, "-m", "parsl_flux.bench", "--child", kind, str(n), workload, flux, uri]
+def flux_version(flux: str) -> str:
+    out = subprocess.run([flux, "version"], capture_output=True, text=True).stdout
+    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if "libflux-core" in line), "")
+
+
+def bare_flux(flux: str, n: int, command: List[str]) -> Dict[str, Any]:
+    """``flux submit --cc=1-N COMMAND`` then ``flux queue drain`` in a fresh instance (as
+    the per-job executor starts one): jobs/s of that, and the instance's start-up."""
+    script = ('t0=$(date +%s.%N); "$0" submit --quiet --cc=1-"$1" "${@:2}" >/dev/null && "$0" queue drain '
+              '&& echo "$t0 $(date +%s.%N)"')
+    t = time.time()
+    out = subprocess.run([flux, "start", "bash", "-c", script, flux, str(n), *command], capture_output=True,
+                         text=True, check=True).stdout.split()
+    t0, t1 = float(out[-2]), float(out[-1])
+    return {"tasks_per_s": n / (t1 - t0), "first_result_s": t0 - t}
+
+
+MPIEXEC_SHIM = """#!/bin/bash
+# Parsl's MPIExecutor composes Hydra/MPICH flags (-ppn N -hosts H); Debian's
+# OpenMPI mpiexec spells them --npernode N --host H:N, and needs
+# --allow-run-as-root as root and --oversubscribe when ranks > cores.
+args=() ppn=1 hosts=localhost
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -ppn) ppn=$2; args+=(--npernode "$2"); shift 2 ;;
+    -hosts) hosts=$2; shift 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+hostlist=$(echo "$hosts" | tr ',' '\\n' | sed "s/\\$/:$ppn/" | paste -sd,)
+exec {mpiexec} --allow-run-as-root --oversubscribe --host "$hostlist" "${{args[@]}}"
+"""
+
+
+def mpi_context(workdir: Path) -> Dict[str, Any]:
+    """Build the MPI hello and the files MPIExecutor needs here; {} without mpicc/mpiexec."""
+    mpicc, mpiexec = shutil.which("mpicc"), shutil.which("mpiexec")
+    if not (mpicc and mpiexec):
+        return {}
+    exe = workdir / "mpi_hello"
+    subprocess.run([mpicc, "-o", str(exe), str(MPI_HELLO_C)], check=True)
+    shim_dir = workdir / "shim"
+    shim_dir.mkdir()
+    (shim_dir / "mpiexec").write_text(MPIEXEC_SHIM.format(mpiexec=os.path.realpath(mpiexec)))
+    (shim_dir / "mpiexec").chmod(0o755)
+    nodefile = workdir / "nodefile"
+    nodefile.write_text(platform.node() + "\n")
+    return {"mpi_exe": str(exe), "shim_dir": str(shim_dir), "nodefile": str(nodefile)}
+
+
+def measure(case: Case, ctx: Dict[str, Any], timeout: float) -> Dict[str, Any]:
+    """One measurement: bare Flux here, anything else in a fresh interpreter."""
+    if case.executor == "bare-flux":
+        flux = ctx["flux"]
+        cmd = ["true"] if case.group == "bash-noop" else [ctx["python"], "-S", "-c", "pass"]
+        return bare_flux(flux, case.n, cmd)
+    cmd = [sys.executable, "-m", "parsl_flux.bench", "--child", json.dumps({"case": asdict(case), "ctx": ctx})]
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # HTEX's interchange.py
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, start_new_session=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"{kind} N={n} {workload} failed:\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"{case.key} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def median_of(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    """Medians of the scalar numbers; the latency quantiles and checks of the median-rate run."""
+    med: Dict[str, Any] = {k: statistics.median(r[k] for r in runs) for k in runs[0]
+                           if isinstance(runs[0][k], (int, float))}
+    middle = sorted(runs, key=lambda r: r["tasks_per_s"])[len(runs) // 2]
+    for k, v in middle.items():
+        if not isinstance(v, (int, float)) and k != "block_startup_s":
+            med[k] = v
+    blocks = [s for r in runs for s in r.get("block_startup_s", [])]
+    if blocks:
+        med["block_startup_s"] = statistics.median(blocks)
+        med["block_startup_all_s"] = blocks
+    med["tasks_per_s_all"] = [r["tasks_per_s"] for r in runs]
+    med["first_result_all_s"] = [r["first_result_s"] for r in runs]
+    return med
 
 
 def run_all(args: argparse.Namespace, flux: str) -> Dict[str, Any]:
-    results: Dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                           "processor": platform.processor() or platform.machine(),
-                                           "python": platform.python_version()},
-                               "sizes": args.sizes, "repeats": args.repeats, "budget_s": args.budget,
-                               "runs": {}}
     import parsl
 
-    results["machine"]["parsl"] = parsl.__version__
-    with FluxInstance(flux) as instance:
-        results["machine"]["flux_core"] = instance.version()
-        python = os.path.realpath(sys.executable)  # the interpreter runners use, not a wrapper such as a pyenv shim
-        bare_python = [python, "-S", "-c", "pass"]
-        results["machine"]["bare_python"] = python
-        results["bare_flux"] = {"true": instance.bare_rate(args.bare_n, ["true"]), BARE: {}}
-        print(f"bare Flux, {args.bare_n} jobs of true: {results['bare_flux']['true']:.1f} jobs/s", flush=True)
-        for workload in args.workloads:
-            for kind in args.executors:
-                rate: Optional[float] = None
-                for n in args.sizes:
-                    key = f"{kind}/{workload}/{n}"
-                    predicted = n / rate if rate else 0.0
-                    if predicted > args.budget:
-                        results["runs"][key] = {"skipped": f"predicted {predicted:.0f}s > budget {args.budget:.0f}s"}
-                        print(f"{key}: skipped ({results['runs'][key]['skipped']})", flush=True)
-                        continue
-                    paired = kind == "parsl-flux" and workload == "noop"
-                    runs, bare = [], []
-                    for _ in range(args.repeats):
-                        if paired:  # the reference, right before each run, so both meet the machine as it is then
-                            bare.append(instance.bare_rate(n, bare_python))
-                        instance.purge()
-                        runs.append(measure(kind, n, workload, flux, instance.uri, timeout=max(600.0, 4 * predicted)))
-                    if paired:
-                        results["bare_flux"][BARE][str(n)] = statistics.median(bare)
-                        print(f"bare Flux, {n} jobs of python -S: {results['bare_flux'][BARE][str(n)]:.1f} jobs/s",
-                              flush=True)
-                    med = median_of(runs)
-                    rate = med["tasks_per_s"]
-                    results["runs"][key] = med
-                    print(f"{key}: {rate:.1f} tasks/s, p50 {med['latency_p50_s'] * 1000:.0f} ms, "
-                          f"p99 {med['latency_p99_s'] * 1000:.0f} ms, start {med['startup_s']:.1f}s, "
-                          f"stop {med['shutdown_s']:.1f}s, peak {med['driver_peak_rss_mb']:.0f} MB", flush=True)
+    results: Dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+                    "parsl": parsl.__version__, "flux_core": flux_version(flux)},
+        "suite": args.suite, "repeats": args.repeats, "budget_s": args.budget, "cases": {}, "runs": {}}
+    work = Path(tempfile.mkdtemp(prefix="parsl-flux-bench-"))
+    ctx: Dict[str, Any] = {"flux": flux, "python": os.path.realpath(sys.executable),
+                           "fluxion_flux": args.fluxion_flux, **mpi_context(work)}
+    cases = suite_cases(args.suite, args.groups)
+    if args.executors:
+        cases = [c for c in cases if c.executor in args.executors]
+    if args.sizes:
+        cases = [c for c in cases if c.n in args.sizes]
+    if args.n:  # every selected case at one N (smoke runs, tests)
+        cases = list({c.key: c for c in (Case(**{**asdict(c), "n": args.n}) for c in cases)}.values())
+    skipped: Dict[str, str] = {}
+    fluxion = any(c.scheduler == "fluxion" for c in cases) and has_fluxion(args.fluxion_flux)
+    results["machine"]["fluxion_flux"] = args.fluxion_flux if fluxion else None
+    for c in cases:
+        if c.scheduler == "fluxion" and not fluxion:
+            skipped[c.key] = f"no Fluxion in {args.fluxion_flux or '(none given)'}"
+        elif c.group == "mpi-hello" and "mpi_exe" not in ctx:
+            skipped[c.key] = "no mpicc/mpiexec"
+    raw: Dict[str, List[Dict[str, Any]]] = {c.key: [] for c in cases}
+    instance = FluxInstance(flux) if any(c.attach for c in cases) else None
+    t_start = time.monotonic()
+    try:
+        if instance:
+            instance.__enter__()
+            ctx["uri"] = instance.uri
+        for rep in range(args.repeats):
+            rates: Dict[Tuple[str, str, str], float] = {}  # the last rate of (group, executor, mode)
+            for c in cases:
+                if c.key in skipped:
+                    continue
+                series = (c.group, c.executor, c.mode)
+                predicted = c.n / rates[series] if series in rates else 0.0
+                if rep == 0 and predicted > args.budget:
+                    skipped[c.key] = f"predicted {predicted:.0f}s > budget {args.budget:.0f}s"
+                    print(f"{c.key}: skipped ({skipped[c.key]})", flush=True)
+                    continue
+                if c.attach and instance:
+                    instance.purge()
+                r = None
+                for attempt in (1, 2):  # one retry: a flake is recorded, not taken for the case's result
+                    try:
+                        r = measure(c, ctx, timeout=max(300.0, 4 * predicted))
+                        break
+                    except (RuntimeError, subprocess.SubprocessError) as exc:
+                        last = str(exc).strip().splitlines()[-1][:160]
+                        results.setdefault("failures", []).append({"case": c.key, "repeat": rep + 1,
+                                                                   "attempt": attempt, "error": last})
+                        print(f"{c.key}: FAILED (attempt {attempt}) {exc}", flush=True)
+                if r is None:
+                    skipped.setdefault(c.key, f"failed: {last}")
+                    continue
+                raw[c.key].append(r)
+                rates[series] = r["tasks_per_s"]
+                print(f"[{time.monotonic() - t_start:5.0f}s] rep {rep + 1} {c.key}: {r['tasks_per_s']:.1f}/s, "
+                      f"first result {r['first_result_s']:.2f}s"
+                      + (f", peak {r['driver_peak_rss_mb']:.0f} MB" if "driver_peak_rss_mb" in r else ""),
+                      flush=True)
+    finally:
+        if instance:
+            instance.__exit__()
+        shutil.rmtree(work, ignore_errors=True)
+    for c in cases:
+        results["cases"][c.key] = asdict(c)
+        if raw[c.key] and c.key not in skipped:
+            results["runs"][c.key] = median_of(raw[c.key])
+        else:
+            results["runs"][c.key] = {"skipped": skipped.get(c.key, "no run")}
+    results["wall_s"] = time.monotonic() - t_start
     return results
 
 
+# ----------------------------------------------------------------- reporting
+RATIO_BASES = {
+    "parsl-flux": ("bare-flux", "parsl-FluxExecutor", "htex", "mpi-executor", "1 block"),
+    "parsl-flux-packing": ("parsl-FluxExecutor", "htex", "1 block"),
+    "parsl-FluxExecutor": ("bare-flux",),
+    "threadpool": ("htex",),
+}
+"""Which baselines each executor's rate is divided by: bare Flux is the per-job
+reference (one job per app), HTEX the pilot-job one. ``1 block`` is the same
+executor in the default one-node mode, for the multi-node cases."""
+
+
 def ratios(results: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
-    """tasks/s of each run divided by Parsl's FluxExecutor and by HTEX at the same size and workload."""
+    """tasks/s of each run divided by each of its baselines in the same group and mode:
+    at the same N, else at the nearest N (then the key names that N)."""
     out: Dict[str, Dict[str, float]] = {}
+    cases = results["cases"]
     for key, r in results["runs"].items():
-        if "tasks_per_s" not in r:
+        c = cases[key]
+        if "tasks_per_s" not in r or c["executor"] not in RATIO_BASES:
             continue
-        kind, workload, n = key.split("/")
-        row = {}
-        for base in ("parsl-FluxExecutor", "htex"):
-            b = results["runs"].get(f"{base}/{workload}/{n}", {})
-            if base != kind and "tasks_per_s" in b:
-                row[f"vs {base}"] = r["tasks_per_s"] / b["tasks_per_s"]
-        bare = results["bare_flux"][BARE].get(n)
-        if kind == "parsl-flux" and workload == "noop" and bare:  # the reference runs no-op jobs
-            row["vs bare flux python3 -S"] = r["tasks_per_s"] / bare
+        row: Dict[str, float] = {}
+        for base in RATIO_BASES[c["executor"]]:
+            if base == "1 block":
+                if c["mode"] == "default":
+                    continue
+                want = {"executor": c["executor"], "group": "python-noop", "mode": "default"}
+            else:
+                want = {"executor": base, "group": c["group"], "mode": c["mode"]}
+            cands = [(abs(cases[k]["n"] - c["n"]), cases[k]["n"], b["tasks_per_s"]) for k, b in results["runs"].items()
+                     if all(cases[k][f] == v for f, v in want.items()) and "tasks_per_s" in b]
+            if not cands:
+                continue
+            _, n, rate = min(cands)
+            row[f"vs {base}" + ("" if n == c["n"] else f" (N={n})")] = r["tasks_per_s"] / rate
         out[key] = row
     return out
 
 
+def cost_growth(results: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Packing-mode cost rows: N, peak RSS, bytes per task against the previous N, p50/p99."""
+    rows, prev = [], None
+    for key, r in results["runs"].items():
+        c = results["cases"][key]
+        if (c["group"], c["executor"], c["mode"]) != ("python-noop", "parsl-flux-packing", "default") \
+                or "tasks_per_s" not in r:
+            continue
+        row = {"n": c["n"], "peak_mb": r["driver_peak_rss_mb"], "p50_ms": r["latency_p50_s"] * 1000,
+               "p99_ms": r["latency_p99_s"] * 1000, "tasks_per_s": r["tasks_per_s"]}
+        if prev:
+            row["bytes_per_task"] = (row["peak_mb"] - prev["peak_mb"]) * 2 ** 20 / (row["n"] - prev["n"])
+        rows.append(row)
+        prev = row
+    return rows
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "" if v is None else format(v, spec)
+
+
 def table(results: Dict[str, Any]) -> str:
-    """Markdown table of the medians and ratios."""
-    lines = ["| executor | workload | N | tasks/s | p50 ms | p99 ms | start s | stop s | peak MB | ratios |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    """Markdown tables: every case with its medians and ratios, then the cost growth."""
+    lines = ["| group | executor | mode | N | tasks/s | p50 ms | p99 ms | first result s | block start s | "
+             "stop s | peak MB | ratios |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     rat = results.get("ratios", {})
     for key, r in results["runs"].items():
-        kind, workload, n = key.split("/")
+        c = results["cases"][key]
+        head = f"| {c['group']} | {c['executor']} | {c['mode']} | {c['n']} |"
         if "tasks_per_s" not in r:
-            lines.append(f"| {kind} | {workload} | {n} | skipped: {r['skipped']} | | | | | | |")
+            lines.append(f"{head} skipped: {r['skipped']} | | | | | | | |")
             continue
         ratio = ", ".join(f"{k} {v:.2f}x" for k, v in rat.get(key, {}).items())
-        lines.append(f"| {kind} | {workload} | {n} | {r['tasks_per_s']:.1f} | {r['latency_p50_s'] * 1000:.0f} | "
-                     f"{r['latency_p99_s'] * 1000:.0f} | {r['startup_s']:.1f} | {r['shutdown_s']:.1f} | "
-                     f"{r['driver_peak_rss_mb']:.0f} | {ratio} |")
+        p50 = r.get("latency_p50_s")
+        p99 = r.get("latency_p99_s")
+        lines.append(f"{head} {r['tasks_per_s']:.1f} | {_fmt(p50 and p50 * 1000, '.0f')} | "
+                     f"{_fmt(p99 and p99 * 1000, '.0f')} | {r['first_result_s']:.2f} | "
+                     f"{_fmt(r.get('block_startup_s'), '.2f')} | {_fmt(r.get('shutdown_s'), '.1f')} | "
+                     f"{_fmt(r.get('driver_peak_rss_mb'), '.0f')} | {ratio} |")
+    if results.get("failures"):
+        lines += ["", "Failed attempts (a failed attempt is retried once; the case's numbers come from runs that "
+                  "succeeded):", ""]
+        lines += [f"* {f['case']}, repeat {f['repeat']}, attempt {f['attempt']}: `{f['error']}`"
+                  for f in results["failures"]]
+    cost = cost_growth(results)
+    if cost:
+        lines += ["", "Cost growth, packing mode (driver peak RSS; bytes per task = RSS growth / N growth "
+                  "from the previous row):", "",
+                  "| N | tasks/s | peak MB | bytes/task | p50 ms | p99 ms |", "|---:|---:|---:|---:|---:|---:|"]
+        for row in cost:
+            lines.append(f"| {row['n']} | {row['tasks_per_s']:.0f} | {row['peak_mb']:.0f} | "
+                         f"{_fmt(row.get('bytes_per_task'), '.0f')} | {row['p50_ms']:.0f} | {row['p99_ms']:.0f} |")
     return "\n".join(lines)
 
 
-def plot(results: Dict[str, Any], path: Path) -> bool:
-    """Throughput against N per executor (log-log), one panel per workload."""
+def _label(c: Dict[str, Any]) -> str:
+    return c["executor"] + ("" if c["mode"] == "default" else f" [{c['mode']}]")
+
+
+def plot(results: Dict[str, Any], out: Path) -> List[Path]:
+    """throughput.png (tasks/s vs N per executor, a panel per group), first_result.png,
+    block_startup.png and latency_cdf.png; [] without matplotlib."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return False
-    workloads = sorted({k.split("/")[1] for k in results["runs"]})
-    fig, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4.5), squeeze=False)
-    for ax, workload in zip(axes[0], workloads):
-        for kind in EXECUTORS:
-            pts = sorted((int(k.split("/")[2]), r["tasks_per_s"]) for k, r in results["runs"].items()
-                         if k.startswith(f"{kind}/{workload}/") and "tasks_per_s" in r)
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=kind)
-        bare = sorted((int(n), rate) for n, rate in results["bare_flux"][BARE].items())
-        if workload == "noop" and bare:
-            ax.plot(*zip(*bare), color="grey", linestyle="--", marker="x", label="bare flux: python3 -S jobs")
-        ax.set(xscale="log", yscale="log", xlabel="N apps", ylabel="tasks/s", title=f"{workload} apps")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{results['machine']['cpus']} CPUs, flux-core {results['machine']['flux_core']}, "
-                 f"parsl {results['machine']['parsl']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return True
+        return []
+    cases, runs = results["cases"], results["runs"]
+    ok = {k: r for k, r in runs.items() if "tasks_per_s" in r}
+    title = (f"{results['machine']['cpus']} CPUs, flux-core {results['machine']['flux_core']}, "
+             f"parsl {results['machine']['parsl']}, {results['suite']} suite, median of {results['repeats']}")
+    written = []
+
+    groups = [g for g in GROUPS if any(cases[k]["group"] == g for k in ok)]
+    series: Dict[Tuple[str, str], List[Tuple[int, float]]] = {}
+    for k, r in ok.items():
+        series.setdefault((cases[k]["group"], _label(cases[k])), []).append((cases[k]["n"], r["tasks_per_s"]))
+    if groups:
+        fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 4.4), squeeze=False)
+        for ax, g in zip(axes[0], groups):
+            for (sg, label), pts in sorted(series.items()):
+                if sg == g:
+                    pts.sort()
+                    ax.plot(*zip(*pts), marker="o", label=label,
+                            linestyle="--" if label.startswith("bare-flux") else "-")
+            rates = [v for (sg, _), pts in series.items() if sg == g for _, v in pts]
+            wide = max(rates) / min(rates) > 10
+            ax.set(xscale="log", yscale="log" if wide else "linear", xlabel="N apps", ylabel="tasks/s", title=g)
+            if not wide:
+                ax.set_ylim(bottom=0)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=6)
+        fig.suptitle("Throughput vs N — " + title, fontsize=9)
+        fig.tight_layout()
+        written.append(out / "throughput.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+
+    first: Dict[str, List[float]] = {}
+    for k, r in ok.items():  # each executor's smallest python-noop / mpi / multi-node case
+        c = cases[k]
+        if c["group"] in ("python-noop", "bash-noop", "mpi-hello", "multi-node"):
+            first.setdefault(f"{c['group']}: {_label(c)}", r["first_result_all_s"])
+    if first:
+        labels = sorted(first)
+        fig, ax = plt.subplots(figsize=(8, 0.32 * len(labels) + 1.5))
+        meds = [statistics.median(first[lb]) for lb in labels]
+        err = [[m - min(first[lb]) for m, lb in zip(meds, labels)], [max(first[lb]) - m for m, lb in zip(meds, labels)]]
+        ax.barh(labels, meds, xerr=err, color="tab:blue", alpha=0.8)
+        ax.set(xlabel="seconds from parsl.load to the first result (median, min-max)")
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title("First result — " + title, fontsize=8)
+        fig.tight_layout()
+        written.append(out / "first_result.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+
+    blocks: Dict[str, List[float]] = {}
+    for k, r in ok.items():
+        if r.get("block_startup_all_s"):
+            blocks.setdefault(_label(cases[k]), []).extend(r["block_startup_all_s"])
+    if blocks:
+        labels = sorted(blocks)
+        fig, ax = plt.subplots(figsize=(8, 0.35 * len(labels) + 1.5))
+        try:
+            ax.boxplot([blocks[lb] for lb in labels], orientation="horizontal")
+        except TypeError:  # matplotlib < 3.10
+            ax.boxplot([blocks[lb] for lb in labels], vert=False)
+        ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=7)
+        ax.set(xlabel="seconds, executor 'listening' to 'block N registered' (executor.log), every block of "
+                      "every run")
+        ax.set_title("Block start-up (flux start to manager registration) — " + title, fontsize=8)
+        fig.tight_layout()
+        written.append(out / "block_startup.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+
+    cdf_groups = [g for g in groups if any(cases[k]["group"] == g and r.get("latency_quantiles_s")
+                                           for k, r in ok.items())]
+    if cdf_groups:
+        fig, axes = plt.subplots(1, len(cdf_groups), figsize=(4.6 * len(cdf_groups), 4.2), squeeze=False)
+        for ax, g in zip(axes[0], cdf_groups):
+            for k, r in ok.items():
+                c = cases[k]
+                if c["group"] == g and r.get("latency_quantiles_s"):
+                    q = r["latency_quantiles_s"]
+                    ax.plot([v * 1000 for v in q], [i / (len(q) - 1) for i in range(len(q))],
+                            label=f"{_label(c)} N={c['n']}")
+            ax.set(xscale="log", xlabel="latency, submit to result (ms)", ylabel="fraction of tasks", title=g)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=6)
+        fig.suptitle("Per-task latency CDF (median-rate run) — " + title, fontsize=9)
+        fig.tight_layout()
+        written.append(out / "latency_cdf.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+    return written
 
 
+# ------------------------------------------------------------------------ CLI
 def find_flux() -> str:
     """The flux command (:mod:`parsl_flux.fluxpath`), or exit with one line saying what is wrong."""
     try:
@@ -297,23 +709,30 @@ def find_flux() -> str:
         raise SystemExit(f"parsl-flux bench: {exc}") from None
 
 
+def _csv(s: str) -> List[str]:
+    return [x for x in s.split(",") if x]
+
+
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="parsl-flux bench", description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[100, 1000, 10000])
-    p.add_argument("--workloads", type=lambda s: s.split(","), default=list(WORKLOADS))
-    p.add_argument("--executors", type=lambda s: s.split(","), default=list(EXECUTORS))
+    p.add_argument("--suite", choices=SUITES, default="full")
+    p.add_argument("--groups", type=_csv, default=None, help=f"only these groups ({', '.join(GROUPS)})")
+    p.add_argument("--executors", type=_csv, default=None, help=f"only these ({', '.join(EXECUTORS)})")
+    p.add_argument("--sizes", type=lambda s: [int(x) for x in _csv(s)], default=None, help="only these N")
+    p.add_argument("--n", type=int, default=None, help="run every selected case at this N instead")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--budget", type=float, default=150.0, help="skip a size predicted to take longer (s)")
-    p.add_argument("--bare-n", type=int, default=200, help="jobs for the bare-Flux reference of `true`")
+    p.add_argument("--budget", type=float, default=150.0, help="skip a case predicted to take longer (s)")
+    p.add_argument("--fluxion-flux", default=str(FLUXION_PREFIX / "bin" / "flux"),
+                   help="flux of a prefix with Fluxion, for the multi-node Fluxion cases (skipped when absent)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args(argv)
-    for kind in args.executors:
+    for kind in args.executors or []:
         if kind not in EXECUTORS:
             p.error(f"unknown executor {kind!r}; choose from {', '.join(EXECUTORS)}")
-    for w in args.workloads:
-        if w not in WORKLOADS:
-            p.error(f"unknown workload {w!r}; choose from {', '.join(WORKLOADS)}")
-    if args.repeats < 1 or any(n < 1 for n in args.sizes):
+    for g in args.groups or []:
+        if g not in GROUPS:
+            p.error(f"unknown group {g!r}; choose from {', '.join(GROUPS)}")
+    if args.repeats < 1 or any(n < 1 for n in (args.sizes or []) + ([args.n] if args.n is not None else [])):
         p.error("--repeats and --sizes must be positive")
     return args
 
@@ -321,22 +740,24 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
-        kind, n, workload, flux, uri = argv[1:6]
-        print(json.dumps(child(kind, int(n), workload, flux, uri)))
+        spec = json.loads(argv[1])
+        print(json.dumps(child(Case(**spec["case"]), spec["ctx"])))
         return 0
     args = parse_args(argv)
     flux = find_flux()
     results = run_all(args, flux)
     results["ratios"] = ratios(results)
+    results["cost_growth"] = cost_growth(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     (args.out / "results.md").write_text(table(results) + "\n")
     print(table(results))
-    print(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'}")
-    if plot(results, args.out / "throughput.png"):
-        print(f"wrote {args.out / 'throughput.png'}")
+    print(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'} ({results['wall_s']:.0f}s)")
+    written = plot(results, args.out)
+    if written:
+        print("wrote " + ", ".join(str(p) for p in written))
     else:
-        print("matplotlib not installed: no plot (pip install '.[bench]')")
+        print("matplotlib not installed: no plots (pip install '.[bench]')")
     return 0
 
 
