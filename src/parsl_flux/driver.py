@@ -259,7 +259,7 @@ class Driver:
             lost = [self._forget(t) for t in list(block.in_flight)]
             if block.route is not None:
                 self._routes.pop(block.route, None)
-        _remove(block.key_file)
+        remove_key_file(block.key_file)
         self.on_lost(block, reason, mark_failed)
         log = self.logger.info if self.closing or not lost else self.logger.error
         log("block %s closed: %s; failing %d task(s)", block.block_id, reason, len(lost))
@@ -508,7 +508,7 @@ def _chunks(tasks: List[Dict[str, Any]], limit: int) -> List[List[Dict[str, Any]
     return chunks
 
 
-def _remove(path: str) -> None:
+def remove_key_file(path: str) -> None:
     """Remove a key file if it is still there (its manager removes it when it starts)."""
     if path:
         try:

@@ -32,7 +32,7 @@ from parsl.utils import RepresentationMixin
 from parsl_flux import fluxpath, launch, protocol
 from parsl_flux.bash import lean_bash
 from parsl_flux.container import Container
-from parsl_flux.driver import Block, Driver, Task, TaskFuture
+from parsl_flux.driver import Block, Driver, Task, TaskFuture, remove_key_file
 from parsl_flux.errors import ExecutorShutdown, PayloadTooLarge
 from parsl_flux.monitoring import FluxRadio
 from parsl_flux.payload import dumps as dump_payload
@@ -585,7 +585,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             self._logger.warning("shutdown: failed %d unfinished task(s) with ExecutorShutdown", failed)
         self._driver.close()
         for block in self._driver.blocks.values():
-            _remove(block.key_file)
+            remove_key_file(block.key_file)
         if self._log_handler is not None:
             self._logger.removeHandler(self._log_handler)
             self._log_handler.close()
@@ -626,12 +626,3 @@ def pick_scale_in(blocks: Sequence[Block], n: int, max_idletime: Optional[float]
     rank = sorted(blocks, key=lambda b: (0 if idle_for(b) >= 0 else 1 if b.resources is None else 2,
                                          -idle_for(b), len(b.in_flight)))
     return rank[:n]
-
-
-def _remove(path: str) -> None:
-    """Remove a key file if it is still there (its manager removes it when it starts)."""
-    if path:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
