@@ -30,7 +30,7 @@ fail() {
 
 missing=()
 for pkg in slurm-wlm munge iproute2; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
@@ -44,7 +44,9 @@ if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
     log "creating bridge $BRIDGE ($HOST_ADDR/24)"
     ip link add "$BRIDGE" type bridge
 fi
-ip addr show dev "$BRIDGE" | grep -q "inet $HOST_ADDR/" || ip addr add "$HOST_ADDR/24" dev "$BRIDGE"
+# Output captured, not piped into `grep -q`: under pipefail, grep's early exit can
+# SIGPIPE `ip` and send an existing address to `ip addr add` ("already assigned").
+[[ $(ip addr show dev "$BRIDGE") == *"inet $HOST_ADDR/"* ]] || ip addr add "$HOST_ADDR/24" dev "$BRIDGE"
 ip link set "$BRIDGE" up
 for node in "${NODES[@]}"; do
     ns=$(node_netns "$node")
@@ -57,7 +59,7 @@ for node in "${NODES[@]}"; do
     ip link set "$host_if" master "$BRIDGE"
     ip link set "$host_if" up
     ip -n "$ns" link set lo up
-    ip -n "$ns" addr show dev eth0 | grep -q "inet $addr/" || ip -n "$ns" addr add "$addr/24" dev eth0
+    [[ $(ip -n "$ns" addr show dev eth0) == *"inet $addr/"* ]] || ip -n "$ns" addr add "$addr/24" dev eth0
     ip -n "$ns" link set eth0 up
     ip -n "$ns" route replace default via "$HOST_ADDR" dev eth0
 done

@@ -24,7 +24,7 @@ node_up() { case "$(node_state)" in idle|mix|alloc|comp) return 0;; *) return 1;
 
 missing=()
 for pkg in slurm-wlm munge; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
