@@ -9,7 +9,7 @@
 #                          it already runs inside one; either way a Parsl
 #                          driver in CMD finds Flux through FLUX_URI
 #
-# The Python report (versions) comes from parsl_flux.images, so the CLI
+# The Python report (versions) comes from parsl_flux.tools.images, so the CLI
 # (`parsl-flux image`) and this script print the same thing.
 set -eu
 
@@ -30,7 +30,7 @@ USAGE
 
 if [ "$#" -eq 0 ]; then
     echo "parsl-flux image"
-    "$PYTHON" -m parsl_flux.images versions || echo "(could not run $PYTHON -m parsl_flux.images)" >&2
+    "$PYTHON" -m parsl_flux.tools.images versions || echo "(could not run $PYTHON -m parsl_flux.tools.images)" >&2
     usage
     exit 0
 fi

@@ -9,8 +9,8 @@ BENCH_ARGS ?=
 
 bench: $(STAMP)  ## full benchmark (45-60 min on 2 cores; 13.5 min with BENCH_ARGS="--repeats 1 --budget 90"): every case, N up to 100k; writes benchmarks/results/
 	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) -m parsl_flux.bench --suite full --out benchmarks/results $(BENCH_ARGS)
+	$(PY) -m parsl_flux.tools.bench --suite full --out benchmarks/results $(BENCH_ARGS)
 
 bench-quick: $(STAMP)  ## the same cases at small N, for reviewers (< 5 min on 2 cores); writes benchmarks/results-quick/
 	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) -m parsl_flux.bench --suite quick --out benchmarks/results-quick $(BENCH_ARGS)
+	$(PY) -m parsl_flux.tools.bench --suite quick --out benchmarks/results-quick $(BENCH_ARGS)

@@ -1,5 +1,5 @@
 # Container images: containers/Dockerfile, and the Apptainer definition
-# generated from it (see src/parsl_flux/images.py). Included by the Makefile.
+# generated from it (see src/parsl_flux/tools/images.py). Included by the Makefile.
 # The engine is podman or docker, whichever answers (containers/engine.sh;
 # CONTAINER_ENGINE=podman|docker picks one).
 
@@ -39,18 +39,18 @@ sif-test:  ## the README's Apptainer commands with $(SIF)
 	bash containers/image.sh sif-test
 
 apptainer-def: $(STAMP)  ## regenerate containers/parsl-flux.def from the Dockerfile
-	$(PY) -m parsl_flux.images regenerate
+	$(PY) -m parsl_flux.tools.images regenerate
 
 apptainer: $(STAMP)  ## build $(SIF) with Apptainer from the definition (pulls the base image from Docker Hub)
-	$(PY) -m parsl_flux.images check
+	$(PY) -m parsl_flux.tools.images check
 	apptainer build --force $(SIF) containers/parsl-flux.def
 
 image-info: $(STAMP)  ## show the recipe (base image, user, labels, definition in step) and local versions
-	$(PY) -m parsl_flux.images info
+	$(PY) -m parsl_flux.tools.images info
 
 lint-containers: $(STAMP)  ## hadolint the Dockerfile, shellcheck the scripts, check the definition
 	$(HADOLINT) --config containers/.hadolint.yaml containers/Dockerfile
 	@if command -v shellcheck >/dev/null 2>&1; then \
 	    echo "shellcheck $(sort $(SHELL_SCRIPTS))"; shellcheck -x $(sort $(SHELL_SCRIPTS)); \
 	else echo "lint-containers: shellcheck not installed (.ci/setup.d/10-images.sh installs it); skipped"; fi
-	$(PY) -m parsl_flux.images check
+	$(PY) -m parsl_flux.tools.images check

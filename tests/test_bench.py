@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from parsl_flux import bench
+from parsl_flux.tools import bench
 
 
 def _run(rate, p50=0.1, p99=0.2, first=1.0, peak=50.0, **kw):

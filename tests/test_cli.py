@@ -132,11 +132,11 @@ def test_delegated_commands(capsys, monkeypatch, command, module):
         seen["argv"] = argv
         return 3
 
-    fake = types.ModuleType(f"parsl_flux.{module}")
+    fake = types.ModuleType(f"parsl_flux.tools.{module}")
     fake.main = main
-    monkeypatch.setitem(sys.modules, f"parsl_flux.{module}", fake)
-    import parsl_flux
-    monkeypatch.setattr(parsl_flux, module, fake, raising=False)
+    monkeypatch.setitem(sys.modules, f"parsl_flux.tools.{module}", fake)
+    import parsl_flux.tools
+    monkeypatch.setattr(parsl_flux.tools, module, fake, raising=False)
     code, _, _ = run(capsys, command, "sub", "--flag", "x")
     assert seen["argv"] == ["sub", "--flag", "x"] and code == 3
 

@@ -43,7 +43,11 @@ def test_constructor_rejects_bad_arguments():
 
 def test_secret_never_shown_in_repr():
     secret = "ab" * 32
-    assert secret not in repr(FluxExecutor(secret=secret))
+    ex = FluxExecutor(secret=secret)
+    assert secret not in repr(ex) and "secret=<secret hidden>" in repr(ex)
+    # The attribute holds the value it names: a copy of the config gets the same keys.
+    assert ex.secret == secret and FluxExecutor(secret=ex.secret)._master == ex._master
+    assert FluxExecutor().secret is None
 
 
 def test_page_interface_is_present():

@@ -17,10 +17,11 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from parsl_flux import images
+from parsl_flux.tools import images
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTAINERS = ROOT / "containers"
+DOCKERFILE = CONTAINERS / "Dockerfile"
 ENTRYPOINT = CONTAINERS / "entrypoint.sh"
 WORKFLOW = ROOT / ".github" / "workflows" / "images.yml"
 SHELL_SCRIPTS = (sorted(CONTAINERS.glob("*.sh")) + sorted(CONTAINERS.glob("*/*.sh"))
@@ -30,7 +31,7 @@ HADOLINT = shutil.which("hadolint", path=os.pathsep.join([str(Path(sys.executabl
 
 
 def _dockerfile() -> DockerfileParser:
-    parser = DockerfileParser(fileobj=open(images.DOCKERFILE, "rb"))
+    parser = DockerfileParser(fileobj=open(DOCKERFILE, "rb"))
     return parser
 
 
@@ -44,7 +45,7 @@ def test_dockerfile_structure() -> None:
     assert users[-1].isdigit(), "numeric USER, so Kubernetes' runAsNonRoot can verify it"
     assert json.loads(df.structure[[i["instruction"] for i in df.structure].index("ENTRYPOINT")]["value"]) == \
         ["/usr/local/bin/parsl-flux-entrypoint"]
-    text = images.DOCKERFILE.read_text()
+    text = DOCKERFILE.read_text()
     for needed in ("openmpi-bin", "libopenmpi-dev", "python3-mpi4py", "/opt/parsl-flux", "entrypoint.sh"):
         assert needed in text
     for instruction in df.structure:
@@ -55,7 +56,7 @@ def test_dockerfile_structure() -> None:
 def test_dockerfile_passes_hadolint() -> None:
     if HADOLINT is None:
         pytest.skip("hadolint not installed (it comes with the test extra: pip install -e '.[test]')")
-    done = subprocess.run([HADOLINT, "--config", str(CONTAINERS / ".hadolint.yaml"), str(images.DOCKERFILE)],
+    done = subprocess.run([HADOLINT, "--config", str(CONTAINERS / ".hadolint.yaml"), str(DOCKERFILE)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -82,7 +83,7 @@ def test_definition_is_in_step_with_dockerfile() -> None:
     """Committed definition == spython conversion of the Dockerfile + the documented additions."""
     diff = images.definition_diff()
     assert not diff, ("containers/parsl-flux.def is out of step with containers/Dockerfile; run "
-                      "`python -m parsl_flux.images regenerate`:\n" + "".join(diff))
+                      "`python -m parsl_flux.tools.images regenerate`:\n" + "".join(diff))
 
 
 def test_each_documented_addition_is_needed() -> None:
@@ -102,7 +103,7 @@ def test_each_documented_addition_is_needed() -> None:
 
 def test_dockerfile_change_breaks_the_definition_check(tmp_path: Path) -> None:
     changed = tmp_path / "Dockerfile"
-    changed.write_text(images.DOCKERFILE.read_text() + "RUN true\n")
+    changed.write_text(DOCKERFILE.read_text() + "RUN true\n")
     assert images.definition_diff(dockerfile=changed)
     out = tmp_path / "parsl-flux.def"
     assert images.regenerate(out, changed) and not images.regenerate(out, changed)
@@ -248,7 +249,7 @@ def test_other_sitecustomize_still_turns_the_fast_start_off(monkeypatch: pytest.
                     reason="no Debian python3 with its stock sitecustomize here")
 def test_system_python3_of_debian_gets_the_fast_start() -> None:
     """The real file, read by the real interpreter (the image's, and Debian hosts')."""
-    src = str(Path(images.__file__).resolve().parents[1])
+    src = str(ROOT / "src")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
             "from parsl_flux.flux_backend import site_adds_only_paths; print(site_adds_only_paths([]))")
     done = subprocess.run(["/usr/bin/python3", "-c", code, src], capture_output=True, text=True, timeout=60)
@@ -276,3 +277,19 @@ def test_test_in_image_runs_every_step_and_fails_at_the_end(tmp_path: Path) -> N
     summary = done.stdout.split("== summary", 1)[1]
     assert "suite: FAILED" in summary and "mpi: ok" in summary and "example: ok" in summary
     assert "1 step(s) failed" in done.stderr
+
+
+def test_source_root_is_found_or_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tools find the checkout this module sits in, one named by $PARSL_FLUX_SOURCE, or say where they looked."""
+    from parsl_flux.tools import checkout
+
+    monkeypatch.delenv(checkout.SOURCE_ENV, raising=False)
+    assert checkout.source_root("t", cwd=tmp_path) == ROOT  # an editable install: the module's own checkout
+    monkeypatch.setenv(checkout.SOURCE_ENV, str(tmp_path))
+    with pytest.raises(checkout.SourceCheckoutNeeded, match=f"none found at \\$PARSL_FLUX_SOURCE={tmp_path}"):
+        checkout.source_root("regenerate", cwd=ROOT)
+    (tmp_path / "containers").mkdir()
+    (tmp_path / "containers" / "Dockerfile").write_text("FROM x\n")
+    (tmp_path / "pyproject.toml").write_text("")
+    assert checkout.source_root("t") == tmp_path
+    assert images.recipe_file(images.DOCKERFILE) == tmp_path / "containers" / "Dockerfile"

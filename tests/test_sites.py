@@ -331,6 +331,13 @@ def test_a_wheel_install_ships_and_lists_the_sites(tmp_path):
     shown = cli("sites", "show", "local")
     assert shown.returncode == 0, shown.stderr
     assert "export JOBNAME=" in shown.stdout and "parsl_flux.manager" in shown.stdout
+    # The recipe tools need the checkout's containers/: one line saying so, not a wrong path.
+    env.pop("PARSL_FLUX_SOURCE", None)
+    checked = cli("image", "check")
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert "needs a parsl-flux source checkout" in checked.stderr and "Traceback" not in checked.stderr
+    versions = cli("image", "versions")
+    assert versions.returncode == 0 and "parsl-flux" in versions.stdout, versions.stderr
 
 
 def test_shipped_sites_are_package_resources():

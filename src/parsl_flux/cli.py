@@ -7,8 +7,8 @@ Subcommands::
     parsl-flux sites copy NAME [DEST]        write NAME's config to edit (default ./NAME.py)
     parsl-flux doctor [--site NAME]          what is present, what is missing
     parsl-flux run --site NAME workflow.py   parsl.load the site's config, run the script
-    parsl-flux image ...                     container recipe tools (parsl_flux.images)
-    parsl-flux bench ...                     benchmarks (parsl_flux.bench)
+    parsl-flux image ...                     container recipe tools (parsl_flux.tools.images)
+    parsl-flux bench ...                     benchmarks (parsl_flux.tools.bench)
 
 Each subcommand has ``--help``; ``parsl-flux --version`` prints the version.
 Errors are one line on stderr and a non-zero exit, never a traceback.
@@ -213,13 +213,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ delegated
 def cmd_image(args: argparse.Namespace) -> int:
-    from parsl_flux import images  # another engineer's module; loaded only when asked for
+    from parsl_flux.tools import images  # another engineer's module; loaded only when asked for
 
     return int(images.main(args.rest) or 0)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from parsl_flux import bench  # heavy (plotting); loaded only when asked for
+    from parsl_flux.tools import bench  # heavy (plotting); loaded only when asked for
 
     return int(bench.main(args.rest) or 0)
 

@@ -57,6 +57,21 @@ def _unwrap_parsl_error_wrapper(func: Callable) -> Callable:
 _WRAP_ERROR_CODE = wrap_error(lambda: None).__code__
 
 
+class HiddenSecret(str):
+    """The master secret as the user gave it, with a repr that does not show it.
+
+    Parsl's ``RepresentationMixin`` builds the executor's repr from the
+    constructor's attributes, and the DFK writes that repr to ``parsl.log`` and
+    the monitoring database; the value itself stays usable (``FluxExecutor(
+    secret=other.secret)``).
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<secret hidden>"
+
+
 class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
     """Run every Parsl app as a Flux job, one Flux instance per block.
 
@@ -230,7 +245,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self.address = address
         self.port = port
         self.port_range = port_range
-        self.secret = "<redacted>" if secret else None  # never show the secret in Parsl's config logs
+        self.secret = HiddenSecret(secret) if secret is not None else None
         self.heartbeat_period = heartbeat_period
         self.heartbeat_threshold = heartbeat_threshold
         self.container = container

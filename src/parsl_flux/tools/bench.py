@@ -20,7 +20,7 @@ under 5 minutes on 2 cores) run, on one machine, groups of cases:
 Every executor runs in its default ``LocalProvider`` start mode (the executor
 starts its own Flux instance or workers); a tuned mode is labelled as such in
 the ``mode`` column. The apps are defined here, at the top of the module, and
-each measurement runs ``python -m parsl_flux.bench --child``, so in that
+each measurement runs ``python -m parsl_flux.tools.bench --child``, so in that
 process they live in ``__main__`` and travel by value, as a workflow script's
 apps do. Each measurement runs in a fresh process (peak RSS is that driver's);
 repeats are interleaved (repeat 1 of every case, then repeat 2, ...), and the
@@ -49,13 +49,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from parsl_flux import fluxpath
+from parsl_flux.tools import checkout
 
 EXECUTORS = ("parsl-flux", "parsl-flux-packing", "parsl-FluxExecutor", "htex", "threadpool", "mpi-executor",
              "bare-flux")
 GROUPS = ("python-noop", "python-sleep10ms", "bash-noop", "mpi-hello", "multi-node")
 SUITES = ("quick", "full")
-REPO = Path(__file__).resolve().parents[2]
-MPI_HELLO_C = REPO / "tests" / "data" / "mpi_hello.c"
+MPI_HELLO_C = "tests/data/mpi_hello.c"  # in the source checkout
 FLUXION_PREFIX = fluxpath.default_prefix().parent / "flux-fluxion-0.88.0"
 
 
@@ -373,12 +373,18 @@ exec {mpiexec} --allow-run-as-root --oversubscribe --host "$hostlist" "${{args[@
 
 
 def mpi_context(workdir: Path) -> Dict[str, Any]:
-    """Build the MPI hello and the files MPIExecutor needs here; {} without mpicc/mpiexec."""
+    """Build the MPI hello and the files MPIExecutor needs here; {} without mpicc/mpiexec
+    or without the source checkout that holds the program."""
     mpicc, mpiexec = shutil.which("mpicc"), shutil.which("mpiexec")
     if not (mpicc and mpiexec):
         return {}
+    try:
+        source = checkout.source_root("the mpi-hello benchmark") / MPI_HELLO_C
+    except checkout.SourceCheckoutNeeded as exc:
+        print(f"mpi-hello: not run: {exc}", flush=True)
+        return {}
     exe = workdir / "mpi_hello"
-    subprocess.run([mpicc, "-o", str(exe), str(MPI_HELLO_C)], check=True)
+    subprocess.run([mpicc, "-o", str(exe), str(source)], check=True)
     shim_dir = workdir / "shim"
     shim_dir.mkdir()
     (shim_dir / "mpiexec").write_text(MPIEXEC_SHIM.format(mpiexec=os.path.realpath(mpiexec)))
@@ -394,7 +400,7 @@ def measure(case: Case, ctx: Dict[str, Any], timeout: float) -> Dict[str, Any]:
         flux = ctx["flux"]
         cmd = ["true"] if case.group == "bash-noop" else [ctx["python"], "-S", "-c", "pass"]
         return bare_flux(flux, case.n, cmd)
-    cmd = [sys.executable, "-m", "parsl_flux.bench", "--child", json.dumps({"case": asdict(case), "ctx": ctx})]
+    cmd = [sys.executable, "-m", "parsl_flux.tools.bench", "--child", json.dumps({"case": asdict(case), "ctx": ctx})]
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # HTEX's interchange.py
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, start_new_session=True)

@@ -6,7 +6,7 @@ definition ``containers/parsl-flux.def`` is spython's Docker->Singularity
 conversion of it plus the additions below, each of which fixes something the
 plain conversion gets wrong for this image. A test compares the committed
 definition with :func:`generate_definition`, so the two cannot drift apart;
-``python -m parsl_flux.images regenerate`` rewrites it after a Dockerfile change.
+``python -m parsl_flux.tools.images regenerate`` rewrites it after a Dockerfile change.
 
 Additions to spython's conversion:
 
@@ -46,21 +46,32 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from parsl_flux.tools import checkout
+
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-"""Root of the source checkout this module was loaded from (with an editable
-install, or ``/opt/parsl-flux`` in the image)."""
+PROG = "python -m parsl_flux.tools.images"
+DOCKERFILE = "Dockerfile"
+DOCKERIGNORE = "Dockerfile.dockerignore"
+DEFINITION = "parsl-flux.def"
 
-CONTAINERS = REPO_ROOT / "containers"
-DOCKERFILE = CONTAINERS / "Dockerfile"
-DOCKERIGNORE = CONTAINERS / "Dockerfile.dockerignore"
-DEFINITION = CONTAINERS / "parsl-flux.def"
+
+def recipe_file(name: str, given: Optional[Path] = None) -> Path:
+    """``given``, or the file ``name`` in the source checkout's ``containers/``.
+
+    Raises
+    ------
+    checkout.SourceCheckoutNeeded
+        ``given`` is None and there is no checkout (a wheel install).
+    """
+    if given is not None:
+        return given
+    return checkout.source_root(f"{PROG} (containers/{name})") / "containers" / name
 
 HEADER = """\
-# GENERATED from containers/Dockerfile by `python -m parsl_flux.images regenerate`
+# GENERATED from containers/Dockerfile by `python -m parsl_flux.tools.images regenerate`
 # (spython's Docker->Singularity conversion plus the additions documented in
-# src/parsl_flux/images.py). Edit the Dockerfile, then regenerate this file.
+# src/parsl_flux/tools/images.py). Edit the Dockerfile, then regenerate this file.
 # Build from the repository root of a checkout:
 #   apptainer build parsl-flux.sif containers/parsl-flux.def
 """
@@ -84,15 +95,15 @@ def _write(recipe: Any) -> str:
     return SingularityWriter(recipe).convert() + "\n"
 
 
-def convert(dockerfile: Path = DOCKERFILE) -> str:
-    """spython's plain conversion of ``dockerfile``, without our additions.
+def convert(dockerfile: Optional[Path] = None) -> str:
+    """spython's plain conversion of ``dockerfile`` (default: the checkout's), without our additions.
 
     Kept separate so tests can show what each addition changes.
     """
-    return _write(_parse(dockerfile))
+    return _write(_parse(recipe_file(DOCKERFILE, dockerfile)))
 
 
-def ignore_patterns(dockerignore: Path = DOCKERIGNORE) -> List[str]:
+def ignore_patterns(dockerignore: Path) -> List[str]:
     """The patterns of a ``.dockerignore`` file, in the subset the definition can mirror.
 
     Raises
@@ -117,7 +128,7 @@ def _cleanup_lines(patterns: Sequence[str], dest: str) -> List[str]:
     """Shell lines that delete ``patterns`` under ``dest`` (a copied build context)."""
     anywhere = [p[3:] for p in patterns if p.startswith("**/")]
     rooted = [f"{dest}/{p}" for p in patterns if not p.startswith("**/")]
-    lines = ["# Added by parsl_flux.images: drop what containers/Dockerfile.dockerignore",
+    lines = ["# Added by parsl_flux.tools.images: drop what containers/Dockerfile.dockerignore",
              "# keeps out of the Docker build (Apptainer's %files copies the directory whole)."]
     if rooted:
         lines.append("rm -rf " + " ".join(rooted))  # unquoted: the shell expands the * globs
@@ -137,10 +148,11 @@ def _label_pairs(labels: List[List[str]]) -> List[List[str]]:
     return pairs
 
 
-def generate_definition(dockerfile: Path = DOCKERFILE, dockerignore: Path = DOCKERIGNORE) -> str:
-    """The Apptainer definition for ``dockerfile``: spython's conversion plus
-    the additions listed in this module's docstring."""
-    recipe = _parse(dockerfile)
+def generate_definition(dockerfile: Optional[Path] = None, dockerignore: Optional[Path] = None) -> str:
+    """The Apptainer definition for ``dockerfile`` (default: the checkout's):
+    spython's conversion plus the additions listed in this module's docstring."""
+    recipe = _parse(recipe_file(DOCKERFILE, dockerfile))
+    dockerignore = recipe_file(DOCKERIGNORE, dockerignore)
     stage = next(iter(recipe.values()))
     stage.install = [line for line in stage.install if not re.match(r"USER\s", line)]
     stage.labels = _label_pairs(stage.labels)
@@ -151,18 +163,20 @@ def generate_definition(dockerfile: Path = DOCKERFILE, dockerignore: Path = DOCK
     return HEADER + _write(recipe)
 
 
-def definition_diff(definition: Path = DEFINITION, dockerfile: Path = DOCKERFILE,
-                    dockerignore: Path = DOCKERIGNORE) -> List[str]:
+def definition_diff(definition: Optional[Path] = None, dockerfile: Optional[Path] = None,
+                    dockerignore: Optional[Path] = None) -> List[str]:
     """Unified diff from the committed ``definition`` to the generated one (empty when in step)."""
+    definition = recipe_file(DEFINITION, definition)
     committed = definition.read_text() if definition.exists() else ""
     generated = generate_definition(dockerfile, dockerignore)
     return list(difflib.unified_diff(committed.splitlines(keepends=True), generated.splitlines(keepends=True),
                                      str(definition), "generated"))
 
 
-def regenerate(definition: Path = DEFINITION, dockerfile: Path = DOCKERFILE,
-               dockerignore: Path = DOCKERIGNORE) -> bool:
+def regenerate(definition: Optional[Path] = None, dockerfile: Optional[Path] = None,
+               dockerignore: Optional[Path] = None) -> bool:
     """Rewrite ``definition`` from ``dockerfile``; return whether it changed."""
+    definition = recipe_file(DEFINITION, definition)
     text = generate_definition(dockerfile, dockerignore)
     if definition.exists() and definition.read_text() == text:
         return False
@@ -211,22 +225,22 @@ def runtime_versions() -> Dict[str, Optional[str]]:
     }
 
 
-def image_info(dockerfile: Path = DOCKERFILE, definition: Path = DEFINITION,
-               dockerignore: Path = DOCKERIGNORE, versions: bool = True) -> Dict[str, Any]:
+def image_info(dockerfile: Optional[Path] = None, definition: Optional[Path] = None,
+               dockerignore: Optional[Path] = None, versions: bool = True) -> Dict[str, Any]:
     """What ``parsl-flux image`` reports: the recipe, and the versions installed here.
 
     Parameters
     ----------
-    dockerfile, definition, dockerignore : Path
-        The recipe files; default the ones in this source checkout.
+    dockerfile, definition, dockerignore : Path, optional
+        The recipe files; default the ones in the source checkout, if any.
     versions : bool
         Also run :func:`runtime_versions` (it runs ``flux`` and ``mpirun``).
 
     Returns
     -------
     dict
-        JSON-serializable. ``recipe`` (None when ``dockerfile`` is absent, as
-        in a wheel install): ``dockerfile``, ``base_image``, ``user``,
+        JSON-serializable. ``recipe`` (None when ``dockerfile`` is absent or
+        there is no source checkout, as in a wheel install): ``dockerfile``, ``base_image``, ``user``,
         ``entrypoint``, ``labels``, ``definition`` and
         ``definition_in_sync``. ``versions``: :func:`runtime_versions`, or
         None when not asked for.
@@ -238,7 +252,12 @@ def image_info(dockerfile: Path = DOCKERFILE, definition: Path = DEFINITION,
         'parsl-flux[container]'``).
     """
     recipe_info = None
-    if dockerfile.exists():
+    try:
+        dockerfile = recipe_file(DOCKERFILE, dockerfile)
+        definition = recipe_file(DEFINITION, definition)
+    except checkout.SourceCheckoutNeeded:
+        dockerfile = None
+    if dockerfile is not None and dockerfile.exists():
         stage = next(iter(_parse(dockerfile).values()))
         users = [line.split(None, 1)[1].strip() for line in stage.install if re.match(r"USER\s", line)]
         recipe_info = {
@@ -254,26 +273,34 @@ def image_info(dockerfile: Path = DOCKERFILE, definition: Path = DEFINITION,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m parsl_flux.images {regenerate,check,versions,info}``."""
-    parser = argparse.ArgumentParser(prog="python -m parsl_flux.images", description=__doc__.split("\n")[0])
+    """``python -m parsl_flux.tools.images {regenerate,check,versions,info}``.
+
+    ``regenerate`` and ``check`` need a source checkout and exit 2 with one
+    line saying so without one; ``versions`` and ``info`` work anywhere.
+    """
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("regenerate", help=f"rewrite {DEFINITION.name} from the Dockerfile")
-    sub.add_parser("check", help=f"exit 1, showing the diff, when {DEFINITION.name} is out of step")
+    sub.add_parser("regenerate", help=f"rewrite containers/{DEFINITION} from the Dockerfile")
+    sub.add_parser("check", help=f"exit 1, showing the diff, when containers/{DEFINITION} is out of step")
     sub.add_parser("versions", help="versions of Flux, OpenMPI, Python, Parsl, parsl-flux here")
     sub.add_parser("info", help="recipe and versions as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.command == "regenerate":
-        if not regenerate():
-            logger.info("%s is up to date", DEFINITION)
-        return 0
-    if args.command == "check":
-        diff = definition_diff()
-        sys.stdout.writelines(diff)
-        if diff:
-            logger.error("%s is out of step with %s; run: python -m parsl_flux.images regenerate",
-                         DEFINITION, DOCKERFILE)
-        return 1 if diff else 0
+    try:
+        if args.command == "regenerate":
+            if not regenerate():
+                logger.info("containers/%s is up to date", DEFINITION)
+            return 0
+        if args.command == "check":
+            diff = definition_diff()
+            sys.stdout.writelines(diff)
+            if diff:
+                logger.error("containers/%s is out of step with containers/%s; run: %s regenerate",
+                             DEFINITION, DOCKERFILE, PROG)
+            return 1 if diff else 0
+    except checkout.SourceCheckoutNeeded as exc:
+        logger.error("%s", exc)
+        return 2
     if args.command == "versions":
         for name, version in runtime_versions().items():
             sys.stdout.write(f"  {name:<11} {version or 'not found'}\n")
