@@ -11,11 +11,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 keep_network=0
 [ "${1:-}" = "--keep-network" ] && keep_network=1
 
-stop_pidfile() {  # stop_pidfile FILE: TERM, wait up to 5 s, KILL
+stop_pidfile() {  # stop_pidfile FILE NAME: TERM, wait up to 5 s, KILL
     local pid
     [ -s "$1" ] || return 0
     pid=$(cat "$1")
-    if kill -0 "$pid" 2>/dev/null; then
+    # Only if the pid still runs NAME: a stale file's pid may now be anything.
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]; then
         kill "$pid" 2>/dev/null
         for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null
@@ -24,7 +25,7 @@ stop_pidfile() {  # stop_pidfile FILE: TERM, wait up to 5 s, KILL
 }
 
 for node in "${NODES[@]}"; do
-    stop_pidfile "$CLUSTER_DIR/run/slurmd-$node.pid"
+    stop_pidfile "$CLUSTER_DIR/run/slurmd-$node.pid" slurmd
     ns=$(node_netns "$node")
     if [ -e "/run/netns/$ns" ]; then
         # Whatever jobs left behind in the node (slurmstepd, brokers, tasks): these
@@ -34,7 +35,7 @@ for node in "${NODES[@]}"; do
         [ -n "$pids" ] && { echo "cluster-down: killing what is left in $ns: $pids"; kill -9 $pids 2>/dev/null; }
     fi
 done
-stop_pidfile "$CLUSTER_DIR/run/slurmctld.pid"
+stop_pidfile "$CLUSTER_DIR/run/slurmctld.pid" slurmctld
 [ "$keep_network" = 1 ] && exit 0
 
 for node in "${NODES[@]}"; do

@@ -121,18 +121,20 @@ else
 fi
 rm -f "$new_conf"
 
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A pid file names a live daemon only if that pid still runs the daemon:
+# after a reboot, a stale file's pid may belong to anything.
+pid_alive() { [ -s "$1" ] && [ "$(cat "/proc/$(cat "$1")/comm" 2>/dev/null)" = "$2" ]; }
 
-if pid_alive "$CLUSTER_DIR/run/slurmctld.pid" && [ "$conf_changed" = 1 ]; then
+if pid_alive "$CLUSTER_DIR/run/slurmctld.pid" slurmctld && [ "$conf_changed" = 1 ]; then
     log "configuration changed: restarting the cluster's daemons"
     bash "$here/down.sh" --keep-network
 fi
-if ! pid_alive "$CLUSTER_DIR/run/slurmctld.pid"; then
+if ! pid_alive "$CLUSTER_DIR/run/slurmctld.pid" slurmctld; then
     log "starting slurmctld (port $CTLD_PORT)"
     slurmctld -f "$CLUSTER_CONF" || fail "slurmctld did not start"
 fi
 for node in "${NODES[@]}"; do
-    if ! pid_alive "$CLUSTER_DIR/run/slurmd-$node.pid"; then
+    if ! pid_alive "$CLUSTER_DIR/run/slurmd-$node.pid" slurmd; then
         log "starting slurmd -N $node in $(node_netns "$node") (hostname $node)"
         # nsenter, not `ip netns exec`: that remounts /sys, hiding /sys/fs/cgroup from slurmd.
         nsenter --net="/run/netns/$(node_netns "$node")" unshare --uts /bin/sh -c \
@@ -141,12 +143,13 @@ for node in "${NODES[@]}"; do
     fi
 done
 
-node_state() { sinfo -h -N -n "$1" -o %t 2>/dev/null | head -n1 | tr -d '*~#!%$@^-' || true; }
+# The state as sinfo prints it: a suffix (`idle*`: not responding) means not up.
+node_state() { sinfo -h -N -n "$1" -o %t 2>/dev/null | head -n1 || true; }
 deadline=$((SECONDS + WAIT_S))
 for node in "${NODES[@]}"; do
     until case "$(node_state "$node")" in idle|mix|alloc|comp) true;; *) false;; esac; do
         case "$(node_state "$node")" in
-            down|drain|drng|fail|unk) scontrol update NodeName="$node" State=RESUME >/dev/null 2>&1 || true;;
+            down*|drain*|drng*|fail*|unk*) scontrol update NodeName="$node" State=RESUME >/dev/null 2>&1 || true;;
         esac
         [ $SECONDS -lt $deadline ] || fail "node $node not up after ${WAIT_S}s (sinfo: $(sinfo -N 2>&1 | tr '\n' ' '))"
         sleep 1

@@ -17,8 +17,12 @@ log() { echo "20-slurm: $*"; }
 fail() { echo "20-slurm: ERROR: $*" >&2; for f in /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log; do
            [ -f "$f" ] && { echo "--- tail $f" >&2; tail -n 20 "$f" >&2; }; done; exit 1; }
 
-node_state() { sinfo -h -N -n "$HOST" -o %t 2>/dev/null | head -n1 | tr -d '*~#!%$@^-' || true; }
+# The state as sinfo prints it: a suffix (`idle*`: not responding) means not up.
+node_state() { sinfo -h -N -n "$HOST" -o %t 2>/dev/null | head -n1 || true; }
 node_up() { case "$(node_state)" in idle|mix|alloc|comp) return 0;; *) return 1;; esac; }
+# A pid file names a live daemon only if that pid still runs the daemon:
+# after a reboot, a stale file's pid may belong to anything.
+pid_alive() { [ -s "$1" ] && [ "$(cat "/proc/$(cat "$1")/comm" 2>/dev/null)" = "$2" ]; }
 
 [ "$(id -u)" = 0 ] || fail "must run as root (it installs packages and starts daemons)"
 
@@ -81,7 +85,8 @@ if ! scontrol ping >/dev/null 2>&1; then
     log "starting slurmctld"
     slurmctld || fail "slurmctld did not start"
 fi
-if ! pgrep -x slurmd >/dev/null; then
+# By its pid file: `pgrep slurmd` would also find the virtual cluster's slurmds.
+if ! pid_alive /run/slurmd.pid slurmd; then
     log "starting slurmd"
     slurmd || fail "slurmd did not start"
 fi
@@ -89,7 +94,7 @@ fi
 deadline=$((SECONDS + WAIT_S))
 until node_up; do
     case "$(node_state)" in
-        down|drain|drng|fail|unk) scontrol update NodeName="$HOST" State=RESUME >/dev/null 2>&1 || true;;
+        down*|drain*|drng*|fail*|unk*) scontrol update NodeName="$HOST" State=RESUME >/dev/null 2>&1 || true;;
     esac
     [ $SECONDS -lt $deadline ] || fail "node $HOST not up after ${WAIT_S}s (state: '$(node_state)'; sinfo: $(sinfo 2>&1 | tr '\n' ' '))"
     sleep 1
