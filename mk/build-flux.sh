@@ -103,14 +103,23 @@ source_tarball() {
     echo "$dest"
 }
 
+# unpack_source NAME VERSION TITLE GIVEN_TARBALL: find the tarball, start a
+# fresh log, unpack into a new directory; sets SRC and LOG for the caller.
+unpack_source() {
+    local tarball
+    tarball=$(source_tarball "$1" "$2" "$4" \
+        "https://github.com/flux-framework/$1/releases/download/v$2/$1-$2.tar.gz")
+    LOG=$LOGDIR/$1-$2.log
+    : >"$LOG"
+    say "$3 $2 from $tarball into $PREFIX (log: $LOG)"
+    SRC=$(mktemp -d "${TMPDIR:-/tmp}/$1-build.XXXXXX")
+    stage unpack "$LOG" tar -xzf "$tarball" -C "$SRC" --strip-components=1
+}
+
 build_core() {
-    local tarball src log=$LOGDIR/flux-core-$VERSION.log
-    tarball=$(source_tarball flux-core "$VERSION" "${FLUX_CORE_TARBALL:-}" \
-        "https://github.com/flux-framework/flux-core/releases/download/v$VERSION/flux-core-$VERSION.tar.gz")
-    : >"$log"
-    say "flux-core $VERSION from $tarball into $PREFIX (log: $log)"
-    src=$(mktemp -d "${TMPDIR:-/tmp}/flux-core-build.XXXXXX")
-    stage unpack "$log" tar -xzf "$tarball" -C "$src" --strip-components=1
+    local src log
+    unpack_source flux-core "$VERSION" flux-core "${FLUX_CORE_TARBALL:-}"
+    src=$SRC log=$LOG
     if [ ! -x "$src/configure" ]; then   # a git archive has no configure
         stage autogen "$log" bash -c "cd '$src' && FLUX_VERSION=$VERSION ./autogen.sh"
     fi
@@ -121,13 +130,9 @@ build_core() {
 }
 
 build_fluxion() {
-    local tarball src log=$LOGDIR/flux-sched-$SCHED_VERSION.log
-    tarball=$(source_tarball flux-sched "$SCHED_VERSION" "${FLUX_SCHED_TARBALL:-}" \
-        "https://github.com/flux-framework/flux-sched/releases/download/v$SCHED_VERSION/flux-sched-$SCHED_VERSION.tar.gz")
-    : >"$log"
-    say "Fluxion $SCHED_VERSION from $tarball into $PREFIX (log: $log)"
-    src=$(mktemp -d "${TMPDIR:-/tmp}/flux-sched-build.XXXXXX")
-    stage unpack "$log" tar -xzf "$tarball" -C "$src" --strip-components=1
+    local src log
+    unpack_source flux-sched "$SCHED_VERSION" Fluxion "${FLUX_SCHED_TARBALL:-}"
+    src=$SRC log=$LOG
     stage configure "$log" bash -c "cd '$src' && PATH='$PREFIX/bin':\$PATH FLUX_SCHED_VERSION=$SCHED_VERSION \
         cmake -B build -DCMAKE_INSTALL_PREFIX='$PREFIX' -DCMAKE_BUILD_TYPE=Release"
     stage build "$log" cmake --build "$src/build" -j"$JOBS"

@@ -84,20 +84,10 @@ ClusterName=$CLUSTER_NAME
 SlurmctldHost=$ctl_host($HOST_ADDR)
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
-SlurmUser=root
 SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-MpiDefault=none
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-ReturnToService=2
-SchedulerType=sched/backfill
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/none
+CONF
+    grep -v '^#' "$here/../slurm-common.conf"
+    cat <<CONF
 StateSaveLocation=$CLUSTER_DIR/ctld
 SlurmdSpoolDir=$CLUSTER_DIR/spool/%n
 SlurmctldPidFile=$CLUSTER_DIR/run/slurmctld.pid

@@ -49,22 +49,14 @@ mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
 node_line=$(slurmd -C | head -n1)
 case "$node_line" in NodeName=*) ;; *) fail "slurmd -C printed no NodeName line: $node_line";; esac
 new_conf=$(mktemp)
-cat > "$new_conf" <<CONF
+{
+cat <<CONF
 # Written by .ci/setup.d/20-slurm.sh: one-node test cluster on $HOST.
 ClusterName=parslflux
 SlurmctldHost=$HOST
-SlurmUser=root
-AuthType=auth/munge
-MpiDefault=none
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-ReturnToService=2
-SchedulerType=sched/backfill
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/none
+CONF
+grep -v '^#' "$(dirname "$0")/../slurm-common.conf"
+cat <<CONF
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=/run/slurmctld.pid
@@ -75,6 +67,7 @@ SlurmdTimeout=60
 $node_line State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 CONF
+} > "$new_conf"
 if ! cmp -s "$new_conf" "$CONF"; then
     log "writing $CONF"
     install -m 0644 "$new_conf" "$CONF"

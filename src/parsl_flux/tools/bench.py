@@ -604,6 +604,14 @@ def _label(c: Dict[str, Any]) -> str:
     return c["executor"] + ("" if c["mode"] == "default" else f" [{c['mode']}]")
 
 
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    """Lay out, write (100 dpi) and close one figure; its path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot(results: Dict[str, Any], out: Path) -> List[Path]:
     """throughput.png (tasks/s vs N per executor, a panel per group), first_result.png,
     block_startup.png and latency_cdf.png; [] without matplotlib."""
@@ -640,10 +648,7 @@ def plot(results: Dict[str, Any], out: Path) -> List[Path]:
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=6)
         fig.suptitle("Throughput vs N — " + title, fontsize=9)
-        fig.tight_layout()
-        written.append(out / "throughput.png")
-        fig.savefig(written[-1], dpi=100)
-        plt.close(fig)
+        written.append(_save(plt, fig, out / "throughput.png"))
 
     first: Dict[str, List[float]] = {}
     for k, r in ok.items():  # each executor's smallest python-noop / mpi / multi-node case
@@ -659,10 +664,7 @@ def plot(results: Dict[str, Any], out: Path) -> List[Path]:
         ax.set(xlabel="seconds from parsl.load to the first result (median, min-max)")
         ax.tick_params(axis="y", labelsize=7)
         ax.set_title("First result — " + title, fontsize=8)
-        fig.tight_layout()
-        written.append(out / "first_result.png")
-        fig.savefig(written[-1], dpi=100)
-        plt.close(fig)
+        written.append(_save(plt, fig, out / "first_result.png"))
 
     blocks: Dict[str, List[float]] = {}
     for k, r in ok.items():
@@ -679,10 +681,7 @@ def plot(results: Dict[str, Any], out: Path) -> List[Path]:
         ax.set(xlabel="seconds, executor 'listening' to 'block N registered' (executor.log), every block of "
                       "every run")
         ax.set_title("Block start-up (flux start to manager registration) — " + title, fontsize=8)
-        fig.tight_layout()
-        written.append(out / "block_startup.png")
-        fig.savefig(written[-1], dpi=100)
-        plt.close(fig)
+        written.append(_save(plt, fig, out / "block_startup.png"))
 
     cdf_groups = [g for g in groups if any(cases[k]["group"] == g and r.get("latency_quantiles_s")
                                            for k, r in ok.items())]
@@ -699,10 +698,7 @@ def plot(results: Dict[str, Any], out: Path) -> List[Path]:
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=6)
         fig.suptitle("Per-task latency CDF (median-rate run) — " + title, fontsize=9)
-        fig.tight_layout()
-        written.append(out / "latency_cdf.png")
-        fig.savefig(written[-1], dpi=100)
-        plt.close(fig)
+        written.append(_save(plt, fig, out / "latency_cdf.png"))
     return written
 
 
