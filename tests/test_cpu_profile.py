@@ -56,3 +56,13 @@ def test_table_rows_are_components_and_totals_add_up():
     assert "| job processes | 30.00 | 0.00 |" in text
     assert "| **total** | **50.00** | **4.00** |" in text
     assert "| tasks/s (this run) | 10.0 | 5.0 |" in text
+
+
+def test_count_samples_keeps_the_window_and_names_with_spaces():
+    text = ("           sleep 12124 13831.118582: \n"
+            "  flux-broker-0 700 13831.500000: \n"
+            "  rc1 worker 701 13831.600000: \n"
+            "         swapper     0 13832.900000: \n"
+            "garbage line\n")
+    counts = cpu_profile.count_samples(text, (13831.2, 13832.0))
+    assert counts == Counter({(700, "flux-broker-0"): 1, (701, "rc1 worker"): 1})

@@ -39,6 +39,7 @@ import zmq
 from zmq.utils import z85
 
 from parsl_flux import launch, leftovers, protocol
+from parsl_flux.bytecode import write_job_bytecode
 from parsl_flux.flux_backend import (SYS_PATH_ENV, FluxThreads, build_jobspec, instance_resources, read_tail,
                                      runner_command, site_adds_only_paths, task_output, worker_output)
 from parsl_flux.protocol import Kind
@@ -119,6 +120,7 @@ class Manager:
         if fast:
             self.job_env[SYS_PATH_ENV] = os.pathsep.join(p for p in sys.path if p)
         self.runner = runner_command(python, fast)
+        write_job_bytecode(python)
         self.flux: Optional[FluxThreads] = None
 
     def _emit(self, *event: Any) -> None:

@@ -281,6 +281,7 @@ def child(case: Case, ctx: Dict[str, Any]) -> Dict[str, Any]:
         "block_startup_s": startup_blocks,
         "shutdown_s": shutdown,
         "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "window_monotonic_s": [start, end],  # perf_counter is CLOCK_MONOTONIC: tools.cpu_profile reads it
         **extra,
     }
     if case.samples:
@@ -352,7 +353,9 @@ def bare_flux(flux: str, n: int, command: List[str]) -> Dict[str, Any]:
     out = subprocess.run([flux, "start", "bash", "-c", script, flux, str(n), *command], capture_output=True,
                          text=True, check=True).stdout.split()
     t0, t1 = float(out[-2]), float(out[-1])
-    return {"tasks_per_s": n / (t1 - t0), "first_result_s": t0 - t}
+    to_monotonic = time.monotonic() - time.time()
+    return {"tasks_per_s": n / (t1 - t0), "first_result_s": t0 - t,
+            "window_monotonic_s": [t0 + to_monotonic, t1 + to_monotonic]}
 
 
 MPIEXEC_SHIM = """#!/bin/bash
