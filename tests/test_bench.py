@@ -93,6 +93,8 @@ def test_suites_quick_is_small_full_has_100k_and_every_group():
     assert [c.n for c in full if (c.group, c.executor, c.mode) == ("python-noop", "parsl-flux-packing", "default")
             ][-3:] == [1000, 10000, 100000], "the cost growth series"
     assert len({c.key for c in full}) == len(full), "keys are unique"
+    for ex in ("bare-flux", "parsl-flux"):  # the per-job target's sizes, paired
+        assert {300, 3000} <= {c.n for c in full if (c.group, c.executor, c.mode) == ("python-noop", ex, "default")}
     for suite in (quick, full):
         fluxion = [c for c in suite if c.scheduler == "fluxion"]
         assert fluxion and all(c.test_size == 4 and c.blocks == 2 for c in fluxion)

@@ -117,7 +117,8 @@ def suite_cases(suite: str, groups: Optional[List[str]] = None) -> List[Case]:
         sizes = {"bare-flux": [20, 50], "parsl-flux": [20, 50], "parsl-flux-packing": [1000, 10000],
                  "parsl-FluxExecutor": [4], "htex": [1000], "threadpool": [1000]}
     else:
-        sizes = {"bare-flux": [100, 1000], "parsl-flux": [100, 1000, 10000],
+        # per job: the speed issue's N=300 and N=3000 beside 100 and 1000
+        sizes = {"bare-flux": [100, 300, 1000, 3000], "parsl-flux": [100, 300, 1000, 3000, 10000],
                  "parsl-flux-packing": [100, 1000, 10000, 100000], "parsl-FluxExecutor": [10, 100, 1000],
                  "htex": [100, 1000, 10000], "threadpool": [100, 1000, 10000]}
     cases: List[Case] = []
@@ -128,7 +129,7 @@ def suite_cases(suite: str, groups: Optional[List[str]] = None) -> List[Case]:
                   for n in (100, 1000)]
         for ex, ns in sizes.items():
             if ex != "bare-flux":
-                cases += [Case("python-sleep10ms", ex, n) for n in ns if n <= 10000]
+                cases += [Case("python-sleep10ms", ex, n) for n in ns if n in (100, 1000, 10000)]
     # Parsl's FluxExecutor imports Parsl in each bash app's job (~1 s of CPU here);
     # parsl-flux runs the command without it (parsl_flux.bash)
     for ex in ("bare-flux", "parsl-flux", "parsl-FluxExecutor"):
