@@ -245,7 +245,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self.address = address
         self.port = port
         self.port_range = port_range
-        self.secret = HiddenSecret(secret) if secret is not None else None
+        self.secret = HiddenSecret(secret) if secret else None
         self.heartbeat_period = heartbeat_period
         self.heartbeat_threshold = heartbeat_threshold
         self.container = container
