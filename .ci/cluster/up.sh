@@ -28,16 +28,7 @@ fail() {
 }
 [ "$(id -u)" = 0 ] || fail "must run as root (network namespaces, daemons)"
 
-missing=()
-for pkg in slurm-wlm munge iproute2; do
-    [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash "$here/../apt-ensure.sh" cluster-up slurm-wlm munge iproute2
 
 # --- network: bridge in the root namespace, one namespace + veth per node
 if ! ip link show "$BRIDGE" >/dev/null 2>&1; then

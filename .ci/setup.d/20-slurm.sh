@@ -26,16 +26,7 @@ pid_alive() { [ -s "$1" ] && [ "$(cat "/proc/$(cat "$1")/comm" 2>/dev/null)" = "
 
 [ "$(id -u)" = 0 ] || fail "must run as root (it installs packages and starts daemons)"
 
-missing=()
-for pkg in slurm-wlm munge; do
-    [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash "$(dirname "$0")/../apt-ensure.sh" 20-slurm slurm-wlm munge
 
 if scontrol ping >/dev/null 2>&1 && node_up; then
     log "Slurm already running; node $HOST is $(node_state)"
