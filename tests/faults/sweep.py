@@ -42,7 +42,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -320,21 +320,27 @@ def wait_for_runners(wf: Workflow, n: int = 1, timeout: float = 90) -> List[Proc
     return wait_until(lambda: (lambda r: r if len(r) >= n else [])(of_kind(str(wf.dir), "runner")), timeout, 0.1) or []
 
 
+def signal_the_one(r: Result, wf: Workflow, d: Path, kind: str, sig: int) -> Tuple[Optional[float], List[Proc]]:
+    """Once apps are mid-flight, send ``sig`` to the scenario's one process of
+    ``kind`` (checked); the fault's time (None if no app started) and those processes."""
+    if not wait_for_runners(wf):
+        r.fail("no app started within 90s")
+        return None, []
+    time.sleep(0.5)
+    procs = of_kind(str(d), kind)
+    r.check(len(procs) == 1, f"expected one {kind}, found {procs}")
+    snapshot(r, str(d))
+    t_fault = time.time()
+    for p in procs:
+        _signal(p.pid, sig)
+    return t_fault, procs
+
+
 # ----------------------------------------------------------------- scenarios
 def manager_sigkill(d: Path) -> Result:
     r = Result("manager SIGKILL", "SIGKILL the block's manager (Flux's initial program) with 4 apps in flight")
     wf = Workflow(d, "wf_naps.py", ["4", "30"])
-    t_fault = None
-    if not wait_for_runners(wf):
-        r.fail("no app started within 90s")
-    else:
-        time.sleep(0.5)
-        managers = of_kind(str(d), "manager")
-        r.check(len(managers) == 1, f"expected one manager, found {managers}")
-        snapshot(r, str(d))
-        t_fault = time.time()
-        for p in managers:
-            _signal(p.pid, signal.SIGKILL)
+    t_fault, _ = signal_the_one(r, wf, d, "manager", signal.SIGKILL)
     wf.finish(HARD_TIMEOUT)
     settle(r, wf, t_fault, expect_types={"BlockLost"}, expect_exit={0},
            resolve_limit=HEARTBEAT_THRESHOLD + 10)
@@ -347,16 +353,7 @@ def broker_sigstop(d: Path) -> Result:
     t_fault = None
     brokers: List[Proc] = []
     try:
-        if not wait_for_runners(wf):
-            r.fail("no app started within 90s")
-        else:
-            time.sleep(0.5)
-            brokers = of_kind(str(d), "broker")
-            r.check(len(brokers) == 1, f"expected one broker, found {brokers}")
-            snapshot(r, str(d))
-            t_fault = time.time()
-            for p in brokers:
-                _signal(p.pid, signal.SIGSTOP)
+        t_fault, brokers = signal_the_one(r, wf, d, "broker", signal.SIGSTOP)
         wf.finish(HARD_TIMEOUT)
     finally:
         if wf.proc.poll() is None:
