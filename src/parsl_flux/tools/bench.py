@@ -398,6 +398,13 @@ def mpi_context(workdir: Path) -> Dict[str, Any]:
     return {"mpi_exe": str(exe), "shim_dir": str(shim_dir), "nodefile": str(nodefile)}
 
 
+def context(flux: str, fluxion_flux: Optional[str], workdir: Path) -> Dict[str, Any]:
+    """What every measurement's child gets: the flux commands, the runners'
+    interpreter, and the MPI program built in ``workdir`` (see :func:`mpi_context`)."""
+    return {"flux": flux, "python": os.path.realpath(sys.executable), "fluxion_flux": fluxion_flux,
+            **mpi_context(workdir)}
+
+
 def measure(case: Case, ctx: Dict[str, Any], timeout: float) -> Dict[str, Any]:
     """One measurement: bare Flux here, anything else in a fresh interpreter."""
     if case.executor == "bare-flux":
@@ -439,8 +446,7 @@ def run_all(args: argparse.Namespace, flux: str) -> Dict[str, Any]:
                     "parsl": parsl.__version__, "flux_core": flux_version(flux)},
         "suite": args.suite, "repeats": args.repeats, "budget_s": args.budget, "cases": {}, "runs": {}}
     work = Path(tempfile.mkdtemp(prefix="parsl-flux-bench-"))
-    ctx: Dict[str, Any] = {"flux": flux, "python": os.path.realpath(sys.executable),
-                           "fluxion_flux": args.fluxion_flux, **mpi_context(work)}
+    ctx = context(flux, args.fluxion_flux, work)
     cases = suite_cases(args.suite, args.groups)
     if args.executors:
         cases = [c for c in cases if c.executor in args.executors]

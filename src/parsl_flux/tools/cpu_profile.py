@@ -221,8 +221,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error("perf is not installed (Debian: apt-get install linux-perf)")
     flux = bench.find_flux()
     workdir = Path(tempfile.mkdtemp(prefix="parsl-flux-profile-"))
-    ctx = {"flux": flux, "python": os.path.realpath(sys.executable), "fluxion_flux": None,
-           **bench.mpi_context(workdir)}
+    ctx = bench.context(flux, None, workdir)
     profiles = [profile(case, ctx, workdir, args.timeout) for _ in range(args.repeats) for case in args.cases]
     shutil.rmtree(workdir, ignore_errors=True)
     text = table(profiles)
