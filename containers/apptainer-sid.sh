@@ -27,11 +27,17 @@ PKGS=(apptainer libc6 libc-gconv-modules-extra libgcc-s1 libseccomp2 libsqlite3-
 say() { echo "apptainer-sid: $*"; }
 die() { echo "apptainer-sid: ERROR: $*" >&2; exit 1; }
 
+# shellcheck source=mk/stamp.sh
+. "$(cd "$(dirname "$0")/.." && pwd)/mk/stamp.sh"
 root=$CACHE/root
 app=$root/usr/bin/apptainer
-if [ -x "$app" ] && "$app" --version >/dev/null 2>&1 && [ "${FORCE:-0}" != 1 ]; then
-    :
+# Reused while it was unpacked by this script (its stamp, mk/stamp.sh) and still runs.
+if decision=$(stamp_decide apptainer "$(stamp_have apptainer)") && [ "${FORCE:-0}" != 1 ] \
+        && [ -x "$app" ] && "$app" --version >/dev/null 2>&1; then
+    say "$decision"
 else
+    say "$decision$([ "${FORCE:-0}" = 1 ] && echo "; FORCE=1")"
+    rm -f "$CACHE/stamp"
     for tool in patchelf dpkg-deb apt-get; do
         command -v "$tool" >/dev/null || { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive \
             apt-get install -y -qq --no-install-recommends patchelf >/dev/null; } || die "$tool missing"
@@ -76,6 +82,7 @@ CONF
     ln -sfn ../etc "$root/usr/etc"
     mkdir -p "$root/usr/var/lib/apptainer/mnt/session" "$root/usr/lib/var/lib/apptainer/mnt/session"
     "$app" --version >/dev/null || die "the relocated apptainer does not run"
+    stamp_of apptainer >"$CACHE/stamp"
 fi
 
 if [ "$(id -u)" = 0 ]; then

@@ -15,9 +15,13 @@
 # Docker is used as is. CONTAINER_BUILD_OPTS / CONTAINER_RUN_OPTS add options.
 #
 # A machine whose HTTPS goes through a proxy with its own CA (local CAs in
-# /usr/local/share/ca-certificates, or HOST_CA_BUNDLE=FILE) lends that bundle to
-# podman's RUN steps and test runs, read-only, with a pip.conf naming it; the
-# image itself never keeps it.
+# /usr/local/share/ca-certificates, or HOST_CA_BUNDLE=FILE) lends that bundle
+# to podman's RUN steps and test runs, read-only, at a path no package owns
+# (/run/parsl-flux-host-ca/ca.crt), named by the variables pip, requests,
+# OpenSSL/Python, curl and git read: as --build-arg for builds (the recipes
+# declare them as ARGs without a default, so they are unset elsewhere) and as
+# -e for runs. The image itself never keeps it, and no package's own file
+# (ca-certificates replaces /etc/ssl/certs/ca-certificates.crt) is shadowed.
 
 pick_engine() {
     if [ -n "${CONTAINER_ENGINE:-}" ]; then
@@ -41,30 +45,45 @@ engine() {
     fi
 }
 
-# ca_mounts: the -v options that lend the host's CA bundle (nothing when not needed).
-CA_MOUNTS=()
-ca_mounts() {
-    CA_MOUNTS=()
+HOST_CA_DIR_IN=/run/parsl-flux-host-ca
+HOST_CA_VARS=(SSL_CERT_FILE PIP_CERT REQUESTS_CA_BUNDLE CURL_CA_BUNDLE GIT_SSL_CAINFO)
+
+# host_ca_bundle: the bundle to lend, or nothing when this machine needs none.
+host_ca_bundle() {
     local bundle=${HOST_CA_BUNDLE:-}
     if [ -z "$bundle" ] && compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
         bundle=/etc/ssl/certs/ca-certificates.crt
     fi
-    [ -n "$bundle" ] && [ -r "$bundle" ] || return 0
-    local dir
+    [ -n "$bundle" ] && [ -r "$bundle" ] && echo "$bundle"
+    return 0
+}
+
+# ca_options build|run: sets CA_OPTS to the options that lend the host's CA
+# bundle (empty when not needed): a read-only directory mount, and the
+# variables naming the file in it (--build-arg or -e).
+CA_OPTS=()
+ca_options() {
+    CA_OPTS=()
+    local bundle dir var flag
+    bundle=$(host_ca_bundle)
+    [ -n "$bundle" ] || return 0
     dir=${PARSL_FLUX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/parsl-flux}/host-ca
     mkdir -p "$dir"
-    cp "$bundle" "$dir/ca-certificates.crt"
-    printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$dir/pip.conf"
-    chmod 0644 "$dir/ca-certificates.crt" "$dir/pip.conf"
+    cp "$bundle" "$dir/ca.crt"
+    chmod 0644 "$dir/ca.crt"
     chmod 0755 "$dir"
-    CA_MOUNTS=(-v "$dir/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro" -v "$dir/pip.conf:/etc/pip.conf:ro")
+    CA_OPTS=(-v "$dir:$HOST_CA_DIR_IN:ro")
+    [ "$1" = build ] && flag=--build-arg || flag=-e
+    for var in "${HOST_CA_VARS[@]}"; do
+        CA_OPTS+=("$flag" "$var=$HOST_CA_DIR_IN/ca.crt")
+    done
 }
 
 engine_build() {
     # shellcheck disable=SC2086  # word splitting of the extra options is intended
     if [ "$ENGINE" = podman ]; then
-        ca_mounts
-        engine build --isolation chroot --pull=never "${CA_MOUNTS[@]}" ${CONTAINER_BUILD_OPTS:-} "$@"
+        ca_options build
+        engine build --isolation chroot --pull=never "${CA_OPTS[@]}" ${CONTAINER_BUILD_OPTS:-} "$@"
     else
         engine build ${CONTAINER_BUILD_OPTS:-} "$@"
     fi
@@ -73,8 +92,8 @@ engine_build() {
 engine_run() {
     # shellcheck disable=SC2086
     if [ "$ENGINE" = podman ]; then
-        ca_mounts
-        engine run --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 "${CA_MOUNTS[@]}" \
+        ca_options run
+        engine run --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 "${CA_OPTS[@]}" \
             ${CONTAINER_RUN_OPTS:-} "$@"
     else
         engine run ${CONTAINER_RUN_OPTS:-} "$@"

@@ -17,6 +17,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 # shellcheck source=containers/engine.sh
 . containers/engine.sh
+# shellcheck source=mk/stamp.sh
+. mk/stamp.sh
 
 IMAGE=${IMAGE:-parsl-flux:dev}
 SIF=${SIF:-parsl-flux.sif}
@@ -46,12 +48,21 @@ size() {
 cmd=${1:-}
 case $cmd in
     build)
+        # Always built: the engine's layer cache is keyed on content (the
+        # base image's ID, each instruction, COPY's files), so an unchanged
+        # checkout on an unchanged base reuses every layer; the label adds
+        # the recipe's stamp (mk/stamp.sh) for `stamp.sh --plan`.
         pick_engine || exit 1
         start=$SECONDS
+        before=$(engine image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
+        say "$(stamp_decide image "$(stamp_have image)" || true) (the engine's layer cache decides for the checkout's files)"
         ignore=()
         [ "$ENGINE" = podman ] && ignore=(--ignorefile containers/Dockerfile.dockerignore)
-        engine_build "${ignore[@]}" -f containers/Dockerfile -t "$IMAGE" . || exit 1
-        say "built $IMAGE with $ENGINE in $((SECONDS - start))s; size $(size)"
+        engine_build "${ignore[@]}" --label "$STAMP_LABEL=$(stamp_of image)" \
+            -f containers/Dockerfile -t "$IMAGE" . || exit 1
+        after=$(engine image inspect --format '{{.Id}}' "$IMAGE")
+        if [ "$before" = "$after" ]; then say "image: reused $IMAGE (every layer cached: same recipe, base and files)"
+        else say "image: rebuilt $IMAGE with $ENGINE in $((SECONDS - start))s; size $(size)"; fi
         base=$(engine image inspect --format '{{index .Config.Labels "org.parsl-flux.base-standin"}}' "$IMAGE")
         [ "$base" = true ] && say "NOTE: built on the local stand-in base image (label org.parsl-flux.base-standin=true)"
         ;;
@@ -68,13 +79,25 @@ case $cmd in
         summary
         ;;
     sif)
+        # Reused while it was made from this image (its ID) by this recipe
+        # and Apptainer: $SIF.stamp holds "STAMP IMAGE-ID".
         pick_engine || exit 1
         command -v apptainer >/dev/null || { echo "image: no apptainer (bash containers/apptainer-sid.sh installs it)" >&2; exit 1; }
         start=$SECONDS
+        image_id=$(engine image inspect --format '{{.Id}}' "$IMAGE") || exit 1
+        have=$(cat "$SIF.stamp" 2>/dev/null || true)
+        if [ -f "$SIF" ] && [ "$have" = "$(stamp_of sif) $image_id" ]; then
+            say "sif: reuse $SIF (stamp $(stamp_of sif) and image ${image_id:0:12} match)"
+            exit 0
+        fi
+        if [ -f "$SIF" ] && [ "${have% *}" = "$(stamp_of sif)" ]; then say "sif: rebuild ($IMAGE changed: ${have#* } -> $image_id)"
+        else say "$(stamp_decide sif "$(stamp_have sif)" || true)"; fi
+        rm -f "$SIF.stamp"
         archive=$(mktemp -d "${TMPDIR:-/tmp}/parsl-flux-oci.XXXXXX")
         trap 'rm -rf "$archive"' EXIT
         engine save --format oci-archive -o "$archive/image.tar" "$IMAGE" >/dev/null || exit 1
         apptainer build --force "$SIF" "oci-archive://$archive/image.tar" || exit 1
+        echo "$(stamp_of sif) $image_id" >"$SIF.stamp"
         say "built $SIF from $IMAGE in $((SECONDS - start))s; $(du -h "$SIF" | cut -f1)"
         ;;
     sif-test)

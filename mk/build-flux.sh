@@ -62,7 +62,11 @@ stage() {
 }
 
 installed_version() { "$PREFIX/bin/flux" version 2>/dev/null | awk '/^commands:/ {print $2}'; }
-fluxion_installed() { [ -e "$PREFIX/.fluxion-$SCHED_VERSION" ]; }
+# A prefix is reused only while it carries the stamp of this recipe and these
+# sources (mk/stamp.sh), and its flux still answers with the right version.
+# shellcheck source=mk/stamp.sh
+. "$HERE/mk/stamp.sh"
+STAMP_PREFIX=$PREFIX
 
 need_packages() {
     local missing=() pkg
@@ -137,7 +141,7 @@ build_fluxion() {
         cmake -B build -DCMAKE_INSTALL_PREFIX='$PREFIX' -DCMAKE_BUILD_TYPE=Release"
     stage build "$log" cmake --build "$src/build" -j"$JOBS"
     stage install "$log" cmake --build "$src/build" -t install
-    touch "$PREFIX/.fluxion-$SCHED_VERSION"
+    stamp_of fluxion >"$PREFIX/.fluxion-stamp"
     rm -rf "$src"
 }
 
@@ -146,18 +150,21 @@ if [ "$WITH_MPI" = 1 ]; then
     need_packages "${MPI_PKGS[@]}"
     [ "$MPI_ONLY" = 1 ] && { say "OpenMPI ready: $(command -v mpicc)"; exit 0; }
 fi
-if [ "$(installed_version)" = "$VERSION" ]; then
-    say "flux-core $VERSION already in $PREFIX"
+if decision=$(stamp_decide flux-core "$(stamp_have flux-core)") && [ "$(installed_version)" = "$VERSION" ]; then
+    say "$decision: flux-core $VERSION in $PREFIX"
 else
-    [ -e "$PREFIX" ] && { say "removing an incomplete or other-version prefix $PREFIX"; rm -rf "$PREFIX"; }
+    say "$decision"
+    [ -e "$PREFIX" ] && { say "removing the prefix $PREFIX (another recipe, version, or an incomplete build)"; rm -rf "$PREFIX"; }
     need_packages "${CORE_PKGS[@]}"
     build_core
     [ "$(installed_version)" = "$VERSION" ] || die "$PREFIX/bin/flux does not report version $VERSION after install"
+    stamp_of flux-core >"$PREFIX/.parsl-flux-stamp"
 fi
 if [ "$WITH_FLUXION" = 1 ]; then
-    if fluxion_installed; then
-        say "Fluxion $SCHED_VERSION already in $PREFIX"
+    if decision=$(stamp_decide fluxion "$(stamp_have fluxion)"); then
+        say "$decision: Fluxion $SCHED_VERSION in $PREFIX"
     else
+        say "$decision"
         need_packages "${SCHED_PKGS[@]}"
         build_fluxion
     fi
