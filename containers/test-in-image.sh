@@ -39,6 +39,8 @@ step() {
 }
 
 suite() {
+    # The image's base runs Fluxion (tests/test_scheduler.py checks the blocks do).
+    PARSL_FLUX_EXPECT_SCHEDULER=${PARSL_FLUX_EXPECT_SCHEDULER:-sched-fluxion-qmanager} \
     make test PYTEST_ARGS="${PYTEST_ARGS:--q -rs}" 2>&1 | tee test.log
     local rc=${PIPESTATUS[0]}
     if grep -q "no Flux found" test.log; then

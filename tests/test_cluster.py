@@ -119,6 +119,11 @@ def hello(stdout=None, stderr=None):
     return 'echo "hello from $(hostname) in $(flux getattr size)-broker instance"'
 
 
+@bash_app
+def modules(stdout=None, stderr=None):
+    return "flux module list"
+
+
 @python_app
 def fails():
     raise ValueError("this app fails on purpose")
@@ -161,6 +166,14 @@ def test_bash_app_sees_a_two_broker_instance(cluster, tmp_path):
     assert hello(stdout=str(out), stderr=str(tmp_path / "hello.err")).result(timeout=START_S) == 0
     text = out.read_text()
     assert "hello from pfnode" in text and "in 2-broker instance" in text, text
+
+
+def test_block_runs_fluxion(cluster, tmp_path):
+    """The SIF's base runs Fluxion, as the published fluxrm/flux-sched image does."""
+    out = tmp_path / "modules.out"
+    assert modules(stdout=str(out), stderr=str(tmp_path / "modules.err")).result(timeout=START_S) == 0
+    names = [line.split()[0] for line in out.read_text().splitlines()[1:] if line.strip()]
+    assert "sched-fluxion-qmanager" in names and "sched-simple" not in names, names
 
 
 def test_failing_apps_fail_their_futures(cluster):
