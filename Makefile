@@ -12,9 +12,6 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
-# The flux command, by the package's one rule (FLUX_PATH, then PATH, then the
-# prefix `make flux` builds); empty when there is none.
-FIND_FLUX = $(PY) -c 'from parsl_flux import fluxpath; print(fluxpath.find_flux() or "")'
 
 .PHONY: help install flux run test test-flux lint clean
 
@@ -39,10 +36,7 @@ flux:  ## build flux-core 0.88.0 (+ OpenMPI from Debian) into a per-user cache, 
 	bash mk/build-flux.sh --with-mpi
 
 run: $(RUN_STAMP)  ## run the example workflow through Flux (builds Flux with `make flux` when none is found)
-	@if [ -z "$$($(FIND_FLUX))" ]; then \
-	  echo "make run: no Flux found (FLUX_PATH, then PATH, then make flux's prefix): building flux-core now (~3 min on 2 cores)"; \
-	  bash mk/build-flux.sh --with-mpi; \
-	elif ! command -v mpicc >/dev/null; then bash mk/build-flux.sh --mpi-only; fi
+	@bash mk/ensure-flux.sh $(PY) run
 	$(PY) examples/workflow.py
 
 test: $(STAMP)  ## run all tests; pytest's "no tests collected" (exit 5) counts as success

@@ -19,7 +19,6 @@ CONFORMANCE_DIR ?= build/conformance
 # Parsl's per-config CI runs deselect these marks by keyword.
 CONFORMANCE_K ?= not cleannet and not unix_filesystem_permissions_required and not issue_3620
 CONFORMANCE_ARGS ?=
-CONFORMANCE_FIND_FLUX = $(CONFORMANCE_PY) -c 'from parsl_flux import fluxpath; print(fluxpath.find_flux() or "")'
 
 .PHONY: conformance
 
@@ -32,10 +31,7 @@ $(CONFORMANCE_STAMP): $(STAMP) tests/conformance/requirements.txt
 	@touch $@
 
 conformance: $(CONFORMANCE_STAMP)  ## Parsl's own test suite with FluxExecutor (tests/conformance/; CONFORMANCE_ARGS=... for pytest)
-	@if [ -z "$$($(CONFORMANCE_FIND_FLUX))" ]; then \
-	  echo "make conformance: no Flux found (FLUX_PATH, then PATH, then make flux's prefix): building flux-core now (~3 min on 2 cores)"; \
-	  bash mk/build-flux.sh; \
-	fi
+	@bash mk/ensure-flux.sh $(CONFORMANCE_PY) conformance
 	@mkdir -p $(CONFORMANCE_DIR)
 	@run=$$(mktemp -d "$${TMPDIR:-/tmp}/parsl-flux-conformance-XXXXXX"); \
 	tests=$$($(CONFORMANCE_PY) -c 'import os, parsl.tests; print(os.path.dirname(parsl.tests.__file__))'); \

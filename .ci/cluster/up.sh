@@ -17,6 +17,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=.ci/cluster/env.sh
 . "$here/env.sh"
+# shellcheck source=.ci/slurm-lib.sh
+. "$here/../slurm-lib.sh"
 WAIT_S=${CLUSTER_WAIT_S:-90}
 export SLURM_CONF=$CLUSTER_CONF
 
@@ -104,7 +106,6 @@ rm -f "$new_conf"
 
 # A pid file names a live daemon only if that pid still runs the daemon:
 # after a reboot, a stale file's pid may belong to anything.
-pid_alive() { [ -s "$1" ] && [ "$(cat "/proc/$(cat "$1")/comm" 2>/dev/null)" = "$2" ]; }
 
 if pid_alive "$CLUSTER_DIR/run/slurmctld.pid" slurmctld && [ "$conf_changed" = 1 ]; then
     log "configuration changed: restarting the cluster's daemons"
@@ -124,17 +125,6 @@ for node in "${NODES[@]}"; do
     fi
 done
 
-# The state as sinfo prints it: a suffix (`idle*`: not responding) means not up.
-node_state() { sinfo -h -N -n "$1" -o %t 2>/dev/null | head -n1 || true; }
-deadline=$((SECONDS + WAIT_S))
-for node in "${NODES[@]}"; do
-    until case "$(node_state "$node")" in idle|mix|alloc|comp) true;; *) false;; esac; do
-        case "$(node_state "$node")" in
-            down*|drain*|drng*|fail*|unk*) scontrol update NodeName="$node" State=RESUME >/dev/null 2>&1 || true;;
-        esac
-        [ $SECONDS -lt $deadline ] || fail "node $node not up after ${WAIT_S}s (sinfo: $(sinfo -N 2>&1 | tr '\n' ' '))"
-        sleep 1
-    done
-done
+problem=$(wait_nodes_up $((SECONDS + WAIT_S)) "${NODES[@]}") || fail "$problem after ${WAIT_S}s"
 log "up: $(sinfo -h -N -o '%N %t' | tr '\n' ' ')"
 echo "export SLURM_CONF=$CLUSTER_CONF"

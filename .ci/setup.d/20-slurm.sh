@@ -17,19 +17,15 @@ log() { echo "20-slurm: $*"; }
 fail() { echo "20-slurm: ERROR: $*" >&2; for f in /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log; do
            [ -f "$f" ] && { echo "--- tail $f" >&2; tail -n 20 "$f" >&2; }; done; exit 1; }
 
-# The state as sinfo prints it: a suffix (`idle*`: not responding) means not up.
-node_state() { sinfo -h -N -n "$HOST" -o %t 2>/dev/null | head -n1 || true; }
-node_up() { case "$(node_state)" in idle|mix|alloc|comp) return 0;; *) return 1;; esac; }
-# A pid file names a live daemon only if that pid still runs the daemon:
-# after a reboot, a stale file's pid may belong to anything.
-pid_alive() { [ -s "$1" ] && [ "$(cat "/proc/$(cat "$1")/comm" 2>/dev/null)" = "$2" ]; }
+# shellcheck source=.ci/slurm-lib.sh
+. "$(dirname "$0")/../slurm-lib.sh"
 
 [ "$(id -u)" = 0 ] || fail "must run as root (it installs packages and starts daemons)"
 
 bash "$(dirname "$0")/../apt-ensure.sh" 20-slurm slurm-wlm munge
 
-if scontrol ping >/dev/null 2>&1 && node_up; then
-    log "Slurm already running; node $HOST is $(node_state)"
+if scontrol ping >/dev/null 2>&1 && node_up "$HOST"; then
+    log "Slurm already running; node $HOST is $(node_state "$HOST")"
     exit 0
 fi
 
@@ -75,12 +71,5 @@ if ! pid_alive /run/slurmd.pid slurmd; then
     slurmd || fail "slurmd did not start"
 fi
 
-deadline=$((SECONDS + WAIT_S))
-until node_up; do
-    case "$(node_state)" in
-        down*|drain*|drng*|fail*|unk*) scontrol update NodeName="$HOST" State=RESUME >/dev/null 2>&1 || true;;
-    esac
-    [ $SECONDS -lt $deadline ] || fail "node $HOST not up after ${WAIT_S}s (state: '$(node_state)'; sinfo: $(sinfo 2>&1 | tr '\n' ' '))"
-    sleep 1
-done
+problem=$(wait_nodes_up $((SECONDS + WAIT_S)) "$HOST") || fail "$problem after ${WAIT_S}s"
 log "Slurm is up: $(sinfo -h -N -o '%N %t %c CPUs %m MB' | head -n1)"
