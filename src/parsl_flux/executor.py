@@ -34,6 +34,7 @@ from parsl_flux.bash import lean_bash
 from parsl_flux.container import Container
 from parsl_flux.driver import Block, Driver, Task, TaskFuture, remove_key_file
 from parsl_flux.errors import ExecutorShutdown, PayloadTooLarge
+from parsl_flux.logfile import ExecutorLog
 from parsl_flux.monitoring import FluxRadio
 from parsl_flux.payload import dumps as dump_payload
 from parsl_flux.resources import parse_spec
@@ -273,7 +274,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._shutting_down = False
         self._driver = Driver(label, self._logger, heartbeat_period, heartbeat_threshold, max_message_bytes,
                               self._block_config, self._block_ended, self._tasks)
-        self._log_handler: Optional[logging.Handler] = None
+        self._log: Optional[ExecutorLog] = None
         self._server_public: str = ""
         self._early_blocks = 0  # blocks start() launched that the strategy's first scale-out would repeat
         self._cancelled_jobs: Set[Any] = set()
@@ -299,10 +300,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         if self.provider is not None and getattr(self.provider, "script_dir", None) is None:
             self.provider.script_dir = os.path.join(self._log_dir, "submit_scripts")  # the DFK sets it otherwise
             os.makedirs(self.provider.script_dir, exist_ok=True)
-        self._log_handler = logging.FileHandler(os.path.join(self._log_dir, "executor.log"))
-        self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(message)s"))
-        self._logger.addHandler(self._log_handler)  # this executor's own logger: another executor's lines stay out
-        self._logger.setLevel(logging.DEBUG)
+        # this executor's own logger: another executor's lines stay out, the user's console shows no more
+        self._log = ExecutorLog(self._logger, os.path.join(self._log_dir, "executor.log"))
         if self.address is None:
             self.address = self.default_address()
         loopback = self.address in ("127.0.0.1", "localhost", "::1")
@@ -601,9 +600,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._driver.close()
         for block in self._driver.blocks.values():
             remove_key_file(block.key_file)
-        if self._log_handler is not None:
-            self._logger.removeHandler(self._log_handler)
-            self._log_handler.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         super().shutdown()
 
     def _cancel_provider_jobs(self) -> None:
