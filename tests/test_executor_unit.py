@@ -275,7 +275,7 @@ def test_scale_in_picks_by_idle_time_not_launch_time():
     from parsl_flux.resources import InstanceResources
 
     def block(name, idle_since=None, busy=0, registered=True):
-        b = _Block(name, b"k", launched_at=0.0)
+        b = _Block(name, b"k")
         if registered:
             b.resources = InstanceResources(1, 2, 0)
         b.idle_since = idle_since

@@ -69,7 +69,6 @@ class Block:
     block_id: str
     key: bytes
     key_file: str = ""
-    launched_at: float = field(default_factory=time.monotonic)
     resources: Optional[InstanceResources] = None
     info: Dict[str, Any] = field(default_factory=dict)
     last_seen: float = 0.0

@@ -103,8 +103,10 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         before each block starts; elsewhere ``flux`` from PATH there.
     launch_cmd : str, optional
         Template of the block command; placeholders ``{flux} {python} {url}
-        {block_id} {workdir} {flux_uri} {heartbeat_period} {heartbeat_threshold}``. Default :attr:`DEFAULT_LAUNCH_CMD`,
-        or :attr:`ATTACH_LAUNCH_CMD` in attach mode.
+        {block_id} {workdir} {flux_uri} {heartbeat_period} {heartbeat_threshold}
+        {server_key}`` (the driver's CurveZMQ public key, or
+        :data:`parsl_flux.launch.NO_SERVER_KEY` when unencrypted). Default
+        :attr:`DEFAULT_LAUNCH_CMD`, or :attr:`ATTACH_LAUNCH_CMD` in attach mode.
     flux_uri : str, optional
         Attach mode: run the manager against this existing instance via
         ``flux proxy`` instead of starting one. When None and ``FLUX_URI`` is set
@@ -188,8 +190,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
     * Several blocks are supported and ``scale_in`` is implemented (the page's
       executor has exactly one). ``scale_out(blocks=1)`` and ``scaling_enabled()``
       remain for the page's callers; the DFK uses ``scale_out_facade``.
-    * ``monitor_resources()`` is False: tasks run under Flux's own accounting,
-      and Parsl's per-task monitoring wrapper would import Parsl in every job.
+    * ``monitor_resources()`` is False: Parsl's psutil sampler would fork a
+      process in every job. The ``resource`` table is filled all the same
+      from what each job measures of itself (:mod:`parsl_flux.monitoring`).
     """
 
     DEFAULT_LAUNCH_CMD = launch.START_CMD
@@ -422,8 +425,10 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         return self._driver.outstanding()
 
     def monitor_resources(self) -> bool:
-        """False: tasks are Flux jobs, accounted for by Flux; Parsl's monitoring
-        wrapper would import Parsl in every job."""
+        """False: no psutil sampling process per Flux job. With resource
+        monitoring on, the job measures its own CPU time, peak memory and wall
+        time instead and the ``resource`` table gets them
+        (:mod:`parsl_flux.monitoring`)."""
         return False
 
     # ----------------------------------------------------------------- submit
