@@ -4,7 +4,6 @@ the messages a Flux job sends back, resource rows included."""
 import pickle
 import subprocess
 import sys
-import time
 
 from parsl.monitoring.message_type import MessageType
 from parsl.monitoring.remote import monitor_wrapper

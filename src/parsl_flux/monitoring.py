@@ -42,8 +42,8 @@ OUTBOX: List[bytes] = []
 _measuring: Optional[Tuple[Dict[str, Any], TaskUsage]] = None
 """The ids of the task whose wrapper sent its first message, and its usage counters."""
 
-TASK_IDS = ("run_id", "try_id", "task_id", "hostname")
-"""Fields of the wrapper's messages copied into the resource rows (the ``resource`` table's key and host)."""
+ROW_FIELDS = ("run_id", "try_id", "task_id", "hostname")
+"""Fields of the wrapper's messages copied into the resource rows (the ``resource`` table's key, and the host)."""
 
 
 class FluxRadio(RadioConfig, RepresentationMixin):
@@ -72,17 +72,16 @@ def _measure(message: object) -> None:
         return
     info = message[1]
     if info.get("first_msg"):
-        _measuring = ({k: info.get(k) for k in TASK_IDS}, TaskUsage())
-        _queue_row(final=False)
+        _measuring = ({k: info.get(k) for k in ROW_FIELDS}, TaskUsage())
+        _queue_row(*_measuring, final=False)
     elif info.get("last_msg") and _measuring is not None:
-        _queue_row(final=True)
+        _queue_row(*_measuring, final=True)
         _measuring = None
 
 
-def _queue_row(final: bool) -> None:
-    assert _measuring is not None
-    ids, usage = _measuring
-    row = {**ids, **usage.row(final), "timestamp": datetime.datetime.now()}
+def _queue_row(fields: Dict[str, Any], usage: TaskUsage, final: bool) -> None:
+    """Queue the ``RESOURCE_INFO`` message Parsl's resource monitor would send for this task now."""
+    row = {**fields, **usage.row(final), "timestamp": datetime.datetime.now()}
     OUTBOX.append(pickle.dumps((MessageType.RESOURCE_INFO, row)))
 
 
