@@ -144,7 +144,8 @@ def text_diff(rendered: str, committed: str, label: str) -> str:
 def strict(schema: Any) -> Any:
     """The CRD's openAPIV3Schema as JSON Schema that, like `kubectl apply
     --validate=strict`, rejects unknown fields (the API server would silently
-    prune them). x-kubernetes-int-or-string fields already carry anyOf."""
+    prune them), and, like the API server, integers outside their int32 or
+    int64 format. x-kubernetes-int-or-string fields already carry anyOf."""
     if isinstance(schema, list):
         return [strict(s) for s in schema]
     if not isinstance(schema, dict):
@@ -153,6 +154,10 @@ def strict(schema: Any) -> Any:
     if (out.get("type") == "object" and "properties" in out and "additionalProperties" not in out
             and not schema.get("x-kubernetes-preserve-unknown-fields")):
         out["additionalProperties"] = False
+    bits = {"int32": 31, "int64": 63}.get(schema.get("format", ""))
+    if out.get("type") == "integer" and bits:
+        out.setdefault("minimum", -(1 << bits))
+        out.setdefault("maximum", (1 << bits) - 1)
     if schema.get("nullable"):
         out.pop("nullable")
         if "type" in out:

@@ -175,6 +175,10 @@ BAD_VALUES = [
     ("image.repository", _DELETE, "image: 'repository' is a required property"),
     ("image.repository", "", "image.repository: '' should be non-empty"),
     ("minicluster.maxSize", -2, "minicluster.maxSize: -2 is less than the minimum of 0"),
+    # the CRD's size, maxSize and tasks are int32: the API server would refuse larger ones
+    ("minicluster.size", 3000000000, "minicluster.size: 3000000000 is greater than the maximum of 2147483647"),
+    ("minicluster.maxSize", 2 ** 31, "minicluster.maxSize: 2147483648 is greater than the maximum of 2147483647"),
+    ("minicluster.tasks", 2 ** 31, "minicluster.tasks: 2147483648 is greater than the maximum of 2147483647"),
     ("minicluster.resources.gpus", -1, "minicluster.resources.gpus: -1 is less than the minimum of 0"),
     ("minicluster.resources.memory", "lots", "minicluster.resources.memory: 'lots' is not valid"),
     ("minicluster.szie", 2, "minicluster: Additional properties are not allowed ('szie' was unexpected)"),
@@ -250,6 +254,9 @@ def test_strict_crd_schema_catches_unknown_and_wrong_fields():
     problems = ce.validate_objects([mc])
     assert any("'comand' was unexpected" in p for p in problems), problems
     assert any("spec.size: 'two' is not of type 'integer'" in p for p in problems), problems
+    mc["spec"]["size"] = 3000000000  # format int32: the API server refuses it
+    problems = ce.validate_objects([mc])
+    assert any("spec.size: 3000000000 is greater than the maximum of 2147483647" in p for p in problems), problems
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -449,6 +456,8 @@ def test_compare_finds_changed_objects_only():
 def test_helm_rejects_bad_values_naming_the_key():
     """Helm's own schema validation (what `helm install` runs), not only jsonschema's."""
     assert "at '/minicluster/size': minimum: got -1, want 1" in render_error(with_secret(minicluster={"size": -1}))
+    assert "at '/minicluster/size': maximum: got 3×10⁰⁹, want 2.147483647×10⁰⁹" in \
+        render_error(with_secret(minicluster={"size": 3000000000}))
     assert "at '/nameOverride': 'My_Name' does not match pattern" in render_error(with_secret(nameOverride="My_Name"))
     assert "at '/driver/job/resources': additional properties 'cpu' not allowed" in \
         render_error(with_secret(driver={"job": {"resources": {"cpu": 1}}}))
@@ -508,6 +517,20 @@ def test_broker_user_must_own_what_the_view_creates():
     assert "fluxViewSecurityContext.runAsUser (unset)" in message
     message = render_error(with_secret(minicluster={"securityContext": {"runAsUser": 0}}))
     assert "runAsUser is 0 (root) but runAsNonRoot is true" in message
+
+
+@pytest.mark.parametrize("minicluster", [
+    {"securityContext": {"runAsUser": None}, "fluxViewSecurityContext": {"runAsUser": 0}},
+    {"securityContext": {"runAsUser": None}},
+    {"securityContext": None, "fluxViewSecurityContext": None},
+    {"securityContext": None},
+], ids=["broker-unset-view-root", "broker-unset", "both-unset", "broker-context-unset"])
+def test_a_broker_user_the_chart_cannot_check_is_refused(minicluster):
+    """Unset, the broker runs as its image's user, which the chart cannot know
+    (the bundle image's is 10001; a view init container as root then creates
+    what the broker cannot write): it must be given, so the pairing is checked."""
+    message = render_error(with_secret(minicluster=minicluster))
+    assert "minicluster.securityContext.runAsUser is not set" in message
 
 
 def test_names_the_api_server_would_reject_are_refused():

@@ -275,7 +275,7 @@ def test_scale_in_picks_by_idle_time_not_launch_time():
     from parsl_flux.resources import InstanceResources
 
     def block(name, idle_since=None, busy=0, registered=True):
-        b = _Block(name, b"k", launched_at=0.0)
+        b = _Block(name, b"k")
         if registered:
             b.resources = InstanceResources(1, 2, 0)
         b.idle_since = idle_since
@@ -310,3 +310,52 @@ def test_a_loopback_address_for_remote_blocks_is_warned_about(monkeypatch, caplo
         assert FluxExecutor(provider=SlurmProvider()).default_address() == "10.1.2.3"
         assert FluxExecutor(provider=LocalProvider()).default_address() == "127.0.0.1"
     assert "cannot reach" not in caplog.text
+
+
+def test_the_console_shows_no_more_than_the_user_asked_for_while_the_log_file_gets_everything(tmp_path):
+    """Under ``logging.basicConfig(level=WARNING)`` the root's console handler
+    gets the executor's warnings only; its run-dir log gets DEBUG and INFO too."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "workflow.py"
+    script.write_text(textwrap.dedent(f"""
+        import logging
+        logging.basicConfig(level=logging.WARNING, format="CONSOLE %(levelname)s %(name)s %(message)s")
+        from parsl.providers import LocalProvider
+        from parsl_flux import FluxExecutor
+
+        ex = FluxExecutor(provider=LocalProvider(init_blocks=0), label="quiet")
+        ex.run_dir = {str(tmp_path)!r}
+        ex.start()
+        ex._logger.debug("a debug line")
+        ex._logger.warning("a warning line")
+        ex.shutdown()
+        ex._logger.info("after shutdown the logger is the user's again")
+    """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    console = [line for line in proc.stderr.splitlines() if line.startswith("CONSOLE")]
+    assert console == ["CONSOLE WARNING parsl_flux.executor.quiet a warning line"]
+    log = (tmp_path / "quiet" / "executor.log").read_text()
+    assert "INFO" in log and "quiet listening on tcp://127.0.0.1:" in log
+    assert "DEBUG" in log and "a debug line" in log
+    assert "a warning line" in log and "after shutdown" not in log
+
+
+def test_the_executor_log_gives_the_logger_back_as_it_found_it(tmp_path, caplog):
+    import logging
+
+    from parsl_flux.logfile import ExecutorLog
+
+    logger = logging.getLogger("test.executor_log.child")
+    log = ExecutorLog(logger, str(tmp_path / "x.log"))
+    assert logger.level == logging.DEBUG and not logger.propagate
+    with caplog.at_level(logging.INFO):  # an ancestor enabled for INFO still gets INFO
+        logger.info("seen by caplog")
+        logger.debug("not seen by caplog")
+    log.close()
+    assert logger.level == logging.NOTSET and logger.propagate and not logger.handlers
+    assert "seen by caplog" in caplog.text and "not seen" not in caplog.text
+    assert "not seen by caplog" in (tmp_path / "x.log").read_text()

@@ -216,6 +216,15 @@ def test_monitoring_database_gets_tasks_tries_states_and_blocks(tmp_path, flux_p
     assert {"launched", "exec_done"} <= states
     if resource_monitoring:  # the wrapper ran inside the Flux job and its messages came back
         assert {"running", "running_ended"} <= states
+        # as with HTEX: each try knows its block, and the resource table has the tasks' usage
+        assert con.execute("select task_id, block_id from try order by task_id").fetchall() == [(0, "0"), (1, "0")]
+        rows = con.execute("select task_id, psutil_process_time_user, psutil_process_memory_resident, "
+                           "resource_monitoring_interval from resource order by task_id, timestamp").fetchall()
+        assert [r[0] for r in rows] == [0, 0, 1, 1]  # a start and an end row per task
+        assert all(user is not None and rss > 1 << 20 for _, user, rss, _ in rows)
+        assert rows[3][3] >= 0.1  # nap(0.1)'s wall time
+    else:
+        assert con.execute("select count(*) from resource").fetchone()[0] == 0
     blocks = con.execute("select distinct executor_label, block_id from block").fetchall()
     assert ("FluxExecutor", "0") in blocks
 

@@ -28,7 +28,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from parsl_flux import fluxpath, sites
 
-EXIT_USAGE = 2
 EXIT_FAILED = 1
 
 Check = Tuple[bool, str, str]

@@ -33,6 +33,7 @@ from parsl_flux.errors import BlockLost, FluxJobFailed, InvalidResourceSpecifica
 from parsl_flux.protocol import Kind
 from parsl_flux.rejects import RejectLog
 from parsl_flux.resources import InstanceResources, JobShape, block_window, check_fits
+from parsl_flux.settle import set_exception, set_result
 from parsl_flux.wakeup import Waker
 
 MAX_HANDSHAKES = 64
@@ -68,7 +69,6 @@ class Block:
     block_id: str
     key: bytes
     key_file: str = ""
-    launched_at: float = field(default_factory=time.monotonic)
     resources: Optional[InstanceResources] = None
     info: Dict[str, Any] = field(default_factory=dict)
     last_seen: float = 0.0
@@ -241,12 +241,7 @@ class Driver:
         with self.lock:
             tasks = [self._forget(t) for t in list(self.live_tasks)]
             self.pending.clear()
-        failed = 0
-        for task in tasks:
-            if task is not None and not task.future.done():
-                task.future.set_exception(exc)
-                failed += 1
-        return failed
+        return sum(1 for task in tasks if task is not None and set_exception(task.future, exc))
 
     def lose(self, block: Block, reason: str, mark_failed: bool = True) -> None:
         """Close ``block`` and fail every task in flight on it with :class:`BlockLost`;
@@ -264,8 +259,8 @@ class Driver:
         log = self.logger.info if self.closing or not lost else self.logger.error
         log("block %s closed: %s; failing %d task(s)", block.block_id, reason, len(lost))
         for task in lost:
-            if task is not None and not task.future.done():
-                task.future.set_exception(BlockLost(block.block_id, reason))
+            if task is not None:
+                set_exception(task.future, BlockLost(block.block_id, reason))
         self.wake()
 
     def _forget(self, task_id: int) -> Optional[Task]:
@@ -393,12 +388,12 @@ class Driver:
                     self.monitoring_messages.put(pickle.loads(message))
             with self.lock:
                 task = self._forget(res["id"])
-            if task is None or task.future.done():
+            if task is None:
                 continue
             try:
                 _resolve(task, res)
             except Exception as exc:  # never leave a future unresolved
-                task.future.set_exception(exc)
+                set_exception(task.future, exc)
 
     def _dispatch(self) -> None:
         """Send pending tasks to live blocks, least loaded first, within capacity.
@@ -433,8 +428,7 @@ class Driver:
                     protocol.task_body(task.task_id, task.payload, task.shape.to_wire(), task.shape.packable))
                 task.payload = b""  # the manager holds it now
         for task, error in misfits:
-            if not task.future.done():
-                task.future.set_exception(error)
+            set_exception(task.future, error)
         for block_id, tasks in batches.items():
             for chunk in _chunks(tasks, self.max_message_bytes):
                 if not self._send(self.blocks[block_id], Kind.TASKS, chunk):
@@ -451,18 +445,23 @@ class Driver:
 
 
 def _resolve(task: Task, res: Dict[str, Any]) -> None:
-    """Resolve a task's future from its outcome (see ``protocol.outcome_*``)."""
+    """Resolve a task's future from its outcome (see ``protocol.outcome_*``).
+
+    A ``future.cancel()`` may land at any point of this; the future then keeps
+    its cancellation (:mod:`parsl_flux.settle`)."""
     fut = task.future
     kind = res["outcome"]
     if kind == protocol.VALUE:
         try:
-            fut.set_result(cloudpickle.loads(res["value"]))
+            value = cloudpickle.loads(res["value"])
         except Exception as exc:
-            fut.set_exception(DeserializationError(f"result of task {task.task_id}: {exc}"))
+            set_exception(fut, DeserializationError(f"result of task {task.task_id}: {exc}"))
+        else:
+            set_result(fut, value)
     elif kind == protocol.CANCELLED:
-        fut.set_exception(CancelledError(f"task {task.task_id} was cancelled"))
+        set_exception(fut, CancelledError(f"task {task.task_id} was cancelled"))
     elif kind == protocol.JOB_FAILED:
-        fut.set_exception(FluxJobFailed(task.task_id, res["jobid"], res["status"], res["stderr"]))
+        set_exception(fut, FluxJobFailed(task.task_id, res["jobid"], res["status"], res["stderr"]))
     else:
         exc: BaseException = RemoteTaskError(res["type"], res["message"], res["traceback"])
         if res["exception"] is not None:
@@ -470,7 +469,7 @@ def _resolve(task: Task, res: Dict[str, Any]) -> None:
                 exc = to_parsl_exception(cloudpickle.loads(res["exception"]))  # lean bash stand-ins
             except Exception:  # a class the driver cannot import: the text version
                 pass
-        fut.set_exception(exc)
+        set_exception(fut, exc)
 
 
 def _fits(shape: JobShape, res: InstanceResources) -> bool:

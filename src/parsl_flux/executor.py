@@ -34,6 +34,7 @@ from parsl_flux.bash import lean_bash
 from parsl_flux.container import Container
 from parsl_flux.driver import Block, Driver, Task, TaskFuture, remove_key_file
 from parsl_flux.errors import ExecutorShutdown, PayloadTooLarge
+from parsl_flux.logfile import ExecutorLog
 from parsl_flux.monitoring import FluxRadio
 from parsl_flux.payload import dumps as dump_payload
 from parsl_flux.resources import parse_spec
@@ -102,8 +103,10 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         before each block starts; elsewhere ``flux`` from PATH there.
     launch_cmd : str, optional
         Template of the block command; placeholders ``{flux} {python} {url}
-        {block_id} {workdir} {flux_uri} {heartbeat_period} {heartbeat_threshold}``. Default :attr:`DEFAULT_LAUNCH_CMD`,
-        or :attr:`ATTACH_LAUNCH_CMD` in attach mode.
+        {block_id} {workdir} {flux_uri} {heartbeat_period} {heartbeat_threshold}
+        {server_key}`` (the driver's CurveZMQ public key, or
+        :data:`parsl_flux.launch.NO_SERVER_KEY` when unencrypted). Default
+        :attr:`DEFAULT_LAUNCH_CMD`, or :attr:`ATTACH_LAUNCH_CMD` in attach mode.
     flux_uri : str, optional
         Attach mode: run the manager against this existing instance via
         ``flux proxy`` instead of starting one. When None and ``FLUX_URI`` is set
@@ -187,8 +190,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
     * Several blocks are supported and ``scale_in`` is implemented (the page's
       executor has exactly one). ``scale_out(blocks=1)`` and ``scaling_enabled()``
       remain for the page's callers; the DFK uses ``scale_out_facade``.
-    * ``monitor_resources()`` is False: tasks run under Flux's own accounting,
-      and Parsl's per-task monitoring wrapper would import Parsl in every job.
+    * ``monitor_resources()`` is False: Parsl's psutil sampler would fork a
+      process in every job. The ``resource`` table is filled all the same
+      from what each job measures of itself (:mod:`parsl_flux.monitoring`).
     """
 
     DEFAULT_LAUNCH_CMD = launch.START_CMD
@@ -273,7 +277,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._shutting_down = False
         self._driver = Driver(label, self._logger, heartbeat_period, heartbeat_threshold, max_message_bytes,
                               self._block_config, self._block_ended, self._tasks)
-        self._log_handler: Optional[logging.Handler] = None
+        self._log: Optional[ExecutorLog] = None
         self._server_public: str = ""
         self._early_blocks = 0  # blocks start() launched that the strategy's first scale-out would repeat
         self._cancelled_jobs: Set[Any] = set()
@@ -299,10 +303,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         if self.provider is not None and getattr(self.provider, "script_dir", None) is None:
             self.provider.script_dir = os.path.join(self._log_dir, "submit_scripts")  # the DFK sets it otherwise
             os.makedirs(self.provider.script_dir, exist_ok=True)
-        self._log_handler = logging.FileHandler(os.path.join(self._log_dir, "executor.log"))
-        self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(message)s"))
-        self._logger.addHandler(self._log_handler)  # this executor's own logger: another executor's lines stay out
-        self._logger.setLevel(logging.DEBUG)
+        # this executor's own logger: another executor's lines stay out, the user's console shows no more
+        self._log = ExecutorLog(self._logger, os.path.join(self._log_dir, "executor.log"))
         if self.address is None:
             self.address = self.default_address()
         loopback = self.address in ("127.0.0.1", "localhost", "::1")
@@ -423,8 +425,10 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         return self._driver.outstanding()
 
     def monitor_resources(self) -> bool:
-        """False: tasks are Flux jobs, accounted for by Flux; Parsl's monitoring
-        wrapper would import Parsl in every job."""
+        """False: no psutil sampling process per Flux job. With resource
+        monitoring on, the job measures its own CPU time, peak memory and wall
+        time instead and the ``resource`` table gets them
+        (:mod:`parsl_flux.monitoring`)."""
         return False
 
     # ----------------------------------------------------------------- submit
@@ -601,9 +605,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._driver.close()
         for block in self._driver.blocks.values():
             remove_key_file(block.key_file)
-        if self._log_handler is not None:
-            self._logger.removeHandler(self._log_handler)
-            self._log_handler.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         super().shutdown()
 
     def _cancel_provider_jobs(self) -> None:

@@ -1,5 +1,5 @@
 """Everything the manager does with Flux itself: jobspecs, resources, and the
-two threads that submit jobs and collect their ends.
+three threads that submit jobs, collect their ends and watch the broker.
 
 * submitter: owns one Flux handle; submits jobspecs asynchronously in batches
   (all RPCs of a batch in flight at once), cancels jobs, and pings the broker
@@ -9,8 +9,11 @@ two threads that submit jobs and collect their ends.
   no thread and no eventlog watch per job. Waiting per job id, not for "any
   waitable job", keeps two managers on one instance (attach mode, several
   blocks or executors) from reaping each other's jobs.
+* pinger: owns a third handle and pings the broker every heartbeat period; an
+  answer that takes longer than the timeout means a hung or stopped broker,
+  which the other two threads' RPCs would wait on forever.
 
-Both hand events to the manager's main loop through ``emit``.
+All three hand events to the manager's main loop through ``emit``.
 """
 
 from __future__ import annotations
@@ -177,7 +180,7 @@ def build_jobspec(shape: "JobShape", command: List[str], env: Mapping[str, str],
 
 
 class FluxThreads:
-    """Submitter and waiter threads around two Flux handles.
+    """Submitter, waiter and pinger threads, each with its own Flux handle.
 
     ``novalidate`` skips the ingest validator (a Python worker in the broker)
     for jobspecs this module built itself; only the instance owner may ask.

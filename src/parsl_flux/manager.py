@@ -58,6 +58,10 @@ this node are ended (:mod:`parsl_flux.leftovers`)."""
 WORKER_SHAPE = JobShape()
 """Packing workers are one-core, one-task Flux jobs: the default shape."""
 
+BLOCK_ID_ENV = "PARSL_WORKER_BLOCK_ID"
+"""Parsl's name for the block a task runs in: its monitoring wrapper reads it
+into the ``try`` table's ``block_id``; HTEX's workers set it the same way."""
+
 
 @dataclass
 class _Task:
@@ -114,6 +118,7 @@ class Manager:
         self.server: Optional[TaskServer] = None
         self.job_env = {k: v for k, v in os.environ.items()
                         if k not in (protocol.KEY_FILE_ENV, protocol.KEY_ENV, protocol.SECRET_ENV)}
+        self.job_env[BLOCK_ID_ENV] = block_id
         import site
 
         fast = site_adds_only_paths([*site.getsitepackages(), site.getusersitepackages()])

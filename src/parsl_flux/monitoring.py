@@ -12,19 +12,38 @@ imports nothing for monitoring.
 Giving the executor a radio also makes the DFK hand it its monitoring queue,
 so block status changes reach the monitoring database as with Parsl's own
 executors.
+
+Resource usage: the executor's ``monitor_resources()`` is False, so the wrapper
+starts no psutil process in the job. Instead the sender measures the task
+itself (:class:`~parsl_flux.usage.TaskUsage`) between the wrapper's first and
+last message, and adds ``RESOURCE_INFO`` messages, one at the start and one at
+the end, with the ids of the wrapper's messages: the ``resource`` table gets
+rows as it does under Parsl's HighThroughputExecutor. The manager sets
+``PARSL_WORKER_BLOCK_ID`` in every job, which the wrapper's messages carry into
+the ``try`` table, as HTEX's workers do.
 """
 
 from __future__ import annotations
 
+import datetime
 import pickle
 from multiprocessing.queues import Queue
-from typing import List
+from typing import Any, Dict, List, Optional, Tuple
 
+from parsl.monitoring.message_type import MessageType
 from parsl.monitoring.radios.base import MonitoringRadioReceiver, MonitoringRadioSender, RadioConfig
 from parsl.utils import RepresentationMixin
 
+from parsl_flux.usage import TaskUsage
+
 OUTBOX: List[bytes] = []
 """Pickled messages sent by this process's monitoring wrapper, not yet shipped."""
+
+_measuring: Optional[Tuple[Dict[str, Any], TaskUsage]] = None
+"""The ids of the task whose wrapper sent its first message, and its usage counters."""
+
+ROW_FIELDS = ("run_id", "try_id", "task_id", "hostname")
+"""Fields of the wrapper's messages copied into the resource rows (the ``resource`` table's key, and the host)."""
 
 
 class FluxRadio(RadioConfig, RepresentationMixin):
@@ -42,6 +61,28 @@ class FluxRadioSender(MonitoringRadioSender):
 
     def send(self, message: object) -> None:
         OUTBOX.append(pickle.dumps(message))
+        _measure(message)
+
+
+def _measure(message: object) -> None:
+    """Start measuring at the wrapper's first message of a task, and queue a
+    resource row at it and at the task's last message."""
+    global _measuring
+    if not (isinstance(message, tuple) and len(message) == 2 and message[0] == MessageType.WORKER_TASK_INFO):
+        return
+    info = message[1]
+    if info.get("first_msg"):
+        _measuring = ({k: info.get(k) for k in ROW_FIELDS}, TaskUsage())
+        _queue_row(*_measuring, final=False)
+    elif info.get("last_msg") and _measuring is not None:
+        _queue_row(*_measuring, final=True)
+        _measuring = None
+
+
+def _queue_row(fields: Dict[str, Any], usage: TaskUsage, final: bool) -> None:
+    """Queue the ``RESOURCE_INFO`` message Parsl's resource monitor would send for this task now."""
+    row = {**fields, **usage.row(final), "timestamp": datetime.datetime.now()}
+    OUTBOX.append(pickle.dumps((MessageType.RESOURCE_INFO, row)))
 
 
 class _NoReceiver(MonitoringRadioReceiver):
