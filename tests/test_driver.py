@@ -1,6 +1,7 @@
 """The driver's result handling, without a socket or Flux: races with ``future.cancel()``."""
 
 import logging
+import queue
 import threading
 
 import cloudpickle
@@ -80,3 +81,16 @@ def test_a_cancel_during_a_failure_does_not_stop_fail_all():
     assert driver.fail_all(RuntimeError("shutting down")) == 1
     assert racing.cancelled()
     assert isinstance(other.exception(timeout=0), RuntimeError)
+
+
+def test_a_bad_monitoring_message_costs_no_result():
+    driver = _driver()
+    driver.monitoring_messages = queue.SimpleQueue()
+    futures = [TaskFuture(driver, 0), TaskFuture(driver, 1)]
+    for task_id, fut in enumerate(futures):
+        driver.submit(Task(task_id, fut, JobShape(), b""))
+    broken = dict(_value(0, "zero"), monitoring=[b"not a pickle", cloudpickle.dumps(("ok", 1))])
+    driver._complete([broken, _value(1, "one")])
+    assert [f.result(timeout=0) for f in futures] == ["zero", "one"]
+    assert driver.monitoring_messages.get_nowait() == ("ok", 1)
+    assert driver.monitoring_messages.empty()

@@ -384,8 +384,7 @@ class Driver:
     def _complete(self, results: List[Dict[str, Any]]) -> None:
         for res in results:
             if res.get("monitoring") and self.monitoring_messages is not None:
-                for message in res["monitoring"]:
-                    self.monitoring_messages.put(pickle.loads(message))
+                self._forward_monitoring(res["id"], res["monitoring"])
             with self.lock:
                 task = self._forget(res["id"])
             if task is None:
@@ -394,6 +393,18 @@ class Driver:
                 _resolve(task, res)
             except Exception as exc:  # never leave a future unresolved
                 set_exception(task.future, exc)
+
+    def _forward_monitoring(self, task_id: int, messages: List[bytes]) -> None:
+        """Hand a task's monitoring messages to Parsl's radio.
+
+        A message that cannot be unpickled is logged and dropped: monitoring
+        must never cost the task its result, nor the rest of the batch theirs.
+        """
+        for message in messages:
+            try:
+                self.monitoring_messages.put(pickle.loads(message))
+            except Exception as exc:
+                self.logger.warning("dropped a monitoring message of task %s: %s: %s", task_id, type(exc).__name__, exc)
 
     def _dispatch(self) -> None:
         """Send pending tasks to live blocks, least loaded first, within capacity.
