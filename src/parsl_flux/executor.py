@@ -303,6 +303,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(message)s"))
         self._logger.addHandler(self._log_handler)  # this executor's own logger: another executor's lines stay out
         self._logger.setLevel(logging.DEBUG)
+        prepare = getattr(self.container, "prepare", None)
+        if prepare is not None:  # pull an image reference once, here, rather than on every node
+            prepare()
         if self.address is None:
             self.address = self.default_address()
         loopback = self.address in ("127.0.0.1", "localhost", "::1")
