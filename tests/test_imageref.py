@@ -82,7 +82,7 @@ def test_cache_file_is_stable_readable_and_distinct():
 def test_pull_commands():
     local = imageref.parse("oras://127.0.0.1:5000/parsl-flux-sif:0.1.0")
     assert imagepull.pull_command("apptainer", local, Path("/c/x.sif")) == \
-        ["apptainer", "pull", "--nohttps", "/c/x.sif", "oras://127.0.0.1:5000/parsl-flux-sif:0.1.0"]
+        ["apptainer", "pull", "--no-https", "/c/x.sif", "oras://127.0.0.1:5000/parsl-flux-sif:0.1.0"]
     remote = imageref.parse("docker://ghcr.io/org/parsl-flux:0.1.0")
     assert imagepull.pull_command("singularity", remote, Path("/c/x.sif")) == \
         ["singularity", "pull", "/c/x.sif", "docker://ghcr.io/org/parsl-flux:0.1.0"]
@@ -131,7 +131,7 @@ def test_prepare_pulls_once_and_reuses(tmp_path):
         box.with_binds(str(tmp_path)).prepare()  # the executor's copy: same source, no second pull
     assert dest.read_text() == "sif"
     calls = log.read_text().splitlines()
-    assert len(calls) == 1 and calls[0].startswith("pull --nohttps ")
+    assert len(calls) == 1 and calls[0].startswith("pull --no-https ")
     assert sorted(p.name for p in dest.parent.iterdir()) == [".p.sif.lock", "p.sif"]  # no partial file left
 
 

@@ -39,12 +39,12 @@ class ImagePullError(RuntimeError):
 def pull_command(runtime: str, ref: ImageRef, dest: Path) -> List[str]:
     """The argv that pulls ``ref`` into ``dest`` with an Apptainer-like ``runtime``.
 
-    ``--nohttps`` for a registry on this host (:attr:`ImageRef.plain_http`),
+    ``--no-https`` for a registry on this host (:attr:`ImageRef.plain_http`),
     the only place a plain-HTTP registry is accepted without being asked.
     """
     argv = [runtime, "pull"]
     if ref.plain_http:
-        argv.append("--nohttps")
+        argv.append("--no-https")
     return [*argv, str(dest), str(ref)]
 
 

@@ -213,8 +213,12 @@ def container(site: str, runtime: str, image: str, bind_list: Sequence[str], run
     from parsl_flux.container import Container, ContainerError
 
     local, source = image_copy(site, runtime, image)
+    # Docker/Podman start the image's own user (uid 10001), which cannot read
+    # the block key the driver wrote 0600 in the bound run directory: run as
+    # the driver's user, as Apptainer does by itself.
+    options = ["--user", f"{os.getuid()}:{os.getgid()}"] if runtime in ("docker", "podman") else []
     try:
-        box = Container(runtime, local, list(bind_list), dict(env or {}), gpus=gpus, source=source)
+        box = Container(runtime, local, list(bind_list), dict(env or {}), options=options, gpus=gpus, source=source)
     except ContainerError as exc:
         raise SiteError(f"site {site!r}: {exc}") from exc
     return box.with_binds(run_dir, *system_binds)

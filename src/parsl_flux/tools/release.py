@@ -15,7 +15,11 @@ with the build arguments :func:`build_args` gives; every layer but the labels
 comes from the first build's cache. Fluxion's version is the release the base
 image is pinned to (``FROM fluxrm/flux-sched:<distro>-v<X.Y.Z>``).
 
-Used as ``python -m parsl_flux.tools.release {check-tag,build-args}``.
+The SIF is published as an OCI artifact with the media types Apptainer
+writes and reads (``apptainer pull oras://...`` takes it as is):
+:func:`push_sif`, through the ORAS Python library (the ``release`` extra).
+
+Used as ``python -m parsl_flux.tools.release {version,check-tag,build-args,push-sif}``.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ LABEL_ARGS = {
     "org.parsl-flux.parsl.version": "PARSL_VERSION",
 }
 """Each release label and the Dockerfile build argument that sets it."""
+
+SIF_LAYER_TYPE = "application/vnd.sylabs.sif.layer.v1.sif"
+SIF_CONFIG_TYPE = "application/vnd.sylabs.sif.config.v1+json"
 
 _FROM = re.compile(r"^FROM\s+\S*flux-sched:\S*-v(\d+\.\d+\.\d+)\s*$", re.M)
 
@@ -100,6 +107,30 @@ def build_args(versions: Mapping[str, Optional[str]], *, fluxion: Optional[str],
     return {name: str(value) for name, value in values.items()}
 
 
+def push_sif(sif: Path, reference: str, annotations: Optional[Mapping[str, str]] = None) -> None:
+    """Push ``sif`` to ``reference`` (``oras://REGISTRY/REPO:TAG``) as Apptainer's ORAS artifact.
+
+    Plain HTTP only for a registry on this host (as :mod:`parsl_flux.imagepull`
+    pulls); credentials come from the Docker config file ORAS reads.
+    """
+    import tempfile
+
+    import oras.provider
+
+    from parsl_flux import imageref
+
+    ref = imageref.parse(reference)
+    if ref.scheme != "oras":
+        raise ValueError(f"{reference!r}: push the SIF to an oras:// reference")
+    registry = oras.provider.Registry(hostname=ref.registry, insecure=ref.plain_http)
+    with tempfile.TemporaryDirectory(prefix="parsl-flux-sif-config-") as tmp:
+        config = Path(tmp) / "config.json"
+        config.write_text("{}")
+        registry.push(target=str(ref)[len("oras://"):], files=[f"{sif}:{SIF_LAYER_TYPE}"],
+                      manifest_config=f"{config}:{SIF_CONFIG_TYPE}", manifest_annotations=dict(annotations or {}),
+                      disable_path_validation=True)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``check-tag TAG``: exit 1 unless TAG names this version. ``build-args
     VERSIONS.json --dockerfile F --source URL --revision SHA``: print
@@ -114,6 +145,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--dockerfile", type=Path, required=True)
     p.add_argument("--source", required=True)
     p.add_argument("--revision", required=True)
+    p = sub.add_parser("push-sif", help="push a SIF as an OCI artifact (what `apptainer pull oras://` reads)")
+    p.add_argument("sif", type=Path)
+    p.add_argument("reference", help="oras://REGISTRY/REPO:TAG")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "version":
@@ -124,6 +158,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if problem:
             logger.error("%s", problem)
             return 1
+        return 0
+    if args.command == "push-sif":
+        push_sif(args.sif, args.reference, {"org.opencontainers.image.version": parsl_flux.__version__})
         return 0
     versions = json.loads(args.versions.read_text())["versions"]
     try:
