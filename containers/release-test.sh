@@ -70,7 +70,7 @@ fi
 check "labels name the versions" bash -c "IMAGE='$IMAGE' bash containers/release.sh labels | tee '$tmp/labels' \
     | grep -E '^org.(opencontainers.image.(version=$VERSION|source|revision)|parsl-flux.(flux-core|fluxion|openmpi|parsl).version)=' \
     | grep -vc '=unknown$' | grep -qx 7"
-cat "$tmp/labels" 2>/dev/null | sed 's/^/   /'
+sed 's/^/   /' "$tmp/labels" 2>/dev/null
 check "SIF from the image" env IMAGE="$IMAGE" SIF="$tmp/parsl-flux.sif" bash containers/image.sh sif
 
 # 3. registry on 127.0.0.1
@@ -104,7 +104,7 @@ pulled+=("$registry/parsl-flux:$VERSION")
 check "podman pull" engine pull --quiet --tls-verify=false "$registry/parsl-flux:$VERSION"
 check "apptainer pull docker://" apptainer pull --no-https "$tmp/from-docker.sif" "docker://$registry/parsl-flux:$VERSION"
 check "parsl-flux image pull oras://" "$PYTHON" -m parsl_flux.cli image pull "oras://$registry/parsl-flux-sif:$VERSION"
-oras_sif=$(ls "$PARSL_FLUX_IMAGE_CACHE"/*.sif 2>/dev/null | head -1)
+oras_sif=$(find "$PARSL_FLUX_IMAGE_CACHE" -maxdepth 1 -name '*.sif' | head -1)
 check "pulled SIF is the pushed SIF" cmp -s "$oras_sif" "$tmp/parsl-flux.sif"
 check "second pull reuses the cache" bash -c "'$PYTHON' -m parsl_flux.cli image pull 'oras://$registry/parsl-flux-sif:$VERSION' 2>&1 | grep -q reusing"
 

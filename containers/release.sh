@@ -35,12 +35,13 @@ case ${1:-} in
         args=$("$PYTHON" -m parsl_flux.tools.release build-args "$tmp/info.json" --dockerfile containers/Dockerfile \
             "${source_args[@]}" --revision "$revision")
         say "labels from the image's versions: $(echo "$args" | sed 's/--build-arg //' | tr '\n' ' ')"
-        # shellcheck disable=SC2086  # one --build-arg NAME=VALUE per line; values have no spaces
-        CONTAINER_BUILD_OPTS="${CONTAINER_BUILD_OPTS:-} $(echo $args)" IMAGE=$IMAGE bash containers/image.sh build
+        # one --build-arg NAME=VALUE per line, values without spaces: joined for image.sh's word splitting
+        CONTAINER_BUILD_OPTS="${CONTAINER_BUILD_OPTS:-} ${args//$'\n'/ }" IMAGE=$IMAGE bash containers/image.sh build
         say "$IMAGE labelled in $((SECONDS - start))s"
         ;;
     labels)
         pick_engine
+        # shellcheck disable=SC2016  # a Go template, not shell
         engine image inspect --format '{{range $k, $v := .Config.Labels}}{{$k}}={{$v}}{{"\n"}}{{end}}' "$IMAGE"
         ;;
     *)

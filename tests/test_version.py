@@ -58,3 +58,28 @@ def test_release_labels_come_from_the_image_and_the_base_pin():
         assert "OPENMPI_VERSION" in str(exc)
     else:
         raise AssertionError("a missing version was accepted")
+
+
+def test_release_workflow_is_valid_and_checks_the_tag_first():
+    """release.yml validates against GitHub's workflow schema (check-jsonschema's
+    bundled copy, no network), runs on v* tags, and publishes nothing before
+    the tag is checked against the version."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    path = ROOT / ".github" / "workflows" / "release.yml"
+    checker = Path(sys.executable).with_name("check-jsonschema")
+    done = subprocess.run([str(checker), "--builtin-schema", "vendor.github-workflows", str(path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    workflow = yaml.safe_load(path.read_text())
+    assert workflow[True]["push"]["tags"] == ["v*"]  # YAML 1.1 reads the key `on` as True
+    jobs = workflow["jobs"]
+    assert any("check-tag" in step.get("run", "") for step in jobs["dist"]["steps"])
+    for name, job in jobs.items():
+        if name != "dist":
+            assert "dist" in job["needs"], f"job {name} may publish before the tag is checked"
+    runs = "\n".join(step.get("run", "") for job in jobs.values() for step in job.get("steps", []))
+    assert "containers/release.sh image" in runs and "push-sif" in runs and ":latest" in runs
