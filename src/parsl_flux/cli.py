@@ -7,6 +7,7 @@ Subcommands::
     parsl-flux sites copy NAME [DEST]        write NAME's config to edit (default ./NAME.py)
     parsl-flux doctor [--site NAME]          what is present, what is missing
     parsl-flux run --site NAME workflow.py   parsl.load the site's config, run the script
+    parsl-flux image pull --site NAME        pull the site's image reference into the cache ahead of time
     parsl-flux image ...                     container recipe tools (parsl_flux.tools.images)
     parsl-flux bench ...                     benchmarks (parsl_flux.tools.bench)
 
@@ -159,8 +160,12 @@ def _site_checks(name: str, overrides: Dict[str, Any]) -> List[Check]:
         hint = f"the job runs `{init}` first; run it here too to check" if init else ""
         found = _which(f"runtime: {box.runtime}", box.runtime, hint)
         checks.append(found)
-        checks.append((True, "image", box.image))
-        if not found[0]:
+        source = getattr(box, "source", None)
+        pulled = source is None or box.runtime not in ("apptainer", "singularity") or os.path.isfile(box.image)
+        checks.append((pulled, "image", box.image if pulled else
+                       f"{source} is not pulled yet into {box.image}: `parsl-flux image pull --site {name}` "
+                       "(or the first run) pulls it"))
+        if not found[0] or not pulled:
             return checks
     inside = "in the image" if box is not None else "on the host"
     for what, argv in (("flux", [executor.flux_path or "flux", "version"]), ("mpi", ["mpiexec", "--version"])):
@@ -212,9 +217,49 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ delegated
 def cmd_image(args: argparse.Namespace) -> int:
+    if args.rest[:1] == ["pull"]:
+        return cmd_image_pull(args.rest[1:])
     from parsl_flux.tools import images  # another engineer's module; loaded only when asked for
 
     return int(images.main(args.rest) or 0)
+
+
+def cmd_image_pull(argv: List[str]) -> int:
+    """``parsl-flux image pull (--site NAME [site options] | REFERENCE)``: pull ahead of time
+    what a site's blocks would otherwise pull at start, and print where it is."""
+    import logging
+
+    from parsl_flux import imagepull, imageref
+
+    parser = argparse.ArgumentParser(prog="parsl-flux image pull",
+                                     description="pull a site's image reference (docker://, oras://) into the "
+                                                 "per-user cache its blocks run from; a path is left as it is")
+    parser.add_argument("reference", nargs="?", help="a reference to pull into the cache as a SIF (without --site)")
+    parser.add_argument("--site", help="pull what this site's config names (its --image or PARSL_FLUX_IMAGE)")
+    _add_site_options(parser)
+    args = parser.parse_args(argv)
+    if bool(args.site) == bool(args.reference):
+        raise CliError("image pull: give either --site NAME or a docker:// or oras:// REFERENCE")
+    logging.basicConfig(level=logging.INFO, format="parsl-flux: %(message)s")
+    try:
+        if args.reference:
+            if args.set or any(getattr(args, k) is not None for k in ("nodes", "walltime", "account", "queue",
+                                                                       "image")):
+                raise CliError("image pull REFERENCE takes no site options; use --site NAME for those")
+            ref = imageref.parse(args.reference)
+            print(imagepull.ensure_sif(ref, imageref.cache_file(ref, imageref.cache_dir())))
+            return 0
+        box = sites.flux_executor(sites.make_config(args.site, **_overrides(args))).container
+        if box is None:
+            raise CliError(f"site {args.site!r} runs no container image (give --image or set PARSL_FLUX_IMAGE)")
+        if getattr(box, "source", None) is None:
+            print(f"{box.image} (a path or {box.runtime}'s own name: nothing to pull)")
+            return 0
+        box.prepare()
+    except (imageref.ImageRefError, imagepull.ImagePullError) as exc:
+        raise CliError(str(exc)) from exc
+    print(box.image)
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ import os
 import re
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 RUNTIMES = ("apptainer", "singularity", "docker", "podman", "podman-hpc", "shifter", "none")
@@ -103,6 +104,12 @@ class Container:
         Check that the image file and bind sources exist, on the machine that
         builds the launch line. Turn off when those paths exist only on the
         compute nodes.
+    source : str, optional
+        A ``docker://`` or ``oras://`` reference that ``image`` is a local copy
+        of (a SIF in the per-user cache for Apptainer/Singularity, the
+        engine's own name for Docker/Podman): :meth:`prepare` pulls it once,
+        before the first block starts, instead of every node pulling it.
+        ``image`` need not exist before then.
 
     Raises
     ------
@@ -120,6 +127,7 @@ class Container:
     options: Sequence[str] = ()
     gpus: Optional[str] = None
     check_paths: bool = True
+    source: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -146,7 +154,8 @@ class Container:
 
     def check(self) -> None:
         """Raise :class:`ContainerError` for a missing image file or bind source."""
-        if self.runtime in ("apptainer", "singularity") and self.image_is_file and not os.path.exists(self.image):
+        if self.runtime in ("apptainer", "singularity") and self.image_is_file and not os.path.exists(self.image) \
+                and self.source is None:
             raise ContainerError(f"image file {self.image!r} does not exist")
         for bind in self.binds:
             src = _parse_bind(bind)[0]
@@ -170,7 +179,29 @@ class Container:
         extra = list(dict.fromkeys(os.path.abspath(p) for p in paths if p))
         extra = [p for p in extra if p not in bound]
         return Container(self.runtime, self.image, [*self.binds, *extra], dict(self.env), list(self.options),
-                         self.gpus, check_paths=False)
+                         self.gpus, check_paths=False, source=self.source)
+
+    def prepare(self) -> None:
+        """Pull :attr:`source` into :attr:`image` unless it is there already.
+
+        Called by the executor before it starts blocks (and by ``parsl-flux
+        image pull``), so the pull happens once, on the driver, with its
+        progress shown, rather than on every node at every block start.
+
+        Raises
+        ------
+        parsl_flux.imagepull.ImagePullError
+            The pull failed.
+        """
+        if self.source is None:
+            return
+        from parsl_flux import imagepull, imageref
+
+        ref = imageref.parse(self.source)
+        if self.runtime in imagepull.SIF_RUNTIMES:
+            imagepull.ensure_sif(ref, Path(self.image), self.runtime)
+        else:
+            imagepull.ensure_engine_image(ref, self.runtime)
 
     def prefix(self, pass_env: Sequence[str] = ()) -> List[str]:
         """The argv that goes before the inner command (empty for ``none``).

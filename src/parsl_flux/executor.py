@@ -305,6 +305,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             os.makedirs(self.provider.script_dir, exist_ok=True)
         # this executor's own logger: another executor's lines stay out, the user's console shows no more
         self._log = ExecutorLog(self._logger, os.path.join(self._log_dir, "executor.log"))
+        prepare = getattr(self.container, "prepare", None)
+        if prepare is not None:  # pull an image reference once, here, rather than on every node
+            prepare()
         if self.address is None:
             self.address = self.default_address()
         loopback = self.address in ("127.0.0.1", "localhost", "::1")

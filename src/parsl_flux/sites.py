@@ -212,11 +212,48 @@ def container(site: str, runtime: str, image: str, bind_list: Sequence[str], run
     """
     from parsl_flux.container import Container, ContainerError
 
+    local, source = image_copy(site, runtime, image)
+    # Docker/Podman start the image's own user (uid 10001), which cannot read
+    # the block key the driver wrote 0600 in the bound run directory: run as
+    # the driver's user, as Apptainer does by itself.
+    options = ["--user", f"{os.getuid()}:{os.getgid()}"] if runtime in ("docker", "podman") else []
     try:
-        box = Container(runtime, image, list(bind_list), dict(env or {}), gpus=gpus)
+        box = Container(runtime, local, list(bind_list), dict(env or {}), options=options, gpus=gpus, source=source)
     except ContainerError as exc:
         raise SiteError(f"site {site!r}: {exc}") from exc
     return box.with_binds(run_dir, *system_binds)
+
+
+def image_copy(site: str, runtime: str, image: str) -> Tuple[str, Optional[str]]:
+    """``(image to run, reference to pull it from or None)`` for a site's ``image``.
+
+    A path is run as given. A ``docker://`` or ``oras://`` reference is run
+    from a local copy that the executor pulls once before blocks start
+    (``parsl-flux image pull --site NAME`` does it ahead of time): for
+    Apptainer/Singularity a SIF in the per-user cache
+    (:func:`parsl_flux.imageref.cache_file`), for Docker/Podman the engine's
+    store, under the name those engines use.
+
+    Raises
+    ------
+    SiteError
+        A malformed reference, or one for a runtime that has its own way of
+        naming images (Shifter).
+    """
+    from parsl_flux import imagepull, imageref
+
+    if not imageref.is_reference(image):
+        return image, None
+    try:
+        ref = imageref.parse(image)
+    except imageref.ImageRefError as exc:
+        raise SiteError(f"site {site!r}: {exc}") from exc
+    if runtime in imagepull.SIF_RUNTIMES:
+        return str(imageref.cache_file(ref, imageref.cache_dir())), image
+    if runtime in imagepull.ENGINE_RUNTIMES and ref.scheme == "docker":
+        return ref.engine_name, image
+    raise SiteError(f"site {site!r}: runtime {runtime!r} cannot run {image!r}; give an image name as {runtime} "
+                    "takes it" + (" (oras:// holds a SIF: use apptainer)" if ref.scheme == "oras" else ""))
 
 
 def address(value: Optional[str], interface: Optional[str]) -> Optional[str]:

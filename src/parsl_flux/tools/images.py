@@ -24,6 +24,9 @@ Additions to spython's conversion:
 5. ``%post`` begins by deleting what ``containers/Dockerfile.dockerignore``
    keeps out of the Docker build context (``.venv``, ``.git``, ...), since
    ``%files`` copies a directory whole.
+6. ``${ARG}`` in a label becomes that ``ARG``'s default: Apptainer's
+   ``%labels`` are literal, and has no build arguments (the release labels
+   are set by the image build, see :mod:`parsl_flux.tools.release`).
 
 spython is imported only by the functions that convert (it is in the
 ``container`` and ``test`` extras), so :func:`runtime_versions` works in a
@@ -137,25 +140,32 @@ def _cleanup_lines(patterns: Sequence[str], dest: str) -> List[str]:
     return lines
 
 
-def _label_pairs(labels: List[List[str]]) -> List[List[str]]:
-    """``[['k="v" \\']]`` as spython keeps a LABEL instruction -> ``[['k', 'v']]``."""
+def _label_pairs(labels: List[List[str]], defaults: Dict[str, str]) -> List[List[str]]:
+    """``[['k="v" \\']]`` as spython keeps a LABEL instruction -> ``[['k', 'v']]``,
+    with ``${NAME}`` replaced by the default of ``ARG NAME`` (``defaults``)."""
     pairs = []
     for tokens in labels:
         text = " ".join(tokens).strip().rstrip("\\")
         for item in shlex.split(text):
             key, _, value = item.partition("=")
-            pairs.append([key, value])
+            pairs.append([key, re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m.group(1), m.group(0)), value)])
     return pairs
+
+
+def _arg_defaults(dockerfile: Path) -> Dict[str, str]:
+    """``ARG NAME=VALUE`` lines of ``dockerfile`` as ``{NAME: VALUE}``."""
+    return dict(re.findall(r"^ARG\s+(\w+)=(\S*)\s*$", dockerfile.read_text(), re.M))
 
 
 def generate_definition(dockerfile: Optional[Path] = None, dockerignore: Optional[Path] = None) -> str:
     """The Apptainer definition for ``dockerfile`` (default: the checkout's):
     spython's conversion plus the additions listed in this module's docstring."""
-    recipe = _parse(recipe_file(DOCKERFILE, dockerfile))
+    dockerfile = recipe_file(DOCKERFILE, dockerfile)
+    recipe = _parse(dockerfile)
     dockerignore = recipe_file(DOCKERIGNORE, dockerignore)
     stage = next(iter(recipe.values()))
     stage.install = [line for line in stage.install if not re.match(r"USER\s", line)]
-    stage.labels = _label_pairs(stage.labels)
+    stage.labels = _label_pairs(stage.labels, _arg_defaults(dockerfile))
     stage.workdir = None
     contexts = [dest for src, dest in stage.files if src in (".", "./")]
     if contexts and dockerignore.exists():
@@ -265,7 +275,7 @@ def image_info(dockerfile: Optional[Path] = None, definition: Optional[Path] = N
             "base_image": stage.fromHeader,
             "user": users[-1] if users else None,
             "entrypoint": stage.entrypoint,
-            "labels": dict(_label_pairs(stage.labels)),
+            "labels": dict(_label_pairs(stage.labels, _arg_defaults(dockerfile))),
             "definition": str(definition),
             "definition_in_sync": not definition_diff(definition, dockerfile, dockerignore),
         }
