@@ -111,3 +111,40 @@ def test_shutdown_fails_running_tasks_with_executor_shutdown(make_executor):
     ex.shutdown()
     with pytest.raises(ExecutorShutdown):
         running.result(timeout=5)
+
+
+TWO_BROKERS = ("{flux} start --test-size=2 {flux} env {python} -m parsl_flux.manager --url {url} "
+               "--block-id {block_id} --workdir {workdir} --heartbeat-period {heartbeat_period} "
+               "--driver-timeout {heartbeat_threshold}")
+
+
+def _rank1_broker_pid(flux_path, block):
+    out = subprocess.run([flux_path, "proxy", block.info["flux_uri"], "flux", "exec", "-r", "1", "flux",
+                          "getattr", "broker.pid"], capture_output=True, text=True, timeout=30, check=True)
+    return int(out.stdout.strip())
+
+
+def test_a_lost_node_fails_its_job_as_a_lost_block_and_retires_the_block(make_executor, flux_path, caplog):
+    """SIGKILL of broker rank 1 while a 2-node job runs: that task fails with
+    NodeLost (a BlockLost, so Parsl retries it), the block reports itself
+    degraded and gets no new 2-node work (no 'unsatisfiable' job), it is retired
+    once idle, and the next 2-node app runs on a healthy block."""
+    from parsl_flux.errors import NodeLost
+
+    ex = make_executor(launch_cmd=TWO_BROKERS, heartbeat_threshold=30.0)
+    two_nodes = {"num_tasks": 2, "num_nodes": 2}
+    doomed = ex.submit(nap, two_nodes, 60)
+    wait_for(lambda: _running(ex, 1), 60, "the 2-node task to reach the block")
+    time.sleep(3)  # it runs on both brokers
+    os.kill(_rank1_broker_pid(flux_path, ex.blocks["0"]), signal.SIGKILL)
+    start = time.monotonic()
+    with pytest.raises(NodeLost):
+        doomed.result(timeout=30)
+    assert isinstance(doomed.exception(), BlockLost)
+    retry = ex.submit(nap, two_nodes, 0)
+    wait_for(lambda: ex.blocks["0"].closed, 20, "the degraded block to be retired")
+    assert time.monotonic() - start < 20
+    assert not retry.done(), f"the retry was not kept for a healthy block: {retry.exception()!r}"
+    assert any("degraded" in r.getMessage() for r in caplog.records)
+    ex.scale_out_facade(1)
+    assert retry.result(timeout=90) == 0

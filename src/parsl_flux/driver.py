@@ -363,6 +363,8 @@ class Driver:
                 self._send(block, Kind.ACK, [res["id"] for res in data])
                 with self.lock:  # one already received before a reconnect comes again: ignore it
                     fresh = [res for res in data if res["id"] in self.live_tasks]
+                if any(res["outcome"] == protocol.NODE_LOST for res in fresh):  # before its DEGRADED, maybe
+                    self._degrade(block, protocol.degraded_body("?", [], "a job died with a node"))
                 self._complete(fresh)
             elif kind == Kind.DEGRADED:
                 self._degrade(block, data)
@@ -442,7 +444,8 @@ class Driver:
         is retired once its tasks end (:meth:`_check_health`)."""
         with self.lock:
             first = not block.health.degraded
-            block.health.degraded = f"lost rank(s) {data['ranks']} ({', '.join(data['hosts']) or '?'})"
+            if first or data["ranks"] != "?":
+                block.health.degraded = f"lost rank(s) {data['ranks']} ({', '.join(data['hosts']) or '?'})"
             running = len(block.in_flight)
         if first:
             self.logger.error("block %s degraded: %s: %s; it gets no new work and is retired once its %d "

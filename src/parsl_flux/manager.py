@@ -33,7 +33,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Deque, Dict, List, Mapping, Optional, Set, Tuple
 
 import zmq
 from zmq.utils import z85
@@ -41,6 +41,7 @@ from zmq.utils import z85
 from parsl_flux import launch, leftovers, protocol
 from parsl_flux.bytecode import write_job_bytecode
 from parsl_flux.linkwatch import LinkWatch
+from parsl_flux.node_watch import NodeWatch, died_with_a_node
 from parsl_flux.flux_backend import (SYS_PATH_ENV, FluxThreads, build_jobspec, instance_resources, read_tail,
                                      runner_command, site_adds_only_paths, task_output, worker_output)
 from parsl_flux.protocol import Kind
@@ -104,6 +105,9 @@ class Manager:
         self.ledger = ResultLedger()  # sent, not acknowledged yet: sent again after a reconnect
         self.resume_nonce: Optional[bytes] = None  # our hello's nonce while a resume hand-shake is under way
         self.resume_sent_at = 0.0
+        self.nodes: Optional[NodeWatch] = None  # multi-node instances: reports lost broker ranks
+        self.lost_ranks: Set[int] = set()
+        self.degraded: Optional[Dict[str, Any]] = None  # DEGRADED body, sent again after a resume
         self.held: Deque[_Task] = deque()  # per-job tasks not yet given to Flux
         self.outcome_at: Dict[int, float] = {}  # task id -> when rank 0 sent its outcome, while its job still runs
         self.task_jobs = 0  # task jobs given to Flux and not yet ended
@@ -186,6 +190,8 @@ class Manager:
         self.resume_nonce = None
         self.send(Kind.RESUME, protocol.resume_body(list(self.tasks), self.ledger.ids()))
         self._send_batched(self.ledger.unacknowledged())
+        if self.degraded is not None:
+            self.send(Kind.DEGRADED, self.degraded)
         logger.info("session of block %s resumed: %d task(s) held, %d result(s) sent again",
                     self.block_id, len(self.tasks), len(self.ledger))
 
@@ -215,6 +221,10 @@ class Manager:
         self._configure(config, resources, one_node)
         self.flux = FluxThreads(self._emit, config.get("handle_kwargs"), novalidate=owner)
         self.flux.start(self.heartbeat_period, self.driver_timeout)
+        if not one_node:
+            kwargs = dict(config.get("handle_kwargs") or {})
+            self.nodes = NodeWatch(self._emit, lambda: flux.Flux(**kwargs), self.heartbeat_period)
+            self.nodes.start()
         assert self.server is not None
         self.server.start()
         try:
@@ -330,6 +340,8 @@ class Manager:
                 time.sleep(0.05)
         if self.flux is not None:
             self.flux.stop()
+        if self.nodes is not None:
+            self.nodes.stop()
         if self.server is not None:
             self.server.stop()
             # what tasks left running on this node (daemons) must not outlive the block
@@ -493,6 +505,8 @@ class Manager:
             elif op == "result_in":
                 if event[1] in self.tasks:
                     self.outcome_at[event[1]] = time.monotonic()
+            elif op == "ranks_lost":
+                self._ranks_lost(event[1], event[2])
             elif op == "fatal":
                 return str(event[1])
 
@@ -514,12 +528,25 @@ class Manager:
             self._finish(task, outcome if outcome is not None else
                          protocol.outcome_job_failed("job outlived its result", _f58(task.jobid)))
 
+    def _ranks_lost(self, ranks: str, hosts: List[str]) -> None:
+        """Broker ranks went offline: tell the driver this block is degraded (no new work)."""
+        from flux.idset import IDset
+
+        self.lost_ranks.update(IDset(ranks))
+        self.degraded = protocol.degraded_body(str(IDset(sorted(self.lost_ranks))), hosts,
+                                               "Flux reports the broker rank(s) offline")
+        logger.error("block %s lost broker rank(s) %s (%s)", self.block_id, ranks, ", ".join(hosts) or "?")
+        if self.online:
+            self.send(Kind.DEGRADED, self.degraded)
+
     def _job_done(self, task: _Task, success: bool, errstr: str) -> None:
         outcome = self.server.forget(task.task_id)
         if task.cancelled:
             result: Dict[str, Any] = protocol.outcome_cancelled()
         elif success and outcome is not None:
             result = outcome
+        elif not success and died_with_a_node(errstr, self.lost_ranks):
+            result = protocol.outcome_node_lost(errstr, _f58(task.jobid))
         else:
             result = protocol.outcome_job_failed(errstr or "job exited without sending a result", _f58(task.jobid),
                                                  read_tail(task_output(self.workdir, task.task_id, "err")))
