@@ -545,7 +545,7 @@ class Manager:
             result: Dict[str, Any] = protocol.outcome_cancelled()
         elif success and outcome is not None:
             result = outcome
-        elif not success and died_with_a_node(errstr, self.lost_ranks):
+        elif not success and died_with_a_node(errstr):
             result = protocol.outcome_node_lost(errstr, _f58(task.jobid))
         else:
             result = protocol.outcome_job_failed(errstr or "job exited without sending a result", _f58(task.jobid),

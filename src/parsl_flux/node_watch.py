@@ -16,18 +16,15 @@ from typing import Any, Callable, List, Optional, Set
 
 logger = logging.getLogger(__name__)
 
-NODE_FAILURE_MARKS = ("node failure", "lost connection", "node-failure")
+NODE_FAILURE_MARKS = ("node failure", "node-failure")
 """Words in Flux's job exception when a job died with a broker rank (``exec node failure on HOST (rank N)``)."""
 
 
-def died_with_a_node(errstr: str, lost_ranks: Set[int]) -> bool:
-    """Whether a failed job's end is a node's fault rather than the app's.
-
-    Flux says so in the job's exception; a block that already lost a rank
-    also gets the benefit of the doubt for jobs ended by a fatal exception."""
+def died_with_a_node(errstr: str) -> bool:
+    """Whether Flux ended a failed job because one of its nodes died (its
+    exception says so), which is no fault of the app."""
     text = errstr.lower()
-    return any(mark in text for mark in NODE_FAILURE_MARKS) or (bool(lost_ranks) and "exception" in text
-                                                                 and "fatal" in text)
+    return any(mark in text for mark in NODE_FAILURE_MARKS)
 
 
 def offline_ranks(status: dict) -> Set[int]:
