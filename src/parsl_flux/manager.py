@@ -207,6 +207,7 @@ class Manager:
         one_node = int(handle.attr_get("size")) == 1
         if not self._handshake():
             logger.error("no valid answer from the driver within %.0fs; exiting", self.driver_timeout)
+            self.link.close()  # its monitor socket would hold ctx.term() forever
             self.driver.close(linger=0)
             self.ctx.term()
             return 2
