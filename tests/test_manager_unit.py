@@ -21,6 +21,7 @@ def manager(tmp_path, monkeypatch):
     m.refill_at = 2
     yield m
     m.server.stop()
+    m.link.close()
     m.driver.close(linger=0)
     m.ctx.term()
 

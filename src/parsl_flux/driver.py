@@ -29,10 +29,13 @@ from zmq.utils import z85
 
 from parsl_flux import protocol
 from parsl_flux.bash import to_parsl_exception
-from parsl_flux.errors import BlockLost, FluxJobFailed, InvalidResourceSpecification, RemoteTaskError
+from parsl_flux.block_health import BlockHealth, reconnect_grace
+from parsl_flux.errors import (BlockLost, ExecutorShutdown, FluxJobFailed, InvalidResourceSpecification, NodeLost,
+                               RemoteTaskError)
 from parsl_flux.protocol import Kind
 from parsl_flux.rejects import RejectLog
 from parsl_flux.resources import InstanceResources, JobShape, block_window, check_fits
+from parsl_flux.resume import resume_plan
 from parsl_flux.settle import set_exception, set_result
 from parsl_flux.wakeup import Waker
 
@@ -78,10 +81,16 @@ class Block:
     draining: bool = False  # asked to shut down by scale_in: its BYE is expected, not a loss
     route: Optional[bytes] = None  # the ZMQ routing id its manager proved it owns
     session: Optional[protocol.Session] = None
+    health: BlockHealth = field(default_factory=BlockHealth)
 
     @property
     def live(self) -> bool:
         return self.resources is not None and not self.closed
+
+    @property
+    def accepting(self) -> bool:
+        """Live, connected and whole: new tasks may be sent to it."""
+        return self.live and self.health.accepting
 
     def capacity(self) -> int:
         """Tasks kept in flight on this block (:func:`~parsl_flux.resources.block_window`)."""
@@ -118,6 +127,7 @@ class Driver:
         self.logger = logger
         self.heartbeat_period = heartbeat_period
         self.heartbeat_threshold = heartbeat_threshold
+        self.reconnect_grace = reconnect_grace(heartbeat_period, heartbeat_threshold)
         self.max_message_bytes = max_message_bytes
         self.block_config = block_config
         self.on_lost = on_lost
@@ -260,7 +270,9 @@ class Driver:
         log("block %s closed: %s; failing %d task(s)", block.block_id, reason, len(lost))
         for task in lost:
             if task is not None:
-                set_exception(task.future, BlockLost(block.block_id, reason))
+                set_exception(task.future, ExecutorShutdown(f"executor shut down before the task finished "
+                                                            f"(block {block.block_id}: {reason})")
+                              if self.closing else BlockLost(block.block_id, reason))
         self.wake()
 
     def _forget(self, task_id: int) -> Optional[Task]:
@@ -292,6 +304,7 @@ class Driver:
                 self._send_outgoing()
                 self._dispatch()
                 now = time.monotonic()
+                self._check_health(now)
                 if now - last_beat >= self.heartbeat_period:
                     last_beat = now
                     self._heartbeat(now)
@@ -304,8 +317,12 @@ class Driver:
         try:
             self._sock.send_multipart([block.route, *block.session.seal(kind, data)])
             return True
-        except zmq.ZMQError as exc:  # EHOSTUNREACH: the manager is not connected
-            self.logger.warning("cannot send %s to block %s: %s", kind, block.block_id, exc)
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                self.logger.warning("cannot send %s to block %s: %s", kind, block.block_id, exc)
+            elif block.health.unreachable(time.monotonic(), str(exc)):  # the manager's connection is gone
+                self.logger.warning("block %s unreachable (%s, sending %s); waiting up to %.1fs for its manager "
+                                    "to reconnect", block.block_id, exc, kind, self.reconnect_grace)
             return False
 
     def _send_outgoing(self) -> None:
@@ -338,7 +355,14 @@ class Driver:
             kind, data = block.session.open(frames)
             block.last_seen = time.monotonic()
             if kind == Kind.RESULTS:
-                self._complete(data)
+                self._send(block, Kind.ACK, [res["id"] for res in data])
+                with self.lock:  # one already received before a reconnect comes again: ignore it
+                    fresh = [res for res in data if res["id"] in self.live_tasks]
+                if any(res["outcome"] == protocol.NODE_LOST for res in fresh):  # before its DEGRADED, maybe
+                    self._degrade(block, protocol.degraded_body("?", [], "a job died with a node"))
+                self._complete(fresh)
+            elif kind == Kind.DEGRADED:
+                self._degrade(block, data)
             elif kind == Kind.BYE:
                 self.lose(block, "scaled in" if block.draining else f"manager exited: {data['reason']}",
                           mark_failed=not block.draining)
@@ -347,15 +371,18 @@ class Driver:
         if pending is not None:
             block, session = pending
             kind, data = session.open(frames)
-            if kind != Kind.REGISTER:
-                raise protocol.AuthenticationError(f"expected register, got {kind}")
+            if kind not in (Kind.REGISTER, Kind.RESUME):
+                raise protocol.AuthenticationError(f"expected register or resume, got {kind}")
             del self._handshakes[route]
-            self._register(block, route, session, data)
+            if kind == Kind.RESUME:
+                self._resume(block, route, session, data)
+            else:
+                self._register(block, route, session, data)
             return
         block_id, nonce, mac = protocol.open_hello(frames)
         with self.lock:
             block = self.blocks.get(block_id)
-        if block is None or block.closed or block.route is not None:
+        if block is None or block.closed:  # a registered block may hand-shake again to resume its session
             raise protocol.AuthenticationError(f"hello for block {block_id[:16]!r}, which expects none")
         protocol.check_hello(block.key, block_id, nonce, mac)
         driver_nonce = os.urandom(protocol.NONCE_BYTES)
@@ -380,6 +407,55 @@ class Driver:
             block.info = data
         self.logger.info("block %s registered from %s (manager pid %s, %s): %s, Flux %s", block.block_id,
                          data["hostname"], data["pid"], data["flux_uri"], block.resources, data["flux_version"])
+
+    def _resume(self, block: Block, route: bytes, session: protocol.Session, data: Dict[str, Any]) -> None:
+        """Bind a registered ``block`` to the new connection whose fresh session
+        proved its key (:mod:`parsl_flux.resume`): the old connection is dropped,
+        tasks lost on the way are sent again, tasks no longer wanted cancelled."""
+        if block.route is None or not block.live:
+            raise protocol.AuthenticationError(f"resume for block {block.block_id}, which has not registered")
+        with self.lock:
+            self._routes.pop(block.route, None)
+            for other in [r for r, (b, _) in self._handshakes.items() if b is block]:
+                del self._handshakes[other]
+            block.route, block.session = route, session
+            self._routes[route] = block
+            now = block.last_seen = time.monotonic()
+            since = block.health.reachable()
+            resend_ids, cancel_ids = resume_plan(block.in_flight, data["tasks"], data["done"])
+            resend = [protocol.task_body(t.task_id, t.payload, t.shape.to_wire(), t.shape.packable)
+                      for t in (self.live_tasks.get(i) for i in resend_ids) if t is not None]
+        self.logger.warning("block %s resumed its session on a new connection%s: %d task(s) running there, "
+                            "%d result(s) coming again, %d task(s) sent again, %d cancelled", block.block_id,
+                            f" after {now - since:.1f}s" if since is not None else "", len(data["tasks"]),
+                            len(data["done"]), len(resend), len(cancel_ids))
+        if cancel_ids:
+            self._send(block, Kind.CANCEL, cancel_ids)
+        for chunk in _chunks(resend, self.max_message_bytes) if resend else []:
+            self._send(block, Kind.TASKS, chunk)
+
+    def _degrade(self, block: Block, data: Dict[str, Any]) -> None:
+        """The manager reports lost broker ranks: no new work for ``block``; it
+        is retired once its tasks end (:meth:`_check_health`)."""
+        with self.lock:
+            first = not block.health.degraded
+            if first or data["ranks"] != "?":
+                block.health.degraded = f"lost rank(s) {data['ranks']} ({', '.join(data['hosts']) or '?'})"
+            running = len(block.in_flight)
+        if first:
+            self.logger.error("block %s degraded: %s: %s; it gets no new work and is retired once its %d "
+                              "task(s) end", block.block_id, block.health.degraded, data["reason"], running)
+
+    def _check_health(self, now: float) -> None:
+        """Lose blocks unreachable past the reconnect grace; retire degraded blocks once idle."""
+        for block in self.live_blocks():
+            health = block.health
+            if health.overdue(now, self.reconnect_grace):
+                assert health.unreachable_since is not None
+                self.lose(block, f"its manager has been unreachable for {now - health.unreachable_since:.1f}s "
+                                 f"({health.unreachable_reason}) and did not reconnect")
+            elif health.degraded and not block.in_flight:
+                self.lose(block, f"retired: {health.degraded}")
 
     def _complete(self, results: List[Dict[str, Any]]) -> None:
         for res in results:
@@ -426,7 +502,7 @@ class Driver:
                     self._forget(task.task_id)
                     misfits.append((task, error))
                     continue
-                room = [b for b in live if len(b.in_flight) < b.capacity()
+                room = [b for b in live if b.accepting and len(b.in_flight) < b.capacity()
                         and b.resources is not None and _fits(task.shape, b.resources)]
                 if not room:
                     break
@@ -437,13 +513,17 @@ class Driver:
                 task.block_id = block.block_id
                 batches.setdefault(block.block_id, []).append(
                     protocol.task_body(task.task_id, task.payload, task.shape.to_wire(), task.shape.packable))
-                task.payload = b""  # the manager holds it now
+                # task.payload is kept until the task ends: a manager that resumes its session
+                # after a reconnect may not have received it (resume_plan)
         for task, error in misfits:
             set_exception(task.future, error)
         for block_id, tasks in batches.items():
             for chunk in _chunks(tasks, self.max_message_bytes):
-                if not self._send(self.blocks[block_id], Kind.TASKS, chunk):
-                    self.lose(self.blocks[block_id], "could not send tasks to its manager")
+                block = self.blocks[block_id]
+                if not self._send(block, Kind.TASKS, chunk):
+                    if block.health.unreachable_since is None:
+                        self.lose(block, "could not send tasks to its manager")
+                    # else they stay in flight: sent again if it resumes, BlockLost if not
                     break
 
     def _heartbeat(self, now: float) -> None:
@@ -451,7 +531,7 @@ class Driver:
             if now - block.last_seen > self.heartbeat_threshold:
                 self.lose(block, f"no heartbeat for {now - block.last_seen:.1f}s "
                                  f"(threshold {self.heartbeat_threshold}s)")
-            else:
+            elif block.health.unreachable_since is None:
                 self._send(block, Kind.HEARTBEAT)
 
 
@@ -473,6 +553,8 @@ def _resolve(task: Task, res: Dict[str, Any]) -> None:
         set_exception(fut, CancelledError(f"task {task.task_id} was cancelled"))
     elif kind == protocol.JOB_FAILED:
         set_exception(fut, FluxJobFailed(task.task_id, res["jobid"], res["status"], res["stderr"]))
+    elif kind == protocol.NODE_LOST:
+        set_exception(fut, NodeLost(task.block_id or "?", task.task_id, res["jobid"], res["status"]))
     else:
         exc: BaseException = RemoteTaskError(res["type"], res["message"], res["traceback"])
         if res["exception"] is not None:

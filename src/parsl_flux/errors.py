@@ -107,3 +107,15 @@ class RemoteTaskError(Exception):
 
     def __str__(self) -> str:
         return f"{self.args[0]}\n--- remote traceback ---\n{self.remote_traceback.rstrip()}"
+
+
+class NodeLost(BlockLost):
+    """A task's Flux job died because a node of its block failed or was cut off.
+
+    A :class:`BlockLost`: the app is not at fault, and the block it ran on gets
+    no new work, so Parsl's retry runs it on a healthy block."""
+
+    def __init__(self, block_id: str, task_id: int, jobid: Optional[str], status: str) -> None:
+        super().__init__(block_id, f"task {task_id} (Flux job {jobid or '<not submitted>'}) died with a node: "
+                                   f"{status}")
+        self.task_id, self.jobid, self.status = task_id, jobid, status

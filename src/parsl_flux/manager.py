@@ -33,18 +33,21 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Deque, Dict, List, Mapping, Optional, Set, Tuple
 
 import zmq
 from zmq.utils import z85
 
 from parsl_flux import launch, leftovers, protocol
 from parsl_flux.bytecode import write_job_bytecode
+from parsl_flux.linkwatch import LinkWatch
+from parsl_flux.node_watch import NodeWatch, died_with_a_node
 from parsl_flux.flux_backend import (SYS_PATH_ENV, FluxThreads, build_jobspec, instance_resources, read_tail,
                                      runner_command, site_adds_only_paths, task_output, worker_output)
 from parsl_flux.protocol import Kind
 from parsl_flux.rejects import RejectLog
 from parsl_flux.resources import JobShape, block_window
+from parsl_flux.resume import ResultLedger
 from parsl_flux.task_server import TaskServer
 from parsl_flux.wakeup import Waker
 
@@ -54,6 +57,9 @@ LEFTOVER_GRACE = 10.0
 """Seconds a task's Flux job may go on after rank 0 sent its outcome; then the
 task resolves with that outcome, and the job and what the task left running on
 this node are ended (:mod:`parsl_flux.leftovers`)."""
+
+RESUME_RETRY = 2.0
+"""Seconds to wait for the driver's welcome after a reconnect before saying hello again."""
 
 WORKER_SHAPE = JobShape()
 """Packing workers are one-core, one-task Flux jobs: the default shape."""
@@ -99,7 +105,13 @@ class Manager:
         self.rejects = RejectLog(logger)
         self.tasks: Dict[int, _Task] = {}
         self.by_jobid: Dict[int, Optional[_Task]] = {}  # None marks a packing worker's job
-        self.results: List[Dict[str, Any]] = []
+        self.results: List[Dict[str, Any]] = []  # finished, not sent yet
+        self.ledger = ResultLedger()  # sent, not acknowledged yet: sent again after a reconnect
+        self.resume_nonce: Optional[bytes] = None  # our hello's nonce while a resume hand-shake is under way
+        self.resume_sent_at = 0.0
+        self.nodes: Optional[NodeWatch] = None  # multi-node instances: reports lost broker ranks
+        self.lost_ranks: Set[int] = set()
+        self.degraded: Optional[Dict[str, Any]] = None  # DEGRADED body, sent again after a resume
         self.held: Deque[_Task] = deque()  # per-job tasks not yet given to Flux
         self.outcome_at: Dict[int, float] = {}  # task id -> when rank 0 sent its outcome, while its job still runs
         self.task_jobs = 0  # task jobs given to Flux and not yet ended
@@ -112,6 +124,7 @@ class Manager:
             public, secret = zmq.curve_keypair()
             self.driver.curve_serverkey = z85.encode(bytes.fromhex(server_key))
             self.driver.curve_publickey, self.driver.curve_secretkey = public, secret
+        self.link = LinkWatch(self.driver)
         self.driver.connect(url)
         self.waker = Waker()
         self.events: "queue.SimpleQueue[Tuple]" = queue.SimpleQueue()
@@ -137,11 +150,22 @@ class Manager:
         assert self.session is not None
         self.driver.send_multipart(self.session.seal(kind, data))
 
+    @property
+    def online(self) -> bool:
+        """Connected with an open session: messages may be sent (else they wait)."""
+        return self.link.up and self.resume_nonce is None and self.session is not None
+
     def send_results(self) -> None:
-        """Send finished results, several per message but each message under the size limit."""
+        """Send finished results, several per message but each message under the size limit;
+        each is kept in the ledger until the driver acknowledges it."""
+        self._send_batched(self.results)
+        self.ledger.sent(self.results)
+        self.results = []
+
+    def _send_batched(self, results: List[Dict[str, Any]]) -> None:
         batch: List[Dict[str, Any]] = []
         size = 0
-        for result in self.results:
+        for result in results:
             n = protocol.outcome_bytes(result)
             if batch and size + n > self.max_bytes:
                 self.send(Kind.RESULTS, batch)
@@ -150,7 +174,31 @@ class Manager:
             size += n
         if batch:
             self.send(Kind.RESULTS, batch)
-        self.results = []
+
+    def _start_resume(self, now: float) -> None:
+        """The connection came back (a new one, to the driver): hand-shake again (:mod:`parsl_flux.resume`)."""
+        self.resume_nonce = os.urandom(protocol.NONCE_BYTES)
+        self.resume_sent_at = now
+        logger.info("connected to the driver again; resuming the session of block %s", self.block_id)
+        self.driver.send_multipart(protocol.hello(self.key, self.block_id, self.resume_nonce))
+
+    def _finish_resume(self, frames: List[bytes]) -> None:
+        """A welcome to our resume hello: open the new session, say which tasks
+        we hold, and send again every result not acknowledged."""
+        assert self.resume_nonce is not None
+        try:
+            driver_nonce = protocol.open_welcome(self.key, self.resume_nonce, frames)
+        except protocol.AuthenticationError as exc:
+            self.rejects.reject("dropped a message while resuming the session: %s", exc)
+            return
+        self.session = protocol.manager_session(self.key, self.resume_nonce, driver_nonce)
+        self.resume_nonce = None
+        self.send(Kind.RESUME, protocol.resume_body(list(self.tasks), self.ledger.ids()))
+        self._send_batched(self.ledger.unacknowledged())
+        if self.degraded is not None:
+            self.send(Kind.DEGRADED, self.degraded)
+        logger.info("session of block %s resumed: %d task(s) held, %d result(s) sent again",
+                    self.block_id, len(self.tasks), len(self.ledger))
 
     # ------------------------------------------------------------ lifecycle
     def run(self) -> int:
@@ -164,6 +212,7 @@ class Manager:
         one_node = int(handle.attr_get("size")) == 1
         if not self._handshake():
             logger.error("no valid answer from the driver within %.0fs; exiting", self.driver_timeout)
+            self.link.close()  # its monitor socket would hold ctx.term() forever
             self.driver.close(linger=0)
             self.ctx.term()
             return 2
@@ -178,6 +227,10 @@ class Manager:
         self._configure(config, resources, one_node)
         self.flux = FluxThreads(self._emit, config.get("handle_kwargs"), novalidate=owner)
         self.flux.start(self.heartbeat_period, self.driver_timeout)
+        if not one_node:
+            kwargs = dict(config.get("handle_kwargs") or {})
+            self.nodes = NodeWatch(self._emit, lambda: flux.Flux(**kwargs), self.heartbeat_period)
+            self.nodes.start()
         assert self.server is not None
         self.server.start()
         try:
@@ -243,12 +296,19 @@ class Manager:
         poller = zmq.Poller()
         poller.register(self.driver, zmq.POLLIN)
         poller.register(self.waker.fd, zmq.POLLIN)
+        poller.register(self.link.monitor, zmq.POLLIN)
         last_from_driver = last_heartbeat = time.monotonic()
         while True:
             ready = dict(poller.poll(timeout=self.heartbeat_period * 1000))
             now = time.monotonic()
             if self.waker.fd in ready:
                 self.waker.drain()
+            if self.link.monitor in ready:
+                self.link.drain()
+            if self.link.up and (self.link.reconnected or (self.resume_nonce is not None
+                                                           and now - self.resume_sent_at > RESUME_RETRY)):
+                self.link.reconnected = False
+                self._start_resume(now)
             if self.driver in ready:
                 last_from_driver = now
                 if self._drain_driver():
@@ -257,13 +317,13 @@ class Manager:
             self._end_lingering_jobs(now)
             self._release_held()
             self._grow_pool()
-            if self.results:
+            if self.results and self.online:
                 self.send_results()
             if fatal:
                 return f"Flux broker unreachable: {fatal}", EXIT_BROKER_LOST
             if now - last_from_driver > self.driver_timeout:
                 return f"no word from the driver for {self.driver_timeout:.0f}s", 2
-            if now - last_heartbeat >= self.heartbeat_period:
+            if now - last_heartbeat >= self.heartbeat_period and self.online:
                 self.send(Kind.HEARTBEAT)
                 last_heartbeat = now
 
@@ -286,6 +346,8 @@ class Manager:
                 time.sleep(0.05)
         if self.flux is not None:
             self.flux.stop()
+        if self.nodes is not None:
+            self.nodes.stop()
         if self.server is not None:
             self.server.stop()
             # what tasks left running on this node (daemons) must not outlive the block
@@ -295,6 +357,7 @@ class Manager:
                 logger.warning("killed %d process(es) that tasks left running", left)
         if not broker_lost:
             self.send(Kind.BYE, {"reason": reason})
+        self.link.close()
         self.driver.close()
         self.ctx.term()
 
@@ -306,6 +369,9 @@ class Manager:
                 frames = self.driver.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return False
+            if self.resume_nonce is not None:
+                self._finish_resume(frames)
+                continue
             msg = self._open(frames)
             if msg is None:
                 continue
@@ -313,6 +379,8 @@ class Manager:
             if kind == Kind.TASKS:
                 for t in data:
                     self._accept(t)
+            elif kind == Kind.ACK:
+                self.ledger.acknowledged(data)
             elif kind == Kind.CANCEL:
                 for task_id in data:
                     self._cancel(task_id)
@@ -320,6 +388,8 @@ class Manager:
                 return True
 
     def _accept(self, t: Mapping[str, Any]) -> None:
+        if t["id"] in self.tasks:  # sent again after a resume, though it had arrived
+            return
         packed = bool(t.get("packable")) and self.pool.limit > 0
         task = _Task(t["id"], JobShape.from_wire(t["shape"]), packed)
         self.tasks[task.task_id] = task
@@ -441,6 +511,8 @@ class Manager:
             elif op == "result_in":
                 if event[1] in self.tasks:
                     self.outcome_at[event[1]] = time.monotonic()
+            elif op == "ranks_lost":
+                self._ranks_lost(event[1], event[2])
             elif op == "fatal":
                 return str(event[1])
 
@@ -462,12 +534,25 @@ class Manager:
             self._finish(task, outcome if outcome is not None else
                          protocol.outcome_job_failed("job outlived its result", _f58(task.jobid)))
 
+    def _ranks_lost(self, ranks: str, hosts: List[str]) -> None:
+        """Broker ranks went offline: tell the driver this block is degraded (no new work)."""
+        from flux.idset import IDset
+
+        self.lost_ranks.update(IDset(ranks))
+        self.degraded = protocol.degraded_body(str(IDset(sorted(self.lost_ranks))), hosts,
+                                               "Flux reports the broker rank(s) offline")
+        logger.error("block %s lost broker rank(s) %s (%s)", self.block_id, ranks, ", ".join(hosts) or "?")
+        if self.online:
+            self.send(Kind.DEGRADED, self.degraded)
+
     def _job_done(self, task: _Task, success: bool, errstr: str) -> None:
         outcome = self.server.forget(task.task_id)
         if task.cancelled:
             result: Dict[str, Any] = protocol.outcome_cancelled()
         elif success and outcome is not None:
             result = outcome
+        elif not success and died_with_a_node(errstr):
+            result = protocol.outcome_node_lost(errstr, _f58(task.jobid))
         else:
             result = protocol.outcome_job_failed(errstr or "job exited without sending a result", _f58(task.jobid),
                                                  read_tail(task_output(self.workdir, task.task_id, "err")))

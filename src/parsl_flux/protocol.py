@@ -81,6 +81,8 @@ class Kind:
     HELLO = "hello"          # M->D: block id + nonce (block key)
     WELCOME = "welcome"      # D->M: nonce (block key); a session starts
     REGISTER = "register"    # M->D: resources, flux version, hostname
+    RESUME = "resume"        # M->D: instead of REGISTER after a reconnect: the tasks it holds (resume.py)
+    DEGRADED = "degraded"    # M->D: the instance lost broker ranks (nodes): no new work for it
     CONFIG = "config"        # D->M: answer to REGISTER (packing pool, Flux handle options, cwd)
     TASKS = "tasks"          # D->M: list of task dicts
     CANCEL = "cancel"        # D->M: list of task ids
@@ -91,7 +93,7 @@ class Kind:
     FETCH = "fetch"          # R->M: give me the payload of my task (workers: the next packed task)
     PAYLOAD = "payload"      # M->R: the payload (for packed tasks: (task id, payload))
     RESULT = "result"        # R->M: rank 0's outcome
-    ACK = "ack"              # M->R
+    ACK = "ack"              # M->R; D->M: ids of the results received (resume.py)
     EXIT = "exit"            # M->R: a packing worker should exit (idle, or cores are wanted)
 
 
@@ -105,6 +107,17 @@ def register_body(resources: dict, hostname: str, pid: int, flux_uri: str, flux_
     """M->D REGISTER: the instance's size and where it runs (the driver logs all of it)."""
     return {"resources": resources, "hostname": hostname, "pid": pid, "flux_uri": flux_uri,
             "flux_version": flux_version}
+
+
+def resume_body(tasks: list, done: list) -> dict:
+    """M->D RESUME: task ids the manager still runs or holds, and those whose
+    results it sends again (unacknowledged)."""
+    return {"tasks": tasks, "done": done}
+
+
+def degraded_body(ranks: str, hosts: list, reason: str) -> dict:
+    """M->D DEGRADED: the broker ranks (an idset) the instance lost, their hosts, and why."""
+    return {"ranks": ranks, "hosts": hosts, "reason": reason}
 
 
 def config_body(packing_workers: int, idle_timeout: float, handle_kwargs: dict, max_message_bytes: int,
@@ -125,6 +138,7 @@ VALUE = "value"            # the app returned; "value": its pickle
 RAISED = "raised"          # the app raised; "type", "message", "traceback", "exception" (pickle or None)
 CANCELLED = "cancelled"    # cancelled before or while it ran
 JOB_FAILED = "job_failed"  # its Flux job failed; "status", "jobid" (f58 or None), "stderr" (tail)
+NODE_LOST = "node_lost"    # its Flux job failed because a node of the instance died; fields as JOB_FAILED
 
 
 def outcome_value(value: bytes) -> dict:
@@ -142,6 +156,12 @@ def outcome_cancelled() -> dict:
 
 def outcome_job_failed(status: str, jobid: "str | None" = None, stderr: str = "") -> dict:
     return {"outcome": JOB_FAILED, "status": status, "jobid": jobid, "stderr": stderr}
+
+
+def outcome_node_lost(status: str, jobid: "str | None" = None, stderr: str = "") -> dict:
+    """The job died with a node of the instance: not the app's fault, so the
+    driver fails it as a lost block (Parsl retries it elsewhere)."""
+    return {"outcome": NODE_LOST, "status": status, "jobid": jobid, "stderr": stderr}
 
 
 def outcome_bytes(outcome: dict) -> int:
