@@ -1,0 +1,187 @@
+"""Parsl's MPI model on Flux: the app runs once, inside its own allocation.
+
+Parsl's ``MPIExecutor`` runs an MPI app once and lets it start its ranks with
+``$PARSL_MPI_PREFIX``. Here the app's Flux job *is* the allocation: it holds
+``num_nodes`` x ``ranks_per_node`` slots of ``cores_per_task`` cores (and
+``gpus_per_task`` GPUs), with one task per node (``per-resource.type=node``)
+of which only the first runs the app; the others exit at once.
+
+``$PARSL_MPI_PREFIX`` is ``flux run --setattr=^system.alloc-bypass.R=FILE -N
+nodes -n ranks [-c cores] [-g gpus] [launcher_options]``: a job of the
+block's instance that runs on exactly the resources the allocation holds
+(``FILE`` is the allocation's R), without asking the scheduler for them again;
+Flux's ``alloc-bypass`` jobtap plugin, which the manager loads, allows that to
+the instance owner. The ranks get PMI from their job shells, so OpenMPI (its
+``flux`` component) and MPICH start without ``mpiexec``, and an app may
+launch any number of such steps.
+
+Why not a nested Flux instance (what ``flux alloc`` makes)? It is the general
+answer, but with flux-core 0.88 its brokers run Python rc scripts and a
+Python scheduler: 4-5 s per app on a 2-core machine, against 0.5 s for the
+MPI job itself. The bypass costs one ``flux job info`` and the ``flux run``
+the app calls anyway. What it needs: the manager must own the instance
+(start mode; not attach mode on someone else's instance), and a ranks job is
+not killed by Flux when its allocation ends, so the manager cancels it (it is
+named after the task, see :func:`ranks_job_name`).
+
+``PARSL_MPIEXEC_PREFIX``, ``PARSL_SRUN_PREFIX`` and ``PARSL_APRUN_PREFIX``
+(Parsl sets all three, whichever launcher it uses) are the same Flux line:
+inside a Flux allocation neither ``srun`` nor ``aprun`` exists, and
+``mpiexec`` could reach other nodes only through ssh. An app that calls
+``$PARSL_SRUN_PREFIX ./a.out`` therefore still starts its ranks, under Flux.
+
+Manager side: :func:`allocation_env`, :func:`allocation_jobspec`. Job side,
+before the unchanged runner: :func:`main` writes R and sets
+``PARSL_MPI_NODELIST``, which only the allocation knows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+
+if TYPE_CHECKING:  # the manager imports this module, and jobs run it: no Parsl
+    from parsl_flux.resources import JobShape
+
+PREFIX_VARS = ("PARSL_MPI_PREFIX", "PARSL_MPIEXEC_PREFIX", "PARSL_SRUN_PREFIX", "PARSL_APRUN_PREFIX")
+"""Parsl's launcher prefixes; here each is the Flux launch line (see the module doc)."""
+NODELIST_VAR = "PARSL_MPI_NODELIST"
+R_FILE_ENV = "PARSL_FLUX_ALLOCATION_R"
+"""Where the allocation's first task writes its R, which ``$PARSL_MPI_PREFIX`` reads."""
+FLUX_ENV = "PARSL_FLUX_COMMAND"
+BYPASS_PLUGIN = "alloc-bypass.so"
+EXIT_NO_R = 97
+
+
+def ranks_job_name(task_id: int) -> str:
+    """Flux job name of the ranks an allocation's app launches (the manager cancels them with it)."""
+    return f"parsl-task-{task_id}-ranks"
+
+
+def launch_prefix(shape: "JobShape", flux: str, r_file: str, task_id: int) -> str:
+    """``$PARSL_MPI_PREFIX``: the ``flux run`` line that starts the requested ranks on the allocation.
+
+    ``-N``/``-n`` are Parsl's ``num_nodes``/``num_ranks``; ``-c``/``-g`` the
+    per-rank sizes the allocation was made of (1 core and no GPU are
+    ``flux run``'s own defaults, so they are left out); then
+    ``launcher_options`` as given, as Parsl appends them to its ``mpiexec``.
+    """
+    args = [shlex.quote(flux), "run", f"--setattr=^system.alloc-bypass.R={r_file}",
+            f"--job-name={ranks_job_name(task_id)}", "-N", str(shape.num_nodes), "-n", str(shape.num_tasks)]
+    if shape.cores_per_task != 1:
+        args += ["-c", str(shape.cores_per_task)]
+    if shape.gpus_per_task:
+        args += ["-g", str(shape.gpus_per_task)]
+    if shape.launcher_options:
+        args.append(shape.launcher_options)
+    return " ".join(args)
+
+
+def allocation_env(shape: "JobShape", flux: str, r_file: Path, task_id: int) -> Dict[str, str]:
+    """The ``PARSL_*`` variables Parsl's MPI workers set, with Parsl's meanings,
+    except ``PARSL_MPI_NODELIST`` (set in the job by :func:`main`).
+
+    As Parsl's ``_init_mpi_env`` sets ``PARSL_<KEY>`` for each key of the
+    (validated, completed) specification, ``PARSL_LAUNCHER_OPTIONS`` is set
+    only when given. ``r_file`` must hold no whitespace: apps expand the
+    prefix unquoted, so it would split.
+    """
+    if any(c.isspace() for c in str(r_file)):
+        raise ValueError(f"the task directory {r_file.parent} holds whitespace, which $PARSL_MPI_PREFIX cannot")
+    prefix = launch_prefix(shape, flux, str(r_file), task_id)
+    env = {
+        "PARSL_NUM_NODES": str(shape.num_nodes),
+        "PARSL_RANKS_PER_NODE": str(shape.ranks_per_node),
+        "PARSL_NUM_RANKS": str(shape.num_tasks),
+        **{name: prefix for name in PREFIX_VARS},
+        R_FILE_ENV: str(r_file),
+        FLUX_ENV: flux,
+    }
+    if shape.launcher_options:
+        env["PARSL_LAUNCHER_OPTIONS"] = shape.launcher_options
+    return env
+
+
+def allocation_jobspec(shape: "JobShape", command: List[str]) -> Any:
+    """The allocation's jobspec: all its slots, one task per node running ``command``."""
+    from flux.job import JobspecV1
+
+    jobspec = JobspecV1.from_command(
+        command, num_tasks=shape.num_tasks, cores_per_task=shape.cores_per_task,
+        gpus_per_task=shape.gpus_per_task or None, num_nodes=shape.num_nodes, exclusive=shape.exclusive)
+    jobspec.setattr_shell_option("per-resource.type", "node")
+    jobspec.setattr_shell_option("exit-timeout", "none")  # the other nodes' tasks end at once
+    return jobspec
+
+
+_HOST = re.compile(r"^(?P<prefix>[^\[\]]*)\[(?P<ranges>[^\[\]]+)\](?P<suffix>[^\[\]]*)$")
+
+
+def expand_hostlist(hostlist: str) -> List[str]:
+    """The hosts of an RFC 29 hostlist (``node[01-03,7],login1``), in order, duplicates kept."""
+    hosts: List[str] = []
+    for item in re.findall(r"[^,\[]+(?:\[[^\]]*\][^,\[]*)*", hostlist):
+        match = _HOST.match(item)
+        if match is None:
+            hosts.append(item)
+            continue
+        for part in match["ranges"].split(","):
+            low, _, high = part.partition("-")
+            width = len(low) if low.startswith("0") else 0
+            for n in range(int(low), int(high or low) + 1):
+                hosts.append(f"{match['prefix']}{n:0{width}d}{match['suffix']}")
+    return hosts
+
+
+def nodelist_of(R: Dict[str, Any]) -> List[str]:
+    """The allocation's hosts, one per node, from its R (``execution.nodelist``)."""
+    return [host for entry in R["execution"]["nodelist"] for host in expand_hostlist(entry)]
+
+
+def prepare() -> Optional[int]:
+    """Job side, before the runner: None to go on and run the app; else the job's exit code.
+
+    Tasks on the allocation's other nodes end here (their nodes serve the
+    ranks). The first writes the allocation's R where ``$PARSL_MPI_PREFIX``
+    reads it, and sets ``PARSL_MPI_NODELIST`` from it.
+    """
+    if os.environ.get("FLUX_TASK_RANK", "0") != "0":
+        return 0
+    import subprocess
+
+    proc = subprocess.run([os.environ[FLUX_ENV], "job", "info", os.environ["FLUX_JOB_ID"], "R"],
+                          stdout=subprocess.PIPE)
+    if proc.returncode != 0:
+        print("parsl-flux: cannot read the allocation's R", file=sys.stderr)
+        return EXIT_NO_R
+    Path(os.environ[R_FILE_ENV]).write_bytes(proc.stdout)
+    os.environ[NODELIST_VAR] = ",".join(nodelist_of(json.loads(proc.stdout)))
+    return None
+
+
+def main() -> int:
+    """``python -m parsl_flux.mpi_allocation``: :func:`prepare`, then the runner."""
+    code = prepare()
+    if code is not None:
+        return code
+    from parsl_flux import runner
+
+    return runner.main()
+
+
+def runner_command(python: str, fast_start: bool, sys_path_env: str) -> Sequence[str]:
+    """How an allocation's job starts: as the runner does (see
+    :func:`parsl_flux.flux_backend.runner_command`), through :func:`main`."""
+    if fast_start:
+        return [python, "-S", "-c", f"import os,sys;sys.path[1:]=os.environ.pop('{sys_path_env}').split(os.pathsep);"
+                "import parsl_flux.mpi_allocation as a;sys.exit(a.main())"]
+    return [python, "-m", "parsl_flux.mpi_allocation"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

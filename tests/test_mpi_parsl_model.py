@@ -1,0 +1,138 @@
+"""Parsl's MPI model (MPIExecutor's keys, ``$PARSL_MPI_PREFIX``) on this executor.
+
+Parsl's own MPI checks (``parsl/tests/test_htex/mpi/``) are written against
+``MPIExecutor``/HTEX internals (its scheduler, its composer, PBS node files);
+what they assert about an app's view is ported here against this executor:
+
+* ``test_resource_spec.py::test_mpi_resource_spec``: the same valid and bad
+  specifications (:func:`test_parsl_valid_specs`, :func:`test_parsl_bad_specs`);
+* ``test_mpi_mode_enabled.py``/``test_mpiex.py``: the variables an app sees and
+  their values, the prefix in a bash app, several apps at once, the simulated
+  load (``PARSL_MPI_NODELIST`` has ``num_nodes`` hosts);
+* ``test_mpi_prefix.py``: every prefix set, none holds ``None``, and
+  ``PARSL_MPI_PREFIX`` equals the launcher's own prefix.
+
+Parsl's tests of the MPIExecutor class itself (``test_bad_mpi_config.py``,
+``test_mpiex.py::test_init``/``test_docstring``) and of its node scheduler
+(``test_mpi_scheduler.py``) have no counterpart: Flux places the ranks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cloudpickle
+import pytest
+
+from parsl_flux.errors import InvalidResourceSpecification
+from parsl_flux.mpi_allocation import PREFIX_VARS, allocation_env, expand_hostlist, launch_prefix, nodelist_of
+from parsl_flux.resources import InstanceResources, JobShape, check_fits, parse_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+MPI_HELLO_C = ROOT / "tests" / "data" / "mpi_hello.c"
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+# ------------------------------------------------------------------ parsing
+@pytest.mark.parametrize("spec,nodes,per_node,ranks", [
+    ({"num_nodes": 2, "ranks_per_node": 2}, 2, 2, 4),
+    ({"num_nodes": 3, "ranks_per_node": 5}, 3, 5, 15),          # test_mpiex.py::test_get_env
+    ({"num_nodes": 2, "num_ranks": 4}, 2, 2, 4),                # ranks_per_node derived, as Parsl does
+    ({"num_nodes": 2, "ranks_per_node": 2, "num_ranks": 4}, 2, 2, 4),
+    ({"ranks_per_node": 3}, 1, 3, 3),
+    ({"num_ranks": 3}, 1, 3, 3),
+    ({"launcher_options": "--debug_foo"}, 1, 1, 1),             # test_resource_spec.py: valid
+    ({"num_nodes": 2, "ranks_per_node": 1}, 2, 1, 2),           # test_resource_spec.py: valid
+])
+def test_parsl_valid_specs(spec, nodes, per_node, ranks):
+    shape = parse_spec(spec)
+    assert shape.allocation and not shape.packable
+    assert (shape.num_nodes, shape.ranks_per_node, shape.num_tasks) == (nodes, per_node, ranks)
+    assert JobShape.from_wire(shape.to_wire()) == shape
+
+
+def test_per_rank_sizes_and_options():
+    shape = parse_spec({"num_nodes": 2, "ranks_per_node": 2, "cores_per_task": 2, "gpus_per_task": 1,
+                        "launcher_options": " -o cpu-affinity=per-task ", "walltime": 60})
+    assert (shape.cores_per_task, shape.gpus_per_task, shape.walltime) == (2, 1, 60.0)
+    assert shape.launcher_options == "-o cpu-affinity=per-task"
+
+
+def test_executor_model_unchanged():
+    shape = parse_spec({"num_tasks": 4, "num_nodes": 2})
+    assert not shape.allocation and shape.ranks_per_node == 0
+
+
+@pytest.mark.parametrize("spec,key,also", [
+    ({"num_tasks": 4, "ranks_per_node": 2}, "ranks_per_node", "num_tasks"),
+    ({"num_tasks": 4, "num_ranks": 4}, "num_ranks", "num_tasks"),
+    ({"num_tasks": 1, "launcher_options": "-v"}, "launcher_options", "num_tasks"),
+    ({"num_nodes": 2, "ranks_per_node": 2, "num_ranks": 3}, "num_ranks", "ranks_per_node"),
+    ({"num_nodes": 2, "num_ranks": 5}, "num_ranks", "num_nodes"),
+    ({"num_nodes": 2, "ranks_per_node": "2"}, "ranks_per_node", "str"),
+    ({"num_nodes": 0, "ranks_per_node": 2}, "num_nodes", ">= 1"),
+    ({"ranks_per_node": 0}, "ranks_per_node", ">= 1"),
+    ({"num_ranks": 2.0}, "num_ranks", "float"),
+    ({"launcher_options": ["-v"]}, "launcher_options", "string"),
+    ({"num_nodes": 2, "BAD_OPT": 1}, "BAD_OPT", "unknown key"),   # test_resource_spec.py: bad
+])
+def test_parsl_bad_specs(spec, key, also):
+    with pytest.raises(InvalidResourceSpecification) as info:
+        parse_spec(spec)
+    assert info.value.key == key
+    assert key in str(info.value) and repr(spec[key]) in str(info.value) and also in str(info.value)
+
+
+def test_allocation_must_fit_the_block():
+    two_nodes = InstanceResources(nodes=2, cores_per_node=2)
+    check_fits(parse_spec({"num_nodes": 2, "ranks_per_node": 2}), two_nodes)
+    for spec, key in (({"num_nodes": 3, "ranks_per_node": 1}, "num_nodes"),
+                      ({"num_nodes": 2, "ranks_per_node": 3}, "num_tasks"),
+                      ({"num_nodes": 1, "ranks_per_node": 2, "cores_per_task": 2}, "num_tasks")):
+        with pytest.raises(InvalidResourceSpecification) as info:
+            check_fits(parse_spec(spec), two_nodes)
+        assert info.value.key == key
+
+
+# ------------------------------------------------------------ environment
+R_FILE = Path("/w/tasks/7.R")
+
+
+def test_variables_have_parsl_meanings():
+    env = allocation_env(parse_spec({"num_nodes": 2, "ranks_per_node": 2}), "/opt/flux/bin/flux", R_FILE, 7)
+    assert env["PARSL_NUM_NODES"] == "2" and env["PARSL_RANKS_PER_NODE"] == "2" and env["PARSL_NUM_RANKS"] == "4"
+    assert env["PARSL_MPI_PREFIX"] == ("/opt/flux/bin/flux run --setattr=^system.alloc-bypass.R=/w/tasks/7.R "
+                                       "--job-name=parsl-task-7-ranks -N 2 -n 4")
+    assert {env[name] for name in PREFIX_VARS} == {env["PARSL_MPI_PREFIX"]}  # test_mpi_prefix.py
+    assert "PARSL_LAUNCHER_OPTIONS" not in env
+    assert not any("None" in value for value in env.values())
+
+
+def test_prefix_sizes_ranks_and_appends_options():
+    shape = parse_spec({"num_nodes": 1, "num_ranks": 2, "cores_per_task": 2, "gpus_per_task": 1,
+                        "launcher_options": "-o cpu-affinity=per-task"})
+    assert launch_prefix(shape, "flux", "R", 1).endswith(" -N 1 -n 2 -c 2 -g 1 -o cpu-affinity=per-task")
+    assert allocation_env(shape, "flux", R_FILE, 1)["PARSL_LAUNCHER_OPTIONS"] == "-o cpu-affinity=per-task"
+
+
+def test_prefix_refuses_a_path_that_would_split():
+    with pytest.raises(ValueError, match="whitespace"):
+        allocation_env(parse_spec({"num_ranks": 2}), "flux", Path("/my runs/tasks/1.R"), 1)
+
+
+@pytest.mark.parametrize("hostlist,hosts", [
+    ("vm,vm", ["vm", "vm"]),
+    ("node[01-03,7],login1", ["node01", "node02", "node03", "node7", "login1"]),
+    ("x[9-10]y", ["x9y", "x10y"]),
+])
+def test_hostlists_expand_in_order(hostlist, hosts):
+    assert expand_hostlist(hostlist) == hosts
+
+
+def test_nodelist_of_R():
+    assert nodelist_of({"execution": {"nodelist": ["a[0-1]", "b"]}}) == ["a0", "a1", "b"]
