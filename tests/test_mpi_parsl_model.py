@@ -136,3 +136,76 @@ def test_hostlists_expand_in_order(hostlist, hosts):
 
 def test_nodelist_of_R():
     assert nodelist_of({"execution": {"nodelist": ["a[0-1]", "b"]}}) == ["a0", "a1", "b"]
+
+
+# ----------------------------------------------------------- against Flux
+TWO_BROKERS = ("{flux} start --test-size=2 {flux} env {python} -m parsl_flux.manager "
+               "--url {url} --block-id {block_id} --workdir {workdir}")
+
+
+def parsl_vars(parsl_resource_specification={}):
+    """Parsl's ``get_env_vars`` (test_mpi_mode_enabled.py): the PARSL_* variables the app sees."""
+    return {k: v for k, v in os.environ.items() if k.startswith("PARSL_") and not k.startswith("PARSL_FLUX_")}
+
+
+def run_bash(command, parsl_resource_specification={}):
+    """A bash app's command line, run once as the app; its stdout."""
+    return subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def mpi_hello(tmp_path_factory):
+    if not shutil.which("mpicc"):
+        pytest.skip("no mpicc (OpenMPI's libopenmpi-dev)")
+    exe = tmp_path_factory.mktemp("mpi") / "mpi_hello"
+    subprocess.run(["mpicc", "-o", str(exe), str(MPI_HELLO_C)], check=True)
+    return exe
+
+
+@pytest.mark.flux
+def test_parsl_mpi_app_on_two_brokers(make_executor, mpi_hello, tmp_path):
+    """{"num_nodes": 2, "ranks_per_node": 2}: the app runs once, sees Parsl's
+    variables, and $PARSL_MPI_PREFIX starts 4 MPI ranks spanning both brokers."""
+    ex = make_executor(launch_cmd=TWO_BROKERS)
+    spec = {"num_nodes": 2, "ranks_per_node": 2}
+    env = ex.submit(parsl_vars, spec, parsl_resource_specification=spec).result(timeout=120)
+    assert (env["PARSL_NUM_NODES"], env["PARSL_RANKS_PER_NODE"], env["PARSL_NUM_RANKS"]) == ("2", "2", "4")
+    assert len(env["PARSL_MPI_NODELIST"].split(",")) == 2
+    assert {env[name] for name in PREFIX_VARS} == {env["PARSL_MPI_PREFIX"]}
+    assert " run " in env["PARSL_MPI_PREFIX"] and "None" not in env["PARSL_MPI_PREFIX"]
+
+    once = tmp_path / "app-ran"
+    command = (f"echo $FLUX_TASK_RANK >> {once}; "
+               f"$PARSL_MPI_PREFIX sh -c 'echo broker $(flux getattr rank) host $(hostname); exec {mpi_hello}'")
+    out = ex.submit(run_bash, spec, command, parsl_resource_specification=spec).result(timeout=120)
+    assert once.read_text() == "0\n", "the app must run once"
+    lines = out.splitlines()
+    assert sorted(ln for ln in lines if ln.startswith("rank")) == [f"rank {r} size 4 sum 6" for r in range(4)]
+    brokers = [ln.split()[1] for ln in lines if ln.startswith("broker")]
+    assert sorted(brokers) == ["0", "0", "1", "1"], out
+    assert {ln.split()[3] for ln in lines if ln.startswith("broker")} == set(env["PARSL_MPI_NODELIST"].split(","))
+
+
+def mpi4py_ranks(python, script, parsl_resource_specification={}):
+    return run_bash(f"$PARSL_MPI_PREFIX {python} {script}")
+
+
+@pytest.mark.flux
+def test_mpi4py_app_through_the_prefix(make_executor, tmp_path):
+    python = "/usr/bin/python3"
+    if subprocess.run([python, "-c", "import mpi4py"], capture_output=True).returncode:
+        pytest.skip("no mpi4py for /usr/bin/python3 (apt-get install python3-mpi4py)")
+    script = tmp_path / "ranks.py"
+    script.write_text("from mpi4py import MPI\ncomm = MPI.COMM_WORLD\n"
+                      "print(comm.Get_rank(), comm.Get_size(), comm.allreduce(comm.Get_rank()))\n")
+    ex = make_executor(launch_cmd=TWO_BROKERS)
+    spec = {"num_nodes": 2, "num_ranks": 2}
+    out = ex.submit(mpi4py_ranks, spec, python, script, parsl_resource_specification=spec).result(timeout=120)
+    assert sorted(out.splitlines()) == ["0 2 1", "1 2 1"]
+
+
+@pytest.mark.flux
+def test_mixed_models_refused_at_submit(make_executor):
+    ex = make_executor(blocks=0)
+    with pytest.raises(InvalidResourceSpecification, match="num_tasks.*ranks_per_node|ranks_per_node.*num_tasks"):
+        ex.submit(parsl_vars, {"num_tasks": 2, "ranks_per_node": 2})
