@@ -209,3 +209,25 @@ def test_mixed_models_refused_at_submit(make_executor):
     ex = make_executor(blocks=0)
     with pytest.raises(InvalidResourceSpecification, match="num_tasks.*ranks_per_node|ranks_per_node.*num_tasks"):
         ex.submit(parsl_vars, {"num_tasks": 2, "ranks_per_node": 2})
+
+
+@pytest.mark.flux
+def test_cancelled_app_leaves_no_ranks_running(make_executor, flux_path, tmp_path):
+    """Flux does not end a ranks job with its allocation; the manager cancels it."""
+    from conftest import wait_for
+
+    ex = make_executor()
+    started = tmp_path / "started"
+    spec = {"num_ranks": 1}
+    fut = ex.submit(run_bash, spec, f"$PARSL_MPI_PREFIX sh -c 'touch {started}; sleep 300'",
+                    parsl_resource_specification=spec)
+    wait_for(started.exists, 60, "the ranks to start")
+    env = {**os.environ, "FLUX_URI": ex.blocks["0"].info["flux_uri"]}
+
+    def active_names():
+        return subprocess.run([flux_path, "jobs", "-n", "--filter=pending,running", "-o", "{name}"], env=env,
+                              capture_output=True, text=True, check=True).stdout.split()
+
+    assert any(n.endswith("-ranks") for n in active_names())
+    fut.cancel()
+    wait_for(lambda: not any(n.endswith("-ranks") for n in active_names()), 60, "the ranks job to be cancelled")
