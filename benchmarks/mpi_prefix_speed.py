@@ -1,0 +1,55 @@
+"""N two-rank MPI apps through ``$PARSL_MPI_PREFIX`` (Parsl's MPI model) vs bare ``flux submit --cc=1-N -n2``.
+
+Usage: ``FLUX_PATH=/opt/flux-dev python benchmarks/mpi_prefix_speed.py MPI_PROGRAM [N]``
+(MPI_PROGRAM: e.g. ``mpicc -o mpi_hello tests/data/mpi_hello.c``). Bare Flux is
+timed before and after, inside its own ``flux start``, excluding start-up; the
+executor from its first app's submit (block already up) to its last result.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+import parsl
+from parsl import bash_app
+from parsl.config import Config
+
+from parsl_flux import FluxExecutor
+
+
+@bash_app
+def prefixed(exe, parsl_resource_specification={}):
+    return f"$PARSL_MPI_PREFIX {exe} > /dev/null"
+
+
+def bare(flux: str, exe: str, n: int) -> float:
+    script = (f"t=$(date +%s.%N); flux submit --quiet --cc=1-{n} -n2 {exe} >/dev/null; "
+              "flux queue drain; echo $(date +%s.%N) $t")
+    end, start = subprocess.run([flux, "start", "bash", "-c", script], capture_output=True, text=True,
+                                check=True).stdout.split()
+    return float(end) - float(start)
+
+
+def prefix_model(flux: str, exe: str, n: int) -> float:
+    parsl.load(Config(executors=[FluxExecutor(flux_path=flux)]))
+    spec = {"num_nodes": 1, "ranks_per_node": 2}
+    prefixed(exe, parsl_resource_specification=spec).result()  # the block is up
+    start = time.time()
+    for fut in [prefixed(exe, parsl_resource_specification=spec) for _ in range(n)]:
+        fut.result()
+    elapsed = time.time() - start
+    parsl.dfk().cleanup()
+    return elapsed
+
+
+def main() -> None:
+    exe, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 20
+    flux = os.path.join(os.environ["FLUX_PATH"], "bin", "flux")
+    before, model, after = bare(flux, exe, n), prefix_model(flux, exe, n), bare(flux, exe, n)
+    print(f"{n} 2-rank apps: bare flux submit -n2 {before:.2f}s/{after:.2f}s, $PARSL_MPI_PREFIX {model:.2f}s, "
+          f"ratio (bare/prefix) {(before + after) / 2 / model:.2f}")
+
+
+if __name__ == "__main__":
+    main()
