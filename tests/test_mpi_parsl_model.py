@@ -19,6 +19,7 @@ Parsl's tests of the MPIExecutor class itself (``test_bad_mpi_config.py``,
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ import cloudpickle
 import pytest
 
 from parsl_flux.errors import InvalidResourceSpecification
+from parsl_flux import mpi_launch
 from parsl_flux.mpi_allocation import PREFIX_VARS, allocation_env, expand_hostlist, launch_prefix, nodelist_of
 from parsl_flux.resources import InstanceResources, JobShape, check_fits, parse_spec
 
@@ -104,25 +106,43 @@ R_FILE = Path("/w/tasks/7.R")
 
 
 def test_variables_have_parsl_meanings():
-    env = allocation_env(parse_spec({"num_nodes": 2, "ranks_per_node": 2}), "/opt/flux/bin/flux", R_FILE, 7)
+    env = allocation_env(parse_spec({"num_nodes": 2, "ranks_per_node": 2}), "/opt/flux/bin/flux", "/venv/python",
+                         R_FILE, 7)
     assert env["PARSL_NUM_NODES"] == "2" and env["PARSL_RANKS_PER_NODE"] == "2" and env["PARSL_NUM_RANKS"] == "4"
-    assert env["PARSL_MPI_PREFIX"] == ("/opt/flux/bin/flux run --setattr=^system.alloc-bypass.R=/w/tasks/7.R "
-                                       "--job-name=parsl-task-7-ranks -N 2 -n 4")
+    assert env["PARSL_MPI_PREFIX"] == f"/venv/python -S {mpi_launch.__file__}"
     assert {env[name] for name in PREFIX_VARS} == {env["PARSL_MPI_PREFIX"]}  # test_mpi_prefix.py
     assert "PARSL_LAUNCHER_OPTIONS" not in env
     assert not any("None" in value for value in env.values())
 
 
-def test_prefix_sizes_ranks_and_appends_options():
+def test_ranks_jobspec_is_what_flux_run_writes():
+    """``flux run --dry-run -N2 -n4 -c2 -g1 --job-name=parsl-task-7-ranks`` (flux-core 0.88), less rlimits."""
+    shape = parse_spec({"num_nodes": 2, "ranks_per_node": 2, "cores_per_task": 2, "gpus_per_task": 1})
+    env = allocation_env(shape, "flux", "/py", R_FILE, 7)
+    jobspec = mpi_launch.ranks_jobspec(json.loads(env[mpi_launch.TEMPLATE_ENV]), ["./a.out", "x"], {"A": "1"},
+                                       "/w", {"version": 1})
+    assert jobspec == {
+        "version": 1,
+        "resources": [{"type": "node", "count": 2, "with": [{"type": "slot", "count": 2, "label": "task", "with": [
+            {"type": "core", "count": 2}, {"type": "gpu", "count": 1}]}]}],
+        "tasks": [{"command": ["./a.out", "x"], "slot": "task", "count": {"per_slot": 1}}],
+        "attributes": {"system": {"duration": 0, "job": {"name": "parsl-task-7-ranks"}, "environment": {"A": "1"},
+                                  "cwd": "/w", "alloc-bypass": {"R": {"version": 1}}}},
+    }
+
+
+def test_launcher_options_make_a_flux_run_line():
     shape = parse_spec({"num_nodes": 1, "num_ranks": 2, "cores_per_task": 2, "gpus_per_task": 1,
                         "launcher_options": "-o cpu-affinity=per-task"})
-    assert launch_prefix(shape, "flux", "R", 1).endswith(" -N 1 -n 2 -c 2 -g 1 -o cpu-affinity=per-task")
-    assert allocation_env(shape, "flux", R_FILE, 1)["PARSL_LAUNCHER_OPTIONS"] == "-o cpu-affinity=per-task"
+    assert launch_prefix(shape, "flux", "/py", "/w/1.R", 1) == (
+        "flux run --setattr=^system.alloc-bypass.R=/w/1.R --job-name=parsl-task-1-ranks "
+        "-N 1 -n 2 -c 2 -g 1 -o cpu-affinity=per-task")
+    assert allocation_env(shape, "flux", "/py", R_FILE, 1)["PARSL_LAUNCHER_OPTIONS"] == "-o cpu-affinity=per-task"
 
 
 def test_prefix_refuses_a_path_that_would_split():
     with pytest.raises(ValueError, match="whitespace"):
-        allocation_env(parse_spec({"num_ranks": 2}), "flux", Path("/my runs/tasks/1.R"), 1)
+        allocation_env(parse_spec({"num_ranks": 2}), "flux", "/py", Path("/my runs/tasks/1.R"), 1)
 
 
 @pytest.mark.parametrize("hostlist,hosts", [
@@ -172,7 +192,7 @@ def test_parsl_mpi_app_on_two_brokers(make_executor, mpi_hello, tmp_path):
     assert (env["PARSL_NUM_NODES"], env["PARSL_RANKS_PER_NODE"], env["PARSL_NUM_RANKS"]) == ("2", "2", "4")
     assert len(env["PARSL_MPI_NODELIST"].split(",")) == 2
     assert {env[name] for name in PREFIX_VARS} == {env["PARSL_MPI_PREFIX"]}
-    assert " run " in env["PARSL_MPI_PREFIX"] and "None" not in env["PARSL_MPI_PREFIX"]
+    assert env["PARSL_MPI_PREFIX"].endswith("mpi_launch.py") and "None" not in env["PARSL_MPI_PREFIX"]
 
     once = tmp_path / "app-ran"
     command = (f"echo $FLUX_TASK_RANK >> {once}; "
@@ -184,6 +204,14 @@ def test_parsl_mpi_app_on_two_brokers(make_executor, mpi_hello, tmp_path):
     brokers = [ln.split()[1] for ln in lines if ln.startswith("broker")]
     assert sorted(brokers) == ["0", "0", "1", "1"], out
     assert {ln.split()[3] for ln in lines if ln.startswith("broker")} == set(env["PARSL_MPI_NODELIST"].split(","))
+
+
+@pytest.mark.flux
+def test_launcher_options_go_to_flux_run(make_executor, mpi_hello):
+    ex = make_executor(launch_cmd=TWO_BROKERS)
+    spec = {"num_nodes": 2, "num_ranks": 2, "launcher_options": "--label-io"}
+    out = ex.submit(run_bash, spec, f"$PARSL_MPI_PREFIX {mpi_hello}", parsl_resource_specification=spec)
+    assert sorted(out.result(timeout=120).splitlines()) == ["0: rank 0 size 2 sum 1", "1: rank 1 size 2 sum 1"]
 
 
 def mpi4py_ranks(python, script, parsl_resource_specification={}):

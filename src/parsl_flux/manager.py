@@ -121,6 +121,7 @@ class Manager:
         fast = site_adds_only_paths([*site.getsitepackages(), site.getusersitepackages()])
         if fast:
             self.job_env[SYS_PATH_ENV] = os.pathsep.join(p for p in sys.path if p)
+        self.python = python
         self.runner = runner_command(python, fast)
         self.allocation_runner = list(mpi_allocation.runner_command(python, fast, SYS_PATH_ENV))
         self.flux_command = shutil.which("flux") or "flux"  # flux puts its bindir on PATH
@@ -365,7 +366,7 @@ class Manager:
         """The variables of Parsl's MPI model for ``task``; ValueError when it cannot run here."""
         if self.bypass is not None:
             raise ValueError(f"Parsl's MPI model (ranks_per_node/num_ranks) cannot run here: {self.bypass}")
-        return mpi_allocation.allocation_env(task.shape, self.flux_command,
+        return mpi_allocation.allocation_env(task.shape, self.flux_command, self.python,
                                              task_output(self.workdir, task.task_id, "R"), task.task_id)
 
     def _cancel(self, task_id: int) -> None:
