@@ -1,6 +1,6 @@
 """N two-rank MPI apps through ``$PARSL_MPI_PREFIX`` (Parsl's MPI model) vs bare ``flux submit --cc=1-N -n2``.
 
-Usage: ``FLUX_PATH=/opt/flux-dev python benchmarks/mpi_prefix_speed.py MPI_PROGRAM [N]``
+Usage: ``FLUX_PATH=/opt/flux-dev python benchmarks/mpi_prefix_speed.py MPI_PROGRAM [N [BROKERS]]``
 (MPI_PROGRAM: e.g. ``mpicc -o mpi_hello tests/data/mpi_hello.c``). Bare Flux is
 timed before and after, inside its own ``flux start``, excluding start-up; the
 executor from its first app's submit (block already up) to its last result.
@@ -23,16 +23,18 @@ def prefixed(exe, parsl_resource_specification={}):
     return f"$PARSL_MPI_PREFIX {exe} > /dev/null"
 
 
-def bare(flux: str, exe: str, n: int) -> float:
+def bare(flux: str, exe: str, n: int, brokers: int) -> float:
     script = (f"t=$(date +%s.%N); flux submit --quiet --cc=1-{n} -n2 {exe} >/dev/null; "
               "flux queue drain; echo $(date +%s.%N) $t")
-    end, start = subprocess.run([flux, "start", "bash", "-c", script], capture_output=True, text=True,
+    end, start = subprocess.run([flux, "start", f"--test-size={brokers}", "bash", "-c", script], capture_output=True, text=True,
                                 check=True).stdout.split()
     return float(end) - float(start)
 
 
-def prefix_model(flux: str, exe: str, n: int) -> float:
-    parsl.load(Config(executors=[FluxExecutor(flux_path=flux)]))
+def prefix_model(flux: str, exe: str, n: int, brokers: int) -> float:
+    launch = (f"{{flux}} start --test-size={brokers} {{flux}} env {{python}} -m parsl_flux.manager "
+              "--url {url} --block-id {block_id} --workdir {workdir}")
+    parsl.load(Config(executors=[FluxExecutor(flux_path=flux, launch_cmd=launch)]))
     spec = {"num_nodes": 1, "ranks_per_node": 2}
     prefixed(exe, parsl_resource_specification=spec).result()  # the block is up
     start = time.time()
@@ -45,9 +47,10 @@ def prefix_model(flux: str, exe: str, n: int) -> float:
 
 def main() -> None:
     exe, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 20
+    brokers = int(sys.argv[3]) if len(sys.argv) > 3 else 1
     flux = os.path.join(os.environ["FLUX_PATH"], "bin", "flux")
-    before, model, after = bare(flux, exe, n), prefix_model(flux, exe, n), bare(flux, exe, n)
-    print(f"{n} 2-rank apps: bare flux submit -n2 {before:.2f}s/{after:.2f}s, $PARSL_MPI_PREFIX {model:.2f}s, "
+    before, model, after = bare(flux, exe, n, brokers), prefix_model(flux, exe, n, brokers), bare(flux, exe, n, brokers)
+    print(f"{n} 2-rank apps, {brokers} broker(s): bare flux submit -n2 {before:.2f}s/{after:.2f}s, $PARSL_MPI_PREFIX {model:.2f}s, "
           f"ratio (bare/prefix) {(before + after) / 2 / model:.2f}")
 
 

@@ -21,17 +21,22 @@ launch any number of such steps.
 Why not a nested Flux instance (what ``flux alloc`` makes)? It is the general
 answer, but with flux-core 0.88 its brokers run Python rc scripts and a
 Python scheduler: 4-5 s per app on a 2-core machine, against 0.5 s for the
-MPI job itself. The bypass costs one ``flux job info``, and the launcher
-about 0.05 s of CPU (``flux run``: 0.4 s). What it needs: the manager must own the instance
-(start mode; not attach mode on someone else's instance), and a ranks job is
-not killed by Flux when its allocation ends, so the manager cancels it (it is
-named after the task, see :func:`ranks_job_name`).
+MPI job itself. The bypass costs one ``flux job info`` per app, and the
+launcher a Python start-up without Flux's bindings (importing them is most
+of ``flux run``'s 0.4 s of CPU there). What it needs: the manager must own
+the instance (start mode; not attach mode on someone else's instance), and a
+ranks job is not killed by Flux when its allocation ends, so the manager
+cancels it (it is named after the task, see :func:`ranks_job_name`).
 
 ``PARSL_MPIEXEC_PREFIX``, ``PARSL_SRUN_PREFIX`` and ``PARSL_APRUN_PREFIX``
 (Parsl sets all three, whichever launcher it uses) are the same Flux line:
 inside a Flux allocation neither ``srun`` nor ``aprun`` exists, and
 ``mpiexec`` could reach other nodes only through ssh. An app that calls
 ``$PARSL_SRUN_PREFIX ./a.out`` therefore still starts its ranks, under Flux.
+
+The files the prefix reads (R, the launcher, the interpreter) are on the
+allocation's first node, where the app runs: the task directory must be
+there, as it already must for the job's stdout and stderr.
 
 Manager side: :func:`allocation_env`, :func:`allocation_jobspec`. Job side,
 before the unchanged runner: :func:`main` writes R and sets
