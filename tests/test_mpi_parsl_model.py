@@ -31,7 +31,8 @@ import pytest
 
 from parsl_flux.errors import InvalidResourceSpecification
 from parsl_flux import mpi_launch
-from parsl_flux.mpi_allocation import PREFIX_VARS, allocation_env, expand_hostlist, launch_prefix, nodelist_of
+from parsl_flux.mpi_allocation import PREFIX_VARS, allocation_env, launch_prefix
+from parsl_flux.mpi_job import expand_hostlist, nodelist_of
 from parsl_flux.resources import InstanceResources, JobShape, check_fits, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,9 +150,15 @@ def test_prefix_refuses_a_path_that_would_split():
     ("vm,vm", ["vm", "vm"]),
     ("node[01-03,7],login1", ["node01", "node02", "node03", "node7", "login1"]),
     ("x[9-10]y", ["x9y", "x10y"]),
+    ("a", ["a"]),
 ])
 def test_hostlists_expand_in_order(hostlist, hosts):
     assert expand_hostlist(hostlist) == hosts
+
+
+def test_launcher_capture_feeds_stdin_and_returns_stdout():
+    assert mpi_launch.capture(["/bin/cat"], b"x" * 70000) == (0, b"x" * 70000)
+    assert mpi_launch.capture(["/bin/sh", "-c", "exit 3"]) == (3, b"")
 
 
 def test_nodelist_of_R():

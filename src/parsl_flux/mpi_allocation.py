@@ -38,20 +38,18 @@ The files the prefix reads (R, the launcher, the interpreter) are on the
 allocation's first node, where the app runs: the task directory must be
 there, as it already must for the job's stdout and stderr.
 
-Manager side: :func:`allocation_env`, :func:`allocation_jobspec`. Job side,
-before the unchanged runner: :func:`main` writes R and sets
-``PARSL_MPI_NODELIST``, which only the allocation knows.
+This module is the manager's side: :func:`allocation_env`,
+:func:`allocation_jobspec`. In the job, before the unchanged runner,
+:mod:`parsl_flux.mpi_job` writes R and sets ``PARSL_MPI_NODELIST``, which only
+the allocation knows; ``$PARSL_MPI_PREFIX`` is :mod:`parsl_flux.mpi_launch`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import shlex
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
 from parsl_flux import mpi_launch
 from parsl_flux.mpi_launch import FLUX_ENV, R_FILE_ENV, TEMPLATE_ENV
@@ -61,9 +59,7 @@ if TYPE_CHECKING:  # the manager imports this module, and jobs run it: no Parsl
 
 PREFIX_VARS = ("PARSL_MPI_PREFIX", "PARSL_MPIEXEC_PREFIX", "PARSL_SRUN_PREFIX", "PARSL_APRUN_PREFIX")
 """Parsl's launcher prefixes; here each is the Flux launch line (see the module doc)."""
-NODELIST_VAR = "PARSL_MPI_NODELIST"
 BYPASS_PLUGIN = "alloc-bypass.so"
-EXIT_NO_R = 97
 
 
 def ranks_job_name(task_id: int) -> str:
@@ -110,7 +106,7 @@ def launch_prefix(shape: "JobShape", flux: str, python: str, r_file: str, task_i
 
 def allocation_env(shape: "JobShape", flux: str, python: str, r_file: Path, task_id: int) -> Dict[str, str]:
     """The ``PARSL_*`` variables Parsl's MPI workers set, with Parsl's meanings,
-    except ``PARSL_MPI_NODELIST`` (set in the job by :func:`main`), and what
+    except ``PARSL_MPI_NODELIST`` (set in the job by :mod:`parsl_flux.mpi_job`), and what
     the launcher reads.
 
     As Parsl's ``_init_mpi_env`` sets ``PARSL_<KEY>`` for each key of the
@@ -148,69 +144,10 @@ def allocation_jobspec(shape: "JobShape", command: List[str]) -> Any:
     return jobspec
 
 
-_HOST = re.compile(r"^(?P<prefix>[^\[\]]*)\[(?P<ranges>[^\[\]]+)\](?P<suffix>[^\[\]]*)$")
-
-
-def expand_hostlist(hostlist: str) -> List[str]:
-    """The hosts of an RFC 29 hostlist (``node[01-03,7],login1``), in order, duplicates kept."""
-    hosts: List[str] = []
-    for item in re.findall(r"[^,\[]+(?:\[[^\]]*\][^,\[]*)*", hostlist):
-        match = _HOST.match(item)
-        if match is None:
-            hosts.append(item)
-            continue
-        for part in match["ranges"].split(","):
-            low, _, high = part.partition("-")
-            width = len(low) if low.startswith("0") else 0
-            for n in range(int(low), int(high or low) + 1):
-                hosts.append(f"{match['prefix']}{n:0{width}d}{match['suffix']}")
-    return hosts
-
-
-def nodelist_of(R: Dict[str, Any]) -> List[str]:
-    """The allocation's hosts, one per node, from its R (``execution.nodelist``)."""
-    return [host for entry in R["execution"]["nodelist"] for host in expand_hostlist(entry)]
-
-
-def prepare() -> Optional[int]:
-    """Job side, before the runner: None to go on and run the app; else the job's exit code.
-
-    Tasks on the allocation's other nodes end here (their nodes serve the
-    ranks). The first writes the allocation's R where ``$PARSL_MPI_PREFIX``
-    reads it, and sets ``PARSL_MPI_NODELIST`` from it.
-    """
-    if os.environ.get("FLUX_TASK_RANK", "0") != "0":
-        return 0
-    import subprocess
-
-    proc = subprocess.run([os.environ[FLUX_ENV], "job", "info", os.environ["FLUX_JOB_ID"], "R"],
-                          stdout=subprocess.PIPE)
-    if proc.returncode != 0:
-        print("parsl-flux: cannot read the allocation's R", file=sys.stderr)
-        return EXIT_NO_R
-    Path(os.environ[R_FILE_ENV]).write_bytes(proc.stdout)
-    os.environ[NODELIST_VAR] = ",".join(nodelist_of(json.loads(proc.stdout)))
-    return None
-
-
-def main() -> int:
-    """``python -m parsl_flux.mpi_allocation``: :func:`prepare`, then the runner."""
-    code = prepare()
-    if code is not None:
-        return code
-    from parsl_flux import runner
-
-    return runner.main()
-
-
 def runner_command(python: str, fast_start: bool, sys_path_env: str) -> Sequence[str]:
     """How an allocation's job starts: as the runner does (see
-    :func:`parsl_flux.flux_backend.runner_command`), through :func:`main`."""
+    :func:`parsl_flux.flux_backend.runner_command`), through :func:`parsl_flux.mpi_job.main`."""
     if fast_start:
         return [python, "-S", "-c", f"import os,sys;sys.path[1:]=os.environ.pop('{sys_path_env}').split(os.pathsep);"
-                "import parsl_flux.mpi_allocation as a;sys.exit(a.main())"]
-    return [python, "-m", "parsl_flux.mpi_allocation"]
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+                "import parsl_flux.mpi_job as j;sys.exit(j.main())"]
+    return [python, "-m", "parsl_flux.mpi_job"]
