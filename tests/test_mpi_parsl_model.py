@@ -1,20 +1,27 @@
 """Parsl's MPI model (MPIExecutor's keys, ``$PARSL_MPI_PREFIX``) on this executor.
 
-Parsl's own MPI checks (``parsl/tests/test_htex/mpi/``) are written against
-``MPIExecutor``/HTEX internals (its scheduler, its composer, PBS node files);
-what they assert about an app's view is ported here against this executor:
+Parsl's own MPI checks (``parsl/tests/test_htex/mpi/``) are ``local`` tests
+written for ``MPIExecutor`` (its class, its node scheduler, its prefix
+composer, PBS node files). How each applies here:
 
+* ``test_mpi_mode_enabled.py``: its apps run as they are under a DFK with this
+  executor (:func:`test_parsl_mpi_mode_checks`): ``test_only_resource_specs_set``
+  and ``test_bash_app_using_resource_spec`` unchanged; ``test_bash_default_prefix_set``
+  with its ``startswith("mpiexec")`` read as the Flux launcher; ``test_simulated_load``
+  sized for a 2-node block. Not applicable: ``test_bash_multiple_set`` (``num_nodes=3``
+  with ``num_ranks=4``, a fractional ``ranks_per_node`` refused here) and
+  ``test_missing_resource_spec`` (an empty specification is this executor's
+  one-task default, not an error);
 * ``test_resource_spec.py::test_mpi_resource_spec``: the same valid and bad
   specifications (:func:`test_parsl_valid_specs`, :func:`test_parsl_bad_specs`);
-* ``test_mpi_mode_enabled.py``/``test_mpiex.py``: the variables an app sees and
-  their values, the prefix in a bash app, several apps at once, the simulated
-  load (``PARSL_MPI_NODELIST`` has ``num_nodes`` hosts);
+* ``test_mpiex.py::test_get_env``: ``PARSL_NUM_RANKS`` of 3 nodes x 5 ranks;
 * ``test_mpi_prefix.py``: every prefix set, none holds ``None``, and
   ``PARSL_MPI_PREFIX`` equals the launcher's own prefix.
 
 Parsl's tests of the MPIExecutor class itself (``test_bad_mpi_config.py``,
-``test_mpiex.py::test_init``/``test_docstring``) and of its node scheduler
-(``test_mpi_scheduler.py``) have no counterpart: Flux places the ranks.
+``test_mpiex.py::test_init``/``test_docstring``), of its node scheduler
+(``test_mpi_scheduler.py``) and of batch-system node lists have no
+counterpart: Flux places the ranks.
 """
 
 from __future__ import annotations
@@ -266,3 +273,41 @@ def test_cancelled_app_leaves_no_ranks_running(make_executor, flux_path, tmp_pat
     assert any(n.endswith("-ranks") for n in active_names())
     fut.cancel()
     wait_for(lambda: not any(n.endswith("-ranks") for n in active_names()), 60, "the ranks job to be cancelled")
+
+
+# ------------------------------------- Parsl's own MPI apps, under Parsl's DFK
+@pytest.fixture(scope="module")
+def parsl_mpi_tests(flux_path, tmp_path_factory):
+    """Parsl's ``test_mpi_mode_enabled`` module (its apps run on whichever
+    executor the DFK has), with a DFK whose one executor is this one on two brokers."""
+    import parsl
+    from parsl.config import Config
+    from parsl.providers import LocalProvider
+
+    from parsl_flux import FluxExecutor
+
+    module = pytest.importorskip("parsl.tests.test_htex.mpi.test_mpi_mode_enabled")
+    executor = FluxExecutor(provider=LocalProvider(init_blocks=1, max_blocks=1), flux_path=flux_path,
+                            launch_cmd=TWO_BROKERS, label="flux")
+    run_dir = tmp_path_factory.mktemp("runinfo")
+    dfk = parsl.load(Config(executors=[executor], run_dir=str(run_dir), strategy="none"))
+    yield module
+    dfk.cleanup()
+
+
+@pytest.mark.flux
+def test_parsl_mpi_mode_checks(parsl_mpi_tests):
+    """Parsl's test_mpi_mode_enabled.py tests that hold for any MPI launcher, run as they are;
+    ``test_bash_default_prefix_set`` with its ``mpiexec`` check read as Flux's line."""
+    parsl_mpi_tests.test_only_resource_specs_set()
+    parsl_mpi_tests.test_bash_app_using_resource_spec()
+    future = parsl_mpi_tests.echo_launch_cmd(parsl_resource_specification={"num_nodes": 2, "ranks_per_node": 2})
+    assert future.result(timeout=120) == 0
+    with open(future.stdout) as f:
+        assert f.readline().split()[-2:] == [mpi_launch.__file__, "hostname"]
+    # test_simulated_load, sized for a 2-node block (Parsl's asks for up to 4 nodes of a mocked 4-node job)
+    futures = {parsl_mpi_tests.mock_app(parsl_resource_specification=spec): spec
+               for spec in ({"num_nodes": n, "ranks_per_node": r} for n in (1, 2) for r in (1, 2))}
+    for future, spec in futures.items():
+        total_ranks, nodes = future.result(timeout=120)
+        assert len(nodes) == spec["num_nodes"] and total_ranks == spec["num_nodes"] * spec["ranks_per_node"]
