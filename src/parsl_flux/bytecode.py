@@ -23,8 +23,8 @@ from typing import List
 
 logger = logging.getLogger(__name__)
 
-JOB_MODULES = ("__init__.py", "runner.py", "protocol.py", "payload.py", "bash.py")
-"""The package's modules a Flux job imports (see the runner's import-light test)."""
+JOB_MODULES = ("__init__.py", "runner.py", "protocol.py", "payload.py", "bash.py", "mpi_job.py", "mpi_launch.py")
+"""The package's modules a Flux job imports (see the runner's import-light test; mpi_*: Parsl's MPI model)."""
 
 
 def write_job_bytecode(python: str) -> List[str]:

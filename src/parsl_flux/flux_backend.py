@@ -26,6 +26,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from parsl_flux.mpi_allocation import allocation_jobspec
 from parsl_flux.wakeup import Waker
 
 if TYPE_CHECKING:  # flux_backend must import without Parsl (checked with the system python3)
@@ -158,17 +159,21 @@ def site_adds_only_paths(site_dirs: Iterable[str]) -> bool:
 
 def build_jobspec(shape: "JobShape", command: List[str], env: Mapping[str, str], cwd: Path,
                   stdout: Path, stderr: Path, name: str) -> Any:
-    """The Flux jobspec (``JobspecV1``) of one runner job of the given shape."""
+    """The Flux jobspec (``JobspecV1``) of one runner job of the given shape
+    (an allocation, in Parsl's MPI model: :mod:`parsl_flux.mpi_allocation`)."""
     from flux.job import JobspecV1
 
-    jobspec = JobspecV1.from_command(
-        command,
-        num_tasks=shape.num_tasks,
-        cores_per_task=shape.cores_per_task,
-        gpus_per_task=shape.gpus_per_task or None,
-        num_nodes=shape.num_nodes or None,
-        exclusive=shape.exclusive,
-    )
+    if shape.allocation:
+        jobspec = allocation_jobspec(shape, command)
+    else:
+        jobspec = JobspecV1.from_command(
+            command,
+            num_tasks=shape.num_tasks,
+            cores_per_task=shape.cores_per_task,
+            gpus_per_task=shape.gpus_per_task or None,
+            num_nodes=shape.num_nodes or None,
+            exclusive=shape.exclusive,
+        )
     jobspec.environment = dict(env)
     jobspec.cwd = str(cwd)
     jobspec.stdout = str(stdout)
@@ -185,7 +190,8 @@ class FluxThreads:
     ``novalidate`` skips the ingest validator (a Python worker in the broker)
     for jobspecs this module built itself; only the instance owner may ask.
 
-    Requests (``("submit", tag, jobspec)``, ``("cancel", tag, jobid)``) go in
+    Requests (``("submit", tag, jobspec)``, ``("cancel", tag, jobid)``,
+    ``("cancel_named", None, job name)``: the active jobs of that name) go in
     through :attr:`requests`; events come out through ``emit``:
     ``("submitted", tag, jobid)``, ``("submit_failed", tag, error)``,
     ``("done", jobid, success, errstr)`` and ``("fatal", reason)``.
@@ -256,6 +262,9 @@ class FluxThreads:
                 if op == "submit":
                     futures.append((tag, flux.job.submit_async(handle, arg, waitable=True,
                                                                novalidate=self._novalidate)))
+                elif op == "cancel_named":
+                    for job in flux.job.JobList(handle, filters=["pending", "running"], name=arg).jobs():
+                        flux.job.cancel_async(handle, job.id, "its allocation ended")
                 else:
                     flux.job.cancel_async(handle, arg, "cancelled by parsl-flux")
             for tag, fut in futures:

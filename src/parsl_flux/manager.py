@@ -22,9 +22,11 @@ when its Flux broker is gone; in each case it tells the driver why, if it can.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import queue
+import shutil
 import signal
 import socket
 import sys
@@ -38,7 +40,7 @@ from typing import Any, Deque, Dict, List, Mapping, Optional, Set, Tuple
 import zmq
 from zmq.utils import z85
 
-from parsl_flux import launch, leftovers, protocol
+from parsl_flux import launch, leftovers, mpi_allocation, protocol
 from parsl_flux.bytecode import write_job_bytecode
 from parsl_flux.linkwatch import LinkWatch
 from parsl_flux.node_watch import NodeWatch, died_with_a_node
@@ -137,7 +139,11 @@ class Manager:
         fast = site_adds_only_paths([*site.getsitepackages(), site.getusersitepackages()])
         if fast:
             self.job_env[SYS_PATH_ENV] = os.pathsep.join(p for p in sys.path if p)
+        self.python = python
         self.runner = runner_command(python, fast)
+        self.allocation_runner = list(mpi_allocation.runner_command(python, fast, SYS_PATH_ENV))
+        self.flux_command = shutil.which("flux") or "flux"  # flux puts its bindir on PATH
+        self.bypass: Optional[str] = None  # why Parsl's MPI model cannot run here; None once it can
         write_job_bytecode(python)
         self.flux: Optional[FluxThreads] = None
 
@@ -209,6 +215,7 @@ class Manager:
         handle = flux.Flux()
         resources = instance_resources(handle)
         owner = int(handle.attr_get("security.owner")) == os.getuid()
+        self.bypass = _load_alloc_bypass(handle, owner)
         one_node = int(handle.attr_get("size")) == 1
         if not self._handshake():
             logger.error("no valid answer from the driver within %.0fs; exiting", self.driver_timeout)
@@ -416,11 +423,26 @@ class Manager:
             assert self.server is not None
             env = {**self.job_env, **task.shape.env, protocol.TASK_ENV: str(task.task_id),
                    protocol.RUNNER_KEY_ENV: self.server.credential(task.task_id).hex()}
-            jobspec = build_jobspec(task.shape, self.runner, env, self.job_cwd,
+            command = self.runner
+            if task.shape.allocation:
+                try:
+                    env.update(self._allocation_env(task))
+                except ValueError as exc:
+                    self._finish(task, protocol.outcome_job_failed(str(exc)))
+                    continue
+                command = self.allocation_runner
+            jobspec = build_jobspec(task.shape, command, env, self.job_cwd,
                                     task_output(self.workdir, task.task_id, "out"),
                                     task_output(self.workdir, task.task_id, "err"), f"parsl-task-{task.task_id}")
             self.task_jobs += 1
             self.flux.requests.put(("submit", task.task_id, jobspec))
+
+    def _allocation_env(self, task: _Task) -> Dict[str, str]:
+        """The variables of Parsl's MPI model for ``task``; ValueError when it cannot run here."""
+        if self.bypass is not None:
+            raise ValueError(f"Parsl's MPI model (ranks_per_node/num_ranks) cannot run here: {self.bypass}")
+        return mpi_allocation.allocation_env(task.shape, self.flux_command, self.python,
+                                             task_output(self.workdir, task.task_id, "R"), task.task_id)
 
     def _cancel(self, task_id: int) -> None:
         task = self.tasks.get(task_id)
@@ -496,6 +518,8 @@ class Manager:
                     self.pool.jobs -= 1
                     continue
                 self.task_jobs -= 1
+                if task.shape.allocation:  # ranks its app launched do not end with it
+                    self.flux.requests.put(("cancel_named", None, mpi_allocation.ranks_job_name(task.task_id)))
                 if task.task_id in self.tasks:
                     self._job_done(task, success, errstr)
             elif op == "packed_done":
@@ -602,6 +626,20 @@ def _kill_own_broker() -> None:
             os.kill(parent, signal.SIGKILL)
         except OSError as exc:
             logger.warning("could not kill the broker: %s", exc)
+
+
+def _load_alloc_bypass(handle: Any, owner: bool) -> Optional[str]:
+    """Load Flux's ``alloc-bypass`` jobtap plugin (Parsl's MPI model needs it,
+    see :mod:`parsl_flux.mpi_allocation`): None when loaded, else why not."""
+    if not owner:
+        return "this manager does not own the Flux instance (attach mode), and only the owner may bypass allocation"
+    try:
+        handle.rpc("job-manager.jobtap", {"load": mpi_allocation.BYPASS_PLUGIN}).get()
+    except OSError as exc:
+        if exc.errno != errno.EEXIST:  # another manager of this instance loaded it
+            logger.warning("cannot load %s: %s", mpi_allocation.BYPASS_PLUGIN, exc)
+            return f"Flux's {mpi_allocation.BYPASS_PLUGIN} jobtap plugin did not load: {exc.strerror or exc}"
+    return None
 
 
 def _f58(jobid: Optional[int]) -> Optional[str]:

@@ -20,18 +20,28 @@ exclusive          bool   False    allocate whole nodes (needs ``num_nodes``)
 walltime           number none     time limit of the Flux job, seconds
 env                dict   {}       environment variables added for the job
 =================  =====  =======  ==============================================
+
+Parsl's MPI model (``MPIExecutor``'s keys) is the other way to ask for ranks:
+``ranks_per_node``, ``num_ranks`` and ``launcher_options``, with ``num_nodes``.
+The app then runs once, in a Flux allocation of ``num_nodes`` x
+``ranks_per_node`` slots (``cores_per_task``/``gpus_per_task`` size each
+rank), and starts its ranks itself through ``$PARSL_MPI_PREFIX``
+(:mod:`parsl_flux.mpi_allocation`). The two models do not mix: ``num_tasks``
+with any of Parsl's keys is refused, naming both.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from parsl_flux.errors import InvalidResourceSpecification
 
 _INT_KEYS = {"num_tasks": 1, "cores_per_task": 1, "gpus_per_task": 0, "num_nodes": 0}
-KNOWN_KEYS = frozenset(_INT_KEYS) | {"exclusive", "walltime", "env"}
+PARSL_MPI_KEYS = frozenset({"ranks_per_node", "num_ranks", "launcher_options"})
+"""Keys only Parsl's MPI model has; any of them selects that model."""
+KNOWN_KEYS = frozenset(_INT_KEYS) | {"exclusive", "walltime", "env"} | PARSL_MPI_KEYS
 
 
 @dataclass(frozen=True)
@@ -45,13 +55,23 @@ class JobShape:
     exclusive: bool = False
     walltime: Optional[float] = None
     env: Dict[str, str] = field(default_factory=dict)
+    ranks_per_node: int = 0
+    """> 0 in Parsl's MPI model: the job is an allocation of ``num_nodes`` x
+    ``ranks_per_node`` slots (``num_tasks`` of them) and the app runs once in it."""
+    launcher_options: str = ""
+    """Parsl's ``launcher_options``: appended to ``$PARSL_MPI_PREFIX`` (options of ``flux run``)."""
+
+    @property
+    def allocation(self) -> bool:
+        """True in Parsl's MPI model: one app in an allocation that it launches ranks into."""
+        return self.ranks_per_node > 0
 
     @property
     def packable(self) -> bool:
         """True if the task fits one core of a long-lived worker (packing mode)."""
         return (self.num_tasks == 1 and self.cores_per_task == 1 and self.gpus_per_task == 0
                 and self.num_nodes <= 1 and not self.exclusive and not self.env
-                and self.walltime is None)
+                and self.walltime is None and not self.allocation)
 
     @classmethod
     def from_wire(cls, wire: Dict[str, Any]) -> "JobShape":
@@ -64,6 +84,7 @@ class JobShape:
             "num_tasks": self.num_tasks, "cores_per_task": self.cores_per_task,
             "gpus_per_task": self.gpus_per_task, "num_nodes": self.num_nodes,
             "exclusive": self.exclusive, "walltime": self.walltime, "env": dict(self.env),
+            "ranks_per_node": self.ranks_per_node, "launcher_options": self.launcher_options,
         }
 
 
@@ -107,7 +128,18 @@ def parse_spec(spec: Optional[Mapping[str, Any]]) -> JobShape:
         if key not in KNOWN_KEYS:
             raise InvalidResourceSpecification(
                 key, spec[key], f"unknown key; supported keys are {sorted(KNOWN_KEYS)}")
+    parsl_keys = sorted(PARSL_MPI_KEYS.intersection(spec))
+    if parsl_keys and "num_tasks" in spec:
+        raise InvalidResourceSpecification(
+            parsl_keys[0], spec[parsl_keys[0]],
+            f"Parsl's MPI key {parsl_keys[0]!r} cannot be combined with this executor's 'num_tasks' "
+            f"(num_tasks={spec['num_tasks']!r}): use num_tasks (every rank runs the app) or "
+            "num_nodes/ranks_per_node/num_ranks (the app runs once and launches its ranks with $PARSL_MPI_PREFIX)")
     ints = {k: _int(k, spec.get(k, default), 1 if default == 1 else 0) for k, default in _INT_KEYS.items()}
+    mpi: Dict[str, Any] = {}
+    if parsl_keys:
+        ints["num_nodes"], ints["num_tasks"], mpi["ranks_per_node"] = _parsl_ranks(spec)
+        mpi["launcher_options"] = _launcher_options(spec.get("launcher_options", ""))
     if ints["num_nodes"] > ints["num_tasks"]:
         raise InvalidResourceSpecification(
             "num_nodes", ints["num_nodes"], f"cannot exceed num_tasks={ints['num_tasks']}")
@@ -125,7 +157,44 @@ def parse_spec(spec: Optional[Mapping[str, Any]]) -> JobShape:
     env = spec.get("env", {})
     if not isinstance(env, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
         raise InvalidResourceSpecification("env", env, "must be a dict of str to str")
-    return JobShape(exclusive=exclusive, walltime=walltime, env=dict(env), **ints)
+    return JobShape(exclusive=exclusive, walltime=walltime, env=dict(env), **ints, **mpi)
+
+
+def _parsl_ranks(spec: Mapping[str, Any]) -> Tuple[int, int, int]:
+    """``(num_nodes, num_ranks, ranks_per_node)`` of Parsl's MPI model.
+
+    Derived as Parsl's ``validate_resource_spec`` derives them: ``num_ranks``
+    from ``num_nodes * ranks_per_node``, ``ranks_per_node`` from ``num_ranks /
+    num_nodes``. Where Parsl would go on with an inconsistent triple or a
+    fractional ``ranks_per_node`` ("2.5", which no launcher takes), this
+    refuses it. Without ``num_nodes`` the ranks share one node, as no node
+    list exists to spread them over (Parsl then composes no prefix at all).
+    """
+    given = {k: _int(k, spec[k], 1) for k in ("num_nodes", "ranks_per_node", "num_ranks") if k in spec}
+    nodes = given.get("num_nodes", 1)
+    if "ranks_per_node" in given:
+        per_node = given["ranks_per_node"]
+        ranks = nodes * per_node
+        if given.get("num_ranks", ranks) != ranks:
+            raise InvalidResourceSpecification(
+                "num_ranks", given["num_ranks"],
+                f"must equal num_nodes * ranks_per_node = {nodes} * {per_node} = {ranks}")
+    elif "num_ranks" in given:
+        ranks = given["num_ranks"]
+        if ranks % nodes:
+            raise InvalidResourceSpecification(
+                "num_ranks", ranks, f"must be a multiple of num_nodes={nodes} (ranks_per_node is derived from them)")
+        per_node = ranks // nodes
+    else:  # launcher_options without a rank count (Parsl accepts it): one rank per node
+        per_node, ranks = 1, nodes
+    return nodes, ranks, per_node
+
+
+def _launcher_options(value: Any) -> str:
+    if not isinstance(value, str) or "\n" in value:
+        raise InvalidResourceSpecification(
+            "launcher_options", value, "must be a one-line string of `flux run` options")
+    return value.strip()
 
 
 def check_fits(shape: JobShape, res: InstanceResources) -> None:
