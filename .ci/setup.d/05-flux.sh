@@ -7,3 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash mk/build-flux.sh --with-mpi
+# mpi4py for the system Python: tests/test_mpi_parsl_model.py launches an
+# mpi4py program through $PARSL_MPI_PREFIX with /usr/bin/python3.
+bash .ci/apt-ensure.sh 05-flux python3-mpi4py
