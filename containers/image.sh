@@ -55,14 +55,14 @@ case $cmd in
         pick_engine || exit 1
         start=$SECONDS
         before=$(engine image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
-        say "$(stamp_decide image "$(stamp_have image)" || true) (the engine's layer cache decides for the checkout's files)"
+        echo "$(stamp_decide image "$(stamp_have image)" || true) (the engine's layer cache decides for the checkout's files)"
         ignore=()
         [ "$ENGINE" = podman ] && ignore=(--ignorefile containers/Dockerfile.dockerignore)
         engine_build "${ignore[@]}" --label "$STAMP_LABEL=$(stamp_of image)" \
             -f containers/Dockerfile -t "$IMAGE" . || exit 1
         after=$(engine image inspect --format '{{.Id}}' "$IMAGE")
-        if [ "$before" = "$after" ]; then say "image: reused $IMAGE (every layer cached: same recipe, base and files)"
-        else say "image: rebuilt $IMAGE with $ENGINE in $((SECONDS - start))s; size $(size)"; fi
+        if [ "$before" = "$after" ]; then say "reused $IMAGE (every layer cached: same recipe, base and files)"
+        else say "rebuilt $IMAGE with $ENGINE in $((SECONDS - start))s; size $(size)"; fi
         base=$(engine image inspect --format '{{index .Config.Labels "org.parsl-flux.base-standin"}}' "$IMAGE")
         [ "$base" = true ] && say "NOTE: built on the local stand-in base image (label org.parsl-flux.base-standin=true)"
         ;;
@@ -87,11 +87,11 @@ case $cmd in
         image_id=$(engine image inspect --format '{{.Id}}' "$IMAGE") || exit 1
         have=$(cat "$SIF.stamp" 2>/dev/null || true)
         if [ -f "$SIF" ] && [ "$have" = "$(stamp_of sif) $image_id" ]; then
-            say "sif: reuse $SIF (stamp $(stamp_of sif) and image ${image_id:0:12} match)"
+            echo "sif: reuse $SIF (stamp $(stamp_of sif) and image ${image_id:0:12} match)"
             exit 0
         fi
-        if [ -f "$SIF" ] && [ "${have% *}" = "$(stamp_of sif)" ]; then say "sif: rebuild ($IMAGE changed: ${have#* } -> $image_id)"
-        else say "$(stamp_decide sif "$(stamp_have sif)" || true)"; fi
+        if [ -f "$SIF" ] && [ "${have% *}" = "$(stamp_of sif)" ]; then echo "sif: rebuild ($IMAGE changed: ${have#* } -> $image_id)"
+        else echo "$(stamp_decide sif "$(stamp_have sif)" || true)"; fi
         rm -f "$SIF.stamp"
         archive=$(mktemp -d "${TMPDIR:-/tmp}/parsl-flux-oci.XXXXXX")
         trap 'rm -rf "$archive"' EXIT
