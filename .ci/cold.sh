@@ -3,11 +3,11 @@
 # (with ../shared beside it) runs .ci/run with an empty project cache
 # (PARSL_FLUX_CACHE), empty container storage (CONTAINERS_STORAGE_CONF: a
 # graphroot and runroot of its own), Apptainer unpacked anew and linked from a
-# bin directory of its own, and no FLUX_PATH; the 2-node virtual cluster is
-# stopped first, so its set-up runs from nothing too. Every artifact is then
-# built by the project's own scripts. Afterwards everything it made is removed
-# (the cluster, a service, is left running as after any CI run). Debian
-# packages already installed stay: apt-get is not a cache this project owns.
+# bin directory of its own, and no FLUX_PATH. Every artifact is then built by
+# the project's own scripts; afterwards everything it made is removed.
+# Services (munge, the one-node Slurm, the 2-node virtual cluster, whose nodes
+# run whatever SIF a test hands them) and Debian packages already installed
+# stay as they are: they are not caches of this project's builds.
 # Normal CI (.ci/run alone) stays warm. ~45 min on 2 cores.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,7 +48,6 @@ export APPTAINER_LINK=$tmp/bin/apptainer APPTAINER_CACHEDIR=$tmp/apptainer-cache
 export PATH=$tmp/bin:$PATH
 unset FLUX_PATH
 say "clone of $(git -C "$src" rev-parse --short HEAD) in $tmp/p; cache $PARSL_FLUX_CACHE; storage $tmp/storage"
-bash "$src/.ci/cluster/down.sh" >/dev/null 2>&1 || true
 cd "$tmp/p"
 bash mk/stamp.sh --plan | sed 's/^/ci-cold: before: /'
 bash .ci/run
