@@ -38,7 +38,7 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 import zmq
 from zmq.utils import z85
 
-from parsl_flux import launch, leftovers, peers, protocol
+from parsl_flux import launch, leftovers, peers, protocol, zap
 from parsl_flux.bytecode import write_job_bytecode
 from parsl_flux.flux_backend import (SYS_PATH_ENV, FluxThreads, build_jobspec, instance_resources, read_tail,
                                      runner_command, site_adds_only_paths, task_output, worker_output)
@@ -104,10 +104,10 @@ class Manager:
         self.ctx = zmq.Context()
         self.driver = self.ctx.socket(zmq.DEALER)  # no fixed identity: the driver binds us after the handshake
         self.driver.setsockopt(zmq.LINGER, 2000)
-        if server_key:  # CurveZMQ: the driver's public key authenticates it; our keypair is throwaway
-            public, secret = zmq.curve_keypair()
-            self.driver.curve_serverkey = z85.encode(bytes.fromhex(server_key))
-            self.driver.curve_publickey, self.driver.curve_secretkey = public, secret
+        # the driver admits a connection only with this block's credentials (parsl_flux.zap);
+        # CurveZMQ when it gave its public key, which authenticates the driver too
+        zap.configure_client(self.driver, block_id, key,
+                             z85.encode(bytes.fromhex(server_key)) if server_key else None)
         self.driver.connect(url)
         self.waker = Waker()
         self.events: "queue.SimpleQueue[Tuple]" = queue.SimpleQueue()

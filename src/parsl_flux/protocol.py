@@ -264,6 +264,7 @@ class Session:
     def __init__(self, key: bytes, manager_nonce: bytes, driver_nonce: bytes, outgoing: bytes,
                  incoming: bytes) -> None:
         self.key = hmac_sha256(key, b"session" + manager_nonce + driver_nonce)
+        self.manager_nonce = manager_nonce
         self.outgoing, self.incoming = outgoing, incoming
         self.sent = 0
         self.received = 0

@@ -260,14 +260,14 @@ class TaskServer:
         try:
             deadline = time.monotonic() + HANDSHAKE_TIMEOUT
             conn.settimeout(HANDSHAKE_TIMEOUT)
+            nonce = os.urandom(protocol.NONCE_BYTES)
+            conn.sendall(nonce)  # after it, a runner that is closed on fails at once instead of retrying
             jobid: Optional[int] = None
             verified = None
             if self.unix:
                 jobid, verified = self._identify(conn)
                 self.admission.leave(peer)
                 admitted = False
-            nonce = os.urandom(protocol.NONCE_BYTES)
-            conn.sendall(nonce)
             stream = protocol.Stream(conn, nonce, protocol.TO_RUNNER, protocol.TO_SERVER, self.max_bytes)
             stream.deadline = deadline if verified is None else None
             while True:
