@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from types import MappingProxyType
@@ -29,7 +30,7 @@ from parsl.providers.base import ExecutionProvider
 from parsl.serialize.errors import SerializationError
 from parsl.utils import RepresentationMixin
 
-from parsl_flux import fluxpath, launch, protocol
+from parsl_flux import fluxpath, launch, preflight, protocol
 from parsl_flux.bash import lean_bash
 from parsl_flux.container import Container
 from parsl_flux.driver import Block, Driver, Task, TaskFuture, remove_key_file
@@ -277,6 +278,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._server_public: str = ""
         self._early_blocks = 0  # blocks start() launched that the strategy's first scale-out would repeat
         self._cancelled_jobs: Set[Any] = set()
+        self._at_exit: Optional[weakref.finalize] = None
         self.url: Optional[str] = None
 
     # ----------------------------------------------------------------- set-up
@@ -293,6 +295,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
     def start(self) -> None:
         """Open the driver socket and the I/O thread; blocks come from the DFK's
         strategy (``init_blocks``), or from :meth:`scale_out` when used alone."""
+        if self._local() and self.container is None:
+            # one line with the fix now, not every task failing later in the block
+            preflight.check(self.python or sys.executable)
         super().start()
         self._log_dir = os.path.join(self.run_dir, self.label)
         os.makedirs(self._log_dir, exist_ok=True)
@@ -311,6 +316,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                                                       self.encrypt if self.encrypt is not None else not loopback)
         self.url = f"tcp://{self.address}:{port}"
         self._logger.info("%s listening on %s", self.label, self.url)
+        # without `with` or cleanup(), an error or Ctrl-C ends the interpreter and not
+        # the DFK: blocks must still end now, not at their managers' driver timeout
+        self._at_exit = weakref.finalize(self, _shutdown_at_exit, weakref.WeakMethod(self.shutdown))
         if self.managed and self.provider is not None and self.provider.init_blocks > 0:
             # the first result comes sooner: init_blocks start now, not at the DFK
             # strategy's first tick (5 s later), which scale_out_facade then absorbs
@@ -587,6 +595,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             "wait")``), as with Parsl's HighThroughputExecutor.
         """
         self._shutting_down = self._driver.closing = True
+        if self._at_exit is not None:
+            self._at_exit.detach()
         while wait:
             with self._driver.lock:
                 futures = [t.future for t in self._driver.live_tasks.values()]
@@ -619,6 +629,13 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                 self.provider.cancel(to_cancel)
             except Exception:
                 self._logger.exception("provider could not cancel blocks %s", to_cancel)
+
+
+def _shutdown_at_exit(shutdown: "weakref.WeakMethod") -> None:
+    """At interpreter exit: shut down an executor nobody shut down (its blocks end with it)."""
+    method = shutdown()
+    if method is not None:
+        method(wait=False)
 
 
 SCALE_IN_WAIT = 5.0
