@@ -65,7 +65,8 @@ def slow_value(seconds):
 def forge(victim, flux):
     """What a hostile task tries: read the victim's credential wherever a task
     can read it, then fetch its payload and post a result in its name."""
-        import os
+    import json
+    import os
     import subprocess
 
     from parsl_flux import protocol, runner

@@ -604,6 +604,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                 break
             wait_futures(futures, timeout=self.heartbeat_period)
         self._driver.stop_blocks(self._driver.live_blocks(), SHUTDOWN_WAIT)
+        groups = self._local_block_groups()  # before they are cancelled: the group leader may go first
         self._cancel_provider_jobs()
         failed = self._driver.fail_all(ExecutorShutdown("executor shut down before the task finished"))
         if failed:
@@ -611,10 +612,29 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._driver.close()
         for block in self._driver.blocks.values():
             remove_key_file(block.key_file)
+        left = _wait_for_groups(groups, LOCAL_BLOCK_END_WAIT)
+        if left:
+            self._logger.warning("shutdown: process group(s) %s of local blocks still running after %.0fs",
+                                 left, LOCAL_BLOCK_END_WAIT)
         if self._log_handler is not None:
             self._logger.removeHandler(self._log_handler)
             self._log_handler.close()
         super().shutdown()
+
+    def _local_block_groups(self) -> List[int]:
+        """Process groups of this executor's ``LocalProvider`` blocks (each
+        block's script, ``flux start`` and broker share one)."""
+        if not self._local() or self.provider is None:
+            return []
+        groups = []
+        for job_id in self.blocks_to_job_id.values():
+            pid = self.provider.resources.get(job_id, {}).get("remote_pid")
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    groups.append(int(f.read().rsplit(b")", 1)[1].split()[2]))
+            except (OSError, ValueError, IndexError):  # already gone
+                continue
+        return groups
 
     def _cancel_provider_jobs(self) -> None:
         """Cancel every block's batch job not cancelled yet, including blocks
@@ -629,6 +649,32 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                 self.provider.cancel(to_cancel)
             except Exception:
                 self._logger.exception("provider could not cancel blocks %s", to_cancel)
+
+
+LOCAL_BLOCK_END_WAIT = 10.0
+"""Seconds shutdown waits for local blocks' processes (a broker's own teardown
+takes 1-3 s), so none outlives the script that started it."""
+
+
+def _wait_for_groups(groups: Sequence[int], timeout: float) -> List[int]:
+    """Wait until no process is left in ``groups``; those still populated at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    left = list(groups)
+    while left:
+        still = []
+        for group in left:
+            try:
+                os.killpg(group, 0)
+                still.append(group)
+            except ProcessLookupError:
+                pass
+            except PermissionError:  # a recycled group id of someone else's: not ours to wait for
+                pass
+        left = still
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+    return left
 
 
 def _shutdown_at_exit(shutdown: "weakref.WeakMethod") -> None:
