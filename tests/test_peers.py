@@ -26,6 +26,9 @@ def proc(tmp_path):
     _proc(tmp_path, 301, 300, ["python"])
     _proc(tmp_path, 400, 1, ["/opt/flux/libexec/flux/flux-shell", "16844324864"])  # not this broker's
     _proc(tmp_path, 401, 400, ["python"])
+    _proc(tmp_path, 500, BROKER, ["/usr/libexec/flux/flux-imp", "exec", "/opt/flux/libexec/flux/flux-shell"])
+    _proc(tmp_path, 501, 500, ["/opt/flux/libexec/flux/flux-shell", "777"])  # multi-user: through the IMP
+    _proc(tmp_path, 502, 501, ["python"])
     return str(tmp_path)
 
 
@@ -36,6 +39,10 @@ def test_parent_is_read_after_the_last_parenthesis(proc):
 def test_a_task_and_its_children_belong_to_their_shells_job(proc):
     assert job_shell_of(202, BROKER, proc) == 200
     assert flux_job_of(201, BROKER, proc) == flux_job_of(202, BROKER, proc) == "16844324864"
+
+
+def test_a_job_shell_started_through_the_imp_counts(proc):
+    assert flux_job_of(502, BROKER, proc) == "777"
 
 
 def test_no_job_for_processes_outside_this_brokers_job_shells(proc):

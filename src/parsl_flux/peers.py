@@ -7,7 +7,8 @@ Two questions the task server asks before it serves a peer:
   the process that called ``connect``, fixed at that moment; no message the
   peer sends can change it. From that pid, :func:`flux_job_of` walks the
   parent chain (also kept by the kernel) up to the process whose parent is
-  this block's Flux broker: for a task, its job shell. A job shell runs as
+  this block's Flux broker (or the IMP the broker started, in a multi-user
+  instance): for a task, its job shell. A job shell runs as
   ``flux-shell [options] JOBID`` and starts every task of its job as its own
   child, so the job a process belongs to is the job id its shell was started
   with. What a task can *read* about another job (its jobspec through ``flux
@@ -35,10 +36,12 @@ import os
 import socket
 import struct
 import threading
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 SHELL_NAME = "flux-shell"
 """``argv[0]`` (basename) of the Flux job shell."""
+IMP_NAME = "flux-imp"
+"""The setuid helper a multi-user instance starts job shells through (broker -> IMP -> shell)."""
 
 MAX_DEPTH = 64
 """Ancestors walked before giving up (a task's own process tree is shallow)."""
@@ -62,17 +65,33 @@ def parent_of(pid: int, proc: str = "/proc") -> int:
     return int(stat[stat.rindex(b")") + 2:].split()[1])
 
 
+def argv_of(pid: int, proc: str = "/proc") -> List[str]:
+    """The command line of ``pid`` (empty once it is gone)."""
+    try:
+        with open(f"{proc}/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().rstrip(b"\0").split(b"\0")]
+    except OSError:
+        return []
+
+
+def _named(argv: List[str], name: str) -> bool:
+    return bool(argv) and os.path.basename(argv[0]) == name
+
+
 def job_shell_of(pid: int, broker_pid: int, proc: str = "/proc") -> Optional[int]:
-    """The ancestor of ``pid`` (or ``pid`` itself) whose parent is the broker; None if there is none."""
+    """The nearest ancestor of ``pid`` (or ``pid`` itself) that the broker
+    started as its child, directly or through the IMP; None if there is none."""
     current = pid
     for _ in range(MAX_DEPTH):
         try:
             parent = parent_of(current, proc)
+            if parent == broker_pid:
+                return current
+            if parent <= 1:
+                return None
+            if _named(argv_of(parent, proc), IMP_NAME) and parent_of(parent, proc) == broker_pid:
+                return current
         except (OSError, ValueError, IndexError):
-            return None
-        if parent == broker_pid:
-            return current
-        if parent <= 1:
             return None
         current = parent
     return None
@@ -84,14 +103,10 @@ def flux_job_of(pid: int, broker_pid: int, proc: str = "/proc") -> Optional[str]
     shell = job_shell_of(pid, broker_pid, proc)
     if shell is None:
         return None
-    try:
-        with open(f"{proc}/{shell}/cmdline", "rb") as f:
-            argv = f.read().rstrip(b"\0").split(b"\0")
-    except OSError:
+    argv = argv_of(shell, proc)
+    if len(argv) < 2 or not _named(argv, SHELL_NAME):
         return None
-    if len(argv) < 2 or os.path.basename(argv[0]).decode(errors="replace") != SHELL_NAME:
-        return None
-    return argv[-1].decode(errors="replace")
+    return argv[-1]
 
 
 class Admission:

@@ -154,7 +154,9 @@ class TaskServer:
         self._socket_dir: Optional[str] = None
         self._server: socketserver.BaseServer
         if identify is not None:
-            self._socket_dir = tempfile.mkdtemp(prefix="parsl-flux-")  # 0700: no other user may enter
+            # 0700: no other user may enter; /tmp when $TMPDIR is too long for a socket path (108 bytes)
+            self._socket_dir = tempfile.mkdtemp(prefix="parsl-flux-",
+                                                dir=None if len(tempfile.gettempdir()) < 64 else "/tmp")
             path = os.path.join(self._socket_dir, "tasks.sock")
             self._server = _UnixServer(path, Handler)
             self.url = protocol.UNIX_PREFIX + path
