@@ -11,10 +11,11 @@ Trust (the README's threat model says what holds):
 
 * Keys. The executor holds a master secret; block ``N`` gets
   ``block_key(master, N)``, handed over in a 0600 file (never on a command line
-  or in a file others can read). The manager makes a fresh runner key; a Flux
-  job gets only :func:`task_credential` of its own task id, packing workers the
-  worker credential, so a task cannot fetch another task's payload or post its
-  result.
+  or in a file others can read); the manager's connection is admitted with
+  credentials derived from it (:mod:`parsl_flux.zap`). Over TCP (multi-node
+  blocks) the manager makes a fresh runner key and a Flux job gets only
+  :func:`task_credential` of its own task id, packing workers the worker
+  credential; over AF_UNIX a job gets no key at all (below).
 * Driver <-> manager (ZMQ). A manager opens with :func:`hello` (block id and a
   nonce, MAC'd with the block key); the driver answers :func:`welcome` with its
   own nonce, proving it holds the key too; both then derive a session key from

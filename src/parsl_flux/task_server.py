@@ -42,7 +42,7 @@ import socketserver
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Set
+from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 from parsl_flux import protocol
 from parsl_flux.peers import Admission, peer_credentials
@@ -265,7 +265,7 @@ class TaskServer:
             nonce = os.urandom(protocol.NONCE_BYTES)
             conn.sendall(nonce)  # after it, a runner that is closed on fails at once instead of retrying
             jobid: Optional[int] = None
-            verified = None
+            verified: Optional[int] = None
             if self.unix:
                 jobid, verified = self._identify(conn)
                 self.admission.leave(peer)
@@ -277,10 +277,9 @@ class TaskServer:
                     claimed, head = stream.recv_header()
                 except ConnectionError:
                     return
-                if claimed != (principal if principal is not None else verified if verified is not None
-                               else claimed):
-                    raise protocol.AuthenticationError(
-                        f"principal {claimed} claimed on a connection of {principal or verified}")
+                expected = principal if principal is not None else verified  # None: TCP, before the first message
+                if expected is not None and claimed != expected:
+                    raise protocol.AuthenticationError(f"principal {claimed} claimed on a connection of {expected}")
                 kind, data = stream.recv_body(self._credential(claimed), head)
                 if principal is None:
                     principal = claimed
@@ -334,7 +333,7 @@ class TaskServer:
                 with self._lock:
                     self.connected_workers -= 1
 
-    def _identify(self, conn: Any) -> tuple:
+    def _identify(self, conn: Any) -> Tuple[int, int]:
         """``(Flux job id, principal)`` of the process at the other end of an AF_UNIX connection."""
         assert self.identify is not None
         pid, uid = peer_credentials(conn)
