@@ -37,7 +37,7 @@ def test_parent_is_read_after_the_last_parenthesis(proc):
 
 
 def test_a_task_and_its_children_belong_to_their_shells_job(proc):
-    assert job_shell_of(202, BROKER, proc) == 200
+    assert job_shell_of(202, BROKER, proc)[0] == 200
     assert flux_job_of(201, BROKER, proc) == flux_job_of(202, BROKER, proc) == "16844324864"
 
 

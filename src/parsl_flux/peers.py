@@ -78,22 +78,30 @@ def _named(argv: List[str], name: str) -> bool:
     return bool(argv) and os.path.basename(argv[0]) == name
 
 
-def job_shell_of(pid: int, broker_pid: int, proc: str = "/proc") -> Optional[int]:
-    """The nearest ancestor of ``pid`` (or ``pid`` itself) that the broker
-    started as its child, directly or through the IMP; None if there is none."""
+def job_shell_of(pid: int, broker_pid: int, proc: str = "/proc") -> Optional[Tuple[int, List[str]]]:
+    """``(pid, argv)`` of the nearest ancestor of ``pid`` (or ``pid`` itself)
+    that the broker started as its child, directly or through the IMP; None
+    if there is none.
+
+    A runner is its shell's child: two ``stat`` reads and the shell's command
+    line settle it (~0.1 ms)."""
     current = pid
-    for _ in range(MAX_DEPTH):
-        try:
-            parent = parent_of(current, proc)
+    try:
+        parent = parent_of(current, proc)
+        for _ in range(MAX_DEPTH):
             if parent == broker_pid:
-                return current
+                return current, argv_of(current, proc)
             if parent <= 1:
                 return None
-            if _named(argv_of(parent, proc), IMP_NAME) and parent_of(parent, proc) == broker_pid:
-                return current
-        except (OSError, ValueError, IndexError):
-            return None
-        current = parent
+            grandparent = parent_of(parent, proc)
+            if grandparent == broker_pid:
+                argv = argv_of(parent, proc)
+                if _named(argv, IMP_NAME):  # broker -> IMP -> shell: current is the shell
+                    return current, argv_of(current, proc)
+                return parent, argv
+            current, parent = parent, grandparent
+    except (OSError, ValueError, IndexError):
+        return None
     return None
 
 
@@ -103,7 +111,7 @@ def flux_job_of(pid: int, broker_pid: int, proc: str = "/proc") -> Optional[str]
     shell = job_shell_of(pid, broker_pid, proc)
     if shell is None:
         return None
-    argv = argv_of(shell, proc)
+    argv = shell[1]
     if len(argv) < 2 or not _named(argv, SHELL_NAME):
         return None
     return argv[-1]
