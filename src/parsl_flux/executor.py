@@ -583,7 +583,11 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
     def shutdown(self, wait: bool = False) -> None:
         """Shut down: later :meth:`submit` calls raise, managers drain and exit,
         the provider's jobs are cancelled, and every future still unresolved
-        fails with :class:`ExecutorShutdown`, so none is left hanging.
+        fails with :class:`ExecutorShutdown`, so none is left hanging. Blocks
+        of a ``LocalProvider`` are then waited for (at most
+        ``LOCAL_BLOCK_END_WAIT`` seconds), so none outlives the script. Called
+        at interpreter exit too when nobody called it (no ``with``, no DFK
+        cleanup).
 
         Parameters
         ----------
