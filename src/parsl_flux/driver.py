@@ -28,13 +28,13 @@ from parsl.serialize.errors import DeserializationError
 from zmq.utils import z85
 
 from parsl_flux import protocol
-from parsl_flux.zap import Gate
 from parsl_flux.bash import to_parsl_exception
 from parsl_flux.errors import BlockLost, FluxJobFailed, InvalidResourceSpecification, RemoteTaskError
 from parsl_flux.protocol import Kind
 from parsl_flux.rejects import RejectLog
 from parsl_flux.resources import InstanceResources, JobShape, block_window, check_fits
 from parsl_flux.wakeup import Waker
+from parsl_flux.zap import Gate
 
 MAX_HANDSHAKES = 64
 """Handshakes in progress at once (each a hello that passed its MAC check).
