@@ -1,36 +1,56 @@
 """A hostile neighbour for the trust tests: code run as another local user.
 
 The tests run as root in CI; the attacker is ``nobody``, run through the
-system's ``/usr/bin/python3`` with only its standard library (``nobody``
-cannot enter root's home, where the test interpreter lives).
+first Python it may execute (this interpreter, else the system's), with only
+the standard library (``nobody`` may not enter root's home, where the test
+interpreter often lives).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
+import sys
 import textwrap
+from typing import Optional
 
 import pytest
 
 NOBODY = "nobody"
-PYTHON = "/usr/bin/python3"
+CANDIDATES = (sys.executable, "/usr/local/bin/python3", "/usr/bin/python3")
 
 
-def require_root_and_nobody() -> None:
-    """Skip unless this test can switch to ``nobody`` (it must run as root)."""
+def _spawn(python: str, code: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([python, "-I", "-c", textwrap.dedent(code), *args], user=NOBODY, group="nogroup",
+                            extra_groups=[], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+
+
+@functools.lru_cache(maxsize=None)
+def python_for_nobody() -> Optional[str]:
+    """The first of :data:`CANDIDATES` that ``nobody`` can run."""
+    for python in CANDIDATES:
+        try:
+            if _spawn(python, "pass").wait(timeout=60) == 0:
+                return python
+        except OSError:
+            continue
+    return None
+
+
+def require_root_and_nobody() -> str:
+    """The Python to run as ``nobody``; skip unless this test can switch to it (it must run as root)."""
     if os.geteuid() != 0:
         pytest.skip("switching to another local user needs root (CI runs the tests as root)")
-    if not os.path.exists(PYTHON):
-        pytest.skip(f"{PYTHON} is needed to run code as {NOBODY}")
+    python = python_for_nobody()
+    if python is None:
+        pytest.skip(f"no Python that {NOBODY} may run among {CANDIDATES}")
+    return python
 
 
 def as_nobody(code: str, *args: str) -> subprocess.Popen:
     """Start ``code`` (a Python script) as ``nobody``; stdout and stderr are pipes."""
-    require_root_and_nobody()
-    return subprocess.Popen([PYTHON, "-c", textwrap.dedent(code), *args], user=NOBODY, group="nogroup",
-                            extra_groups=[], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd="/")
+    return _spawn(require_root_and_nobody(), code, *args)
 
 
 def run_as_nobody(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:

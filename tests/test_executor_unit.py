@@ -158,7 +158,7 @@ def test_stranger_on_the_port_gets_nothing_and_breaks_nothing(executor, tmp_path
         raw.settimeout(1)
         try:
             assert raw.recv(4096)[:1] in (b"\xff", b"")  # at most the ZMTP greeting, never data
-        except socket.timeout:
+        except (socket.timeout, ConnectionResetError):  # silence, or dropped at once
             pass
     bomb_target = tmp_path / "unpickled"
 
