@@ -94,8 +94,16 @@ def test_missing_account(capsys, tmp_path):
 def test_doctor_machine_report(capsys):
     code, out, _ = run(capsys, "doctor")
     assert code == 0
-    for what in ("python: parsl", "flux", "mpi: mpiexec", "runtime: apptainer", "batch: sbatch"):
+    for what in ("python: parsl", "python: flux bindings", "flux", "mpi: mpiexec", "runtime: apptainer",
+                 "batch: sbatch"):
         assert what in out
+
+
+def test_doctor_says_when_the_flux_extra_is_missing(capsys, monkeypatch):
+    monkeypatch.setattr("parsl_flux.preflight.MANAGER_MODULES", ("_cffi_backend", "no_such_module_here"))
+    code, out, _ = run(capsys, "doctor")
+    assert code == 1
+    assert "cannot import no_such_module_here: pip install 'parsl-flux[flux]'" in out
 
 
 def test_doctor_site_says_what_is_missing(capsys, monkeypatch):

@@ -13,7 +13,7 @@ from zmq.utils import z85
 from parsl.providers import LocalProvider
 from parsl.serialize.errors import SerializationError
 
-from parsl_flux import FluxExecutor, protocol
+from parsl_flux import FluxExecutor, protocol, zap
 from parsl_flux.errors import ExecutorShutdown, InvalidResourceSpecification
 from parsl_flux.executor import _unwrap_parsl_error_wrapper
 
@@ -118,12 +118,14 @@ def test_launch_command_carries_the_key_file_url_and_block(executor):
     assert argv[argv.index("--server-key") + 1] == "none", "loopback blocks need no encryption"
 
 
-def _dealer(url, **curve):
+def _dealer(url, block=None, server_public=None):
+    """A DEALER to the driver; with ``block`` ``(block_id, key)``, it
+    authenticates as that block's manager does (:mod:`parsl_flux.zap`)."""
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
-    for name, value in curve.items():
-        setattr(sock, name, value)
+    if block is not None:
+        zap.configure_client(sock, block[0], block[1], server_public)
     sock.connect(url)
     return sock
 
@@ -156,7 +158,7 @@ def test_stranger_on_the_port_gets_nothing_and_breaks_nothing(executor, tmp_path
         raw.settimeout(1)
         try:
             assert raw.recv(4096)[:1] in (b"\xff", b"")  # at most the ZMTP greeting, never data
-        except socket.timeout:
+        except (socket.timeout, ConnectionResetError):  # silence, or dropped at once
             pass
     bomb_target = tmp_path / "unpickled"
 
@@ -164,14 +166,14 @@ def test_stranger_on_the_port_gets_nothing_and_breaks_nothing(executor, tmp_path
         def __reduce__(self):
             return (open, (str(bomb_target), "w"))
 
-    stranger = _dealer(executor.url)
-    stranger.send_multipart(protocol.hello(protocol.new_secret(), "0", b"n" * 16))  # a guessed key
+    stranger = _dealer(executor.url, block=("0", protocol.new_secret()))  # a guessed key
+    stranger.send_multipart(protocol.hello(protocol.new_secret(), "0", b"n" * 16))
     stranger.send_multipart([protocol.VERSION, b"register", b"\0" * 8, pickle.dumps(Bomb()), b"x" * 32])
     stranger.send_multipart([b"garbage"])
     assert not stranger.poll(1000), "the executor answered a stranger"
     assert not bomb_target.exists()
     assert not executor.blocks["0"].live, "a forged registration was accepted"
-    real = _dealer(executor.url)
+    real = _dealer(executor.url, block=("0", protocol.block_key(executor._master, "0")))
     _manager_handshake(real, protocol.block_key(executor._master, "0"))
     assert _wait_live(executor)
     stranger.close()
@@ -188,13 +190,13 @@ def test_a_replayed_hello_cannot_squat_or_take_over_a_block(executor):
     key = protocol.block_key(executor._master, "0")
     nonce = os.urandom(protocol.NONCE_BYTES)
     captured = protocol.hello(key, "0", nonce)
-    attacker = _dealer(executor.url)
+    attacker = _dealer(executor.url, block=("0", key))  # one who saw the connection's credentials too
     attacker.send_multipart(captured)  # first come ...
     assert attacker.poll(5000)
     attacker.recv_multipart()
     forged = protocol.manager_session(protocol.new_secret(), nonce, b"d" * 16)
     attacker.send_multipart(forged.seal(protocol.Kind.REGISTER, {"resources": {}}))
-    real = _dealer(executor.url)
+    real = _dealer(executor.url, block=("0", key))
     _manager_handshake(real, key)  # ... is not first served
     assert _wait_live(executor)
     assert executor.blocks["0"].route is not None
@@ -222,11 +224,19 @@ def test_blocks_on_other_hosts_get_an_encrypted_channel(tmp_path, monkeypatch):
         plain.send_multipart(protocol.hello(protocol.block_key(ex._master, "0"), "0", b"n" * 16))
         assert not plain.poll(1000)
         public, secret = zmq.curve_keypair()
-        real = _dealer(ex.url, curve_serverkey=z85.encode(bytes.fromhex(server_key)),
-                       curve_publickey=public, curve_secretkey=secret)
+        stranger = zmq.Context.instance().socket(zmq.DEALER)
+        stranger.setsockopt(zmq.LINGER, 0)
+        stranger.curve_serverkey = z85.encode(bytes.fromhex(server_key))
+        stranger.curve_publickey, stranger.curve_secretkey = public, secret  # a key pair of no block
+        stranger.connect(ex.url)
+        stranger.send_multipart(protocol.hello(protocol.block_key(ex._master, "0"), "0", b"n" * 16))
+        assert not stranger.poll(1000), "a CurveZMQ client key of no block was admitted"
+        real = _dealer(ex.url, block=("0", protocol.block_key(ex._master, "0")),
+                       server_public=z85.encode(bytes.fromhex(server_key)))
         _manager_handshake(real, protocol.block_key(ex._master, "0"))
         assert _wait_live(ex)
         plain.close()
+        stranger.close()
         real.close()
     finally:
         ex.shutdown()

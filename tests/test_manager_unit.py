@@ -17,7 +17,7 @@ def manager(tmp_path, monkeypatch):
     monkeypatch.setattr("parsl_flux.manager._f58", lambda jobid: None if jobid is None else f"f{jobid}")
     m = Manager("tcp://127.0.0.1:9", "0", b"k" * 32, tmp_path, "python3", 1.0, 10.0, "127.0.0.1")
     m.flux = FluxThreads(lambda *event: None)  # its request queue only: the threads are not started
-    m._configure({}, {"nodes": 1, "cores_per_node": 1, "gpus_per_node": 0}, one_node=True)
+    m._configure({}, {"nodes": 1, "cores_per_node": 1, "gpus_per_node": 0}, broker_pid=1)
     m.refill_at = 2
     yield m
     m.server.stop()

@@ -27,7 +27,7 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from parsl_flux import fluxpath, sites
+from parsl_flux import fluxpath, preflight, sites
 
 EXIT_FAILED = 1
 
@@ -119,6 +119,10 @@ def _machine_checks() -> List[Check]:
             checks.append((True, f"python: {module}", getattr(mod, "__version__", "importable")))
         except ImportError as exc:
             checks.append((False, f"python: {module}", str(exc)))
+    missing = preflight.missing_modules(sys.executable)
+    checks.append((not missing, "python: flux bindings",
+                   "cffi, yaml, ply, zmq importable" if not missing
+                   else f"cannot import {', '.join(missing)}: {preflight.FIX} (the manager needs them)"))
     try:
         flux = fluxpath.require_flux()
         checks.append((True, "flux", f"{flux}: flux-core {fluxpath.flux_version(flux)}"))

@@ -38,9 +38,13 @@ from parsl_flux.resources import InstanceResources, JobShape, block_window, chec
 from parsl_flux.resume import resume_plan
 from parsl_flux.settle import set_exception, set_result
 from parsl_flux.wakeup import Waker
+from parsl_flux.zap import Gate
 
 MAX_HANDSHAKES = 64
-"""Handshakes in progress at once (each a hello that passed its MAC check)."""
+"""Handshakes in progress at once (each a hello that passed its MAC check).
+When full, a newcomer is refused: one in progress is never evicted for it."""
+HANDSHAKE_TTL = 30.0
+"""Seconds a handshake may wait for its REGISTER before its slot is reusable."""
 
 
 class TaskFuture(Future):
@@ -139,7 +143,8 @@ class Driver:
         self.monitoring_messages: Any = None  # the DFK's queue, when monitoring is on
         self.closing = False  # the executor is shutting down: lost blocks are expected
         self._outgoing: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
-        self._handshakes: Dict[bytes, Tuple[Block, protocol.Session]] = {}  # route -> not yet registered
+        # route -> (block, session, when its hello came): welcomed, not yet registered
+        self._handshakes: Dict[bytes, Tuple[Block, protocol.Session, float]] = {}
         self._routes: Dict[bytes, Block] = {}
         self._rejects = RejectLog(logger)
         self._stop = threading.Event()
@@ -154,6 +159,8 @@ class Driver:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self._sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes + (1 << 20))
+        # no message, of any size, from a connection that has not proved it speaks for a block
+        self._gate = Gate(self._ctx, self._admissible_keys, self._rejects.reject)
         server_public = ""
         if encrypt:
             if not zmq.has("curve"):
@@ -162,6 +169,7 @@ class Driver:
             self._sock.curve_server = True
             self._sock.curve_secretkey = secret
             server_public = z85.decode(public).hex()  # hex: Z85 has '$', which launchers expand
+        Gate.guard(self._sock, curve=encrypt)
         if port is not None:
             self._sock.bind(f"tcp://{bind_host}:{port}")
         else:
@@ -182,11 +190,18 @@ class Driver:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._sock.close()
+            self._gate.close()
             self._ctx.term()
+            self._rejects.flush()
             assert self._waker is not None
             self._waker.close()
             self._waker = None
             self._thread = None
+
+    def _admissible_keys(self) -> Dict[str, bytes]:
+        """Keys of the blocks whose managers may connect: launched, not closed."""
+        with self.lock:
+            return {b.block_id: b.key for b in self.blocks.values() if not b.closed}
 
     def wake(self) -> None:
         waker = self._waker  # close() may clear it meanwhile
@@ -293,12 +308,15 @@ class Driver:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         poller.register(self._waker.fd, zmq.POLLIN)
+        poller.register(self._gate.socket, zmq.POLLIN)
         last_beat = 0.0
         while not self._stop.is_set():
             try:
                 ready = dict(poller.poll(timeout=self.heartbeat_period * 1000))
                 if self._waker.fd in ready:
                     self._waker.drain()
+                if self._gate.socket in ready:
+                    self._gate.answer_all()
                 if self._sock in ready:
                     self._receive_all()
                 self._send_outgoing()
@@ -369,7 +387,7 @@ class Driver:
             return
         pending = self._handshakes.get(route)
         if pending is not None:
-            block, session = pending
+            block, session, _ = pending
             kind, data = session.open(frames)
             if kind not in (Kind.REGISTER, Kind.RESUME):
                 raise protocol.AuthenticationError(f"expected register or resume, got {kind}")
@@ -385,17 +403,34 @@ class Driver:
         if block is None or block.closed:  # a registered block may hand-shake again to resume its session
             raise protocol.AuthenticationError(f"hello for block {block_id[:16]!r}, which expects none")
         protocol.check_hello(block.key, block_id, nonce, mac)
+        self._admit_handshake(block, nonce)
         driver_nonce = os.urandom(protocol.NONCE_BYTES)
-        while len(self._handshakes) >= MAX_HANDSHAKES:  # bounded: drop the oldest
-            self._handshakes.pop(next(iter(self._handshakes)))
-        self._handshakes[route] = (block, protocol.driver_session(block.key, nonce, driver_nonce))
+        self._handshakes[route] = (block, protocol.driver_session(block.key, nonce, driver_nonce),
+                                   time.monotonic())
         self._sock.send_multipart([route, *protocol.welcome(block.key, nonce, driver_nonce)])
+
+    def _admit_handshake(self, block: Block, nonce: bytes) -> None:
+        """Room for a new handshake of ``block``, or :class:`AuthenticationError`.
+
+        A hello whose nonce is already in a handshake is a replay; a full
+        table refuses the newcomer after dropping handshakes older than
+        ``HANDSHAKE_TTL``, so copies of a captured hello can never push out
+        the real manager's handshake in progress."""
+        for other, session, _ in self._handshakes.values():
+            if other is block and session.manager_nonce == nonce:
+                raise protocol.AuthenticationError(f"replayed hello for block {block.block_id}")
+        if len(self._handshakes) >= MAX_HANDSHAKES:
+            now = time.monotonic()
+            for route in [r for r, (_, _, at) in self._handshakes.items() if now - at > HANDSHAKE_TTL]:
+                del self._handshakes[route]
+        if len(self._handshakes) >= MAX_HANDSHAKES:
+            raise protocol.AuthenticationError(f"{MAX_HANDSHAKES} handshakes in progress; refusing another")
 
     def _register(self, block: Block, route: bytes, session: protocol.Session, data: Dict[str, Any]) -> None:
         """Bind ``block`` to the connection whose session proved it holds the block's key."""
         if block.route is not None or block.closed:
             raise protocol.AuthenticationError(f"second registration for block {block.block_id}")
-        for other in [r for r, (b, _) in self._handshakes.items() if b is block]:
+        for other in [r for r, (b, _, _) in self._handshakes.items() if b is block]:
             del self._handshakes[other]
         block.route, block.session = route, session
         self._routes[route] = block

@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from types import MappingProxyType
@@ -29,7 +30,7 @@ from parsl.providers.base import ExecutionProvider
 from parsl.serialize.errors import SerializationError
 from parsl.utils import RepresentationMixin
 
-from parsl_flux import fluxpath, launch, protocol
+from parsl_flux import fluxpath, launch, preflight, protocol
 from parsl_flux.bash import lean_bash
 from parsl_flux.container import Container
 from parsl_flux.driver import Block, Driver, Task, TaskFuture, remove_key_file
@@ -281,6 +282,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._server_public: str = ""
         self._early_blocks = 0  # blocks start() launched that the strategy's first scale-out would repeat
         self._cancelled_jobs: Set[Any] = set()
+        self._at_exit: Optional[weakref.finalize] = None
         self.url: Optional[str] = None
 
     # ----------------------------------------------------------------- set-up
@@ -297,6 +299,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
     def start(self) -> None:
         """Open the driver socket and the I/O thread; blocks come from the DFK's
         strategy (``init_blocks``), or from :meth:`scale_out` when used alone."""
+        if self._local() and self.container is None:
+            # one line with the fix now, not every task failing later in the block
+            preflight.check(self.python or sys.executable)
         super().start()
         self._log_dir = os.path.join(self.run_dir, self.label)
         os.makedirs(self._log_dir, exist_ok=True)
@@ -316,6 +321,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                                                       self.encrypt if self.encrypt is not None else not loopback)
         self.url = f"tcp://{self.address}:{port}"
         self._logger.info("%s listening on %s", self.label, self.url)
+        # without `with` or cleanup(), an error or Ctrl-C ends the interpreter and not
+        # the DFK: blocks must still end now, not at their managers' driver timeout
+        self._at_exit = weakref.finalize(self, _shutdown_at_exit, weakref.WeakMethod(self.shutdown))
         if self.managed and self.provider is not None and self.provider.init_blocks > 0:
             # the first result comes sooner: init_blocks start now, not at the DFK
             # strategy's first tick (5 s later), which scale_out_facade then absorbs
@@ -582,7 +590,11 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
     def shutdown(self, wait: bool = False) -> None:
         """Shut down: later :meth:`submit` calls raise, managers drain and exit,
         the provider's jobs are cancelled, and every future still unresolved
-        fails with :class:`ExecutorShutdown`, so none is left hanging.
+        fails with :class:`ExecutorShutdown`, so none is left hanging. Blocks
+        of a ``LocalProvider`` are then waited for (at most
+        ``LOCAL_BLOCK_END_WAIT`` seconds), so none outlives the script. Called
+        at interpreter exit too when nobody called it (no ``with``, no DFK
+        cleanup).
 
         Parameters
         ----------
@@ -594,6 +606,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             "wait")``), as with Parsl's HighThroughputExecutor.
         """
         self._shutting_down = self._driver.closing = True
+        if self._at_exit is not None:
+            self._at_exit.detach()
         while wait:
             with self._driver.lock:
                 futures = [t.future for t in self._driver.live_tasks.values()]
@@ -601,6 +615,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                 break
             wait_futures(futures, timeout=self.heartbeat_period)
         self._driver.stop_blocks(self._driver.live_blocks(), SHUTDOWN_WAIT)
+        groups = self._local_block_groups()  # before they are cancelled: the group leader may go first
         self._cancel_provider_jobs()
         failed = self._driver.fail_all(ExecutorShutdown("executor shut down before the task finished"))
         if failed:
@@ -608,10 +623,29 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._driver.close()
         for block in self._driver.blocks.values():
             remove_key_file(block.key_file)
+        left = _wait_for_groups(groups, LOCAL_BLOCK_END_WAIT)
+        if left:
+            self._logger.warning("shutdown: process group(s) %s of local blocks still running after %.0fs",
+                                 left, LOCAL_BLOCK_END_WAIT)
         if self._log is not None:
             self._log.close()
             self._log = None
         super().shutdown()
+
+    def _local_block_groups(self) -> List[int]:
+        """Process groups of this executor's ``LocalProvider`` blocks (each
+        block's script, ``flux start`` and broker share one)."""
+        if not self._local() or self.provider is None:
+            return []
+        groups = []
+        for job_id in self.blocks_to_job_id.values():
+            pid = self.provider.resources.get(job_id, {}).get("remote_pid")
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    groups.append(int(f.read().rsplit(b")", 1)[1].split()[2]))
+            except (OSError, ValueError, IndexError):  # already gone
+                continue
+        return groups
 
     def _cancel_provider_jobs(self) -> None:
         """Cancel every block's batch job not cancelled yet, including blocks
@@ -626,6 +660,39 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                 self.provider.cancel(to_cancel)
             except Exception:
                 self._logger.exception("provider could not cancel blocks %s", to_cancel)
+
+
+LOCAL_BLOCK_END_WAIT = 10.0
+"""Seconds shutdown waits for local blocks' processes (a broker's own teardown
+takes 1-3 s), so none outlives the script that started it."""
+
+
+def _wait_for_groups(groups: Sequence[int], timeout: float) -> List[int]:
+    """Wait until no process is left in ``groups``; those still populated at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    left = list(groups)
+    while left:
+        still = []
+        for group in left:
+            try:
+                os.killpg(group, 0)
+                still.append(group)
+            except ProcessLookupError:
+                pass
+            except PermissionError:  # a recycled group id of someone else's: not ours to wait for
+                pass
+        left = still
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+    return left
+
+
+def _shutdown_at_exit(shutdown: "weakref.WeakMethod") -> None:
+    """At interpreter exit: shut down an executor nobody shut down (its blocks end with it)."""
+    method = shutdown()
+    if method is not None:
+        method(wait=False)
 
 
 SCALE_IN_WAIT = 5.0

@@ -35,12 +35,12 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Set, Tuple
 
 import zmq
 from zmq.utils import z85
 
-from parsl_flux import launch, leftovers, mpi_allocation, protocol
+from parsl_flux import launch, leftovers, mpi_allocation, peers, protocol, zap
 from parsl_flux.bytecode import write_job_bytecode
 from parsl_flux.linkwatch import LinkWatch
 from parsl_flux.node_watch import NodeWatch, died_with_a_node
@@ -122,10 +122,10 @@ class Manager:
         self.ctx = zmq.Context()
         self.driver = self.ctx.socket(zmq.DEALER)  # no fixed identity: the driver binds us after the handshake
         self.driver.setsockopt(zmq.LINGER, 2000)
-        if server_key:  # CurveZMQ: the driver's public key authenticates it; our keypair is throwaway
-            public, secret = zmq.curve_keypair()
-            self.driver.curve_serverkey = z85.encode(bytes.fromhex(server_key))
-            self.driver.curve_publickey, self.driver.curve_secretkey = public, secret
+        # the driver admits a connection only with this block's credentials (parsl_flux.zap);
+        # CurveZMQ when it gave its public key, which authenticates the driver too
+        zap.configure_client(self.driver, block_id, key,
+                             z85.encode(bytes.fromhex(server_key)) if server_key else None)
         self.link = LinkWatch(self.driver)
         self.driver.connect(url)
         self.waker = Waker()
@@ -148,7 +148,14 @@ class Manager:
         self.flux: Optional[FluxThreads] = None
 
     def _emit(self, *event: Any) -> None:
-        """Called from other threads: queue an event and wake the main loop."""
+        """Called from other threads: queue an event and wake the main loop.
+
+        A submitted job is bound to its task in the task server at once,
+        from the submitting thread: its runner may connect before the main
+        loop sees the event."""
+        if event[0] == "submitted" and self.server is not None:
+            _, task_id, jobid = event
+            self.server.bind(jobid, protocol.WORKER if task_id is None else task_id)
         self.events.put(event)
         self.waker.wake()
 
@@ -217,6 +224,7 @@ class Manager:
         owner = int(handle.attr_get("security.owner")) == os.getuid()
         self.bypass = _load_alloc_bypass(handle, owner)
         one_node = int(handle.attr_get("size")) == 1
+        broker_pid = int(handle.attr_get("broker.pid"))
         if not self._handshake():
             logger.error("no valid answer from the driver within %.0fs; exiting", self.driver_timeout)
             self.link.close()  # its monitor socket would hold ctx.term() forever
@@ -231,7 +239,7 @@ class Manager:
         if config is None:
             self._close(f"no configuration from the driver within {self.driver_timeout:.0f}s")
             return 2
-        self._configure(config, resources, one_node)
+        self._configure(config, resources, broker_pid if one_node else None)
         self.flux = FluxThreads(self._emit, config.get("handle_kwargs"), novalidate=owner)
         self.flux.start(self.heartbeat_period, self.driver_timeout)
         if not one_node:
@@ -283,8 +291,11 @@ class Manager:
             self.rejects.reject("dropped a driver message: %s", exc)
             return None
 
-    def _configure(self, config: Mapping[str, Any], resources: Mapping[str, int], one_node: bool) -> None:
-        """Apply the driver's CONFIG: pool size, limits, where jobs run; open the task server."""
+    def _configure(self, config: Mapping[str, Any], resources: Mapping[str, int],
+                   broker_pid: Optional[int]) -> None:
+        """Apply the driver's CONFIG: pool size, limits, where jobs run; open the task server:
+        on AF_UNIX, knowing runners by their job, when the block is this one
+        broker (``broker_pid``), else on TCP."""
         cores = resources["nodes"] * resources["cores_per_node"]
         self.refill_at = block_window(cores) // 2
         self.pool.limit = cores if config.get("packing_workers") == -1 else int(config.get("packing_workers", 0))
@@ -292,11 +303,16 @@ class Manager:
         cwd = config.get("cwd")
         if cwd and os.path.isdir(cwd):  # the driver's working directory, where this node shares it
             self.job_cwd = Path(cwd)
-        bind, reach = runner_endpoint(one_node, self.runner_host)
-        self.server = TaskServer(protocol.new_secret(), self._emit, host=bind,
-                                 idle_timeout=float(config.get("idle_timeout", 5.0)),
-                                 max_connections=max(256, 8 * cores), max_bytes=self.max_bytes)
-        self.job_env[protocol.RUNNER_URL_ENV] = f"{reach}:{self.server.port}"
+        options = dict(idle_timeout=float(config.get("idle_timeout", 5.0)), max_connections=max(256, 8 * cores),
+                       max_bytes=self.max_bytes)
+        if broker_pid is not None:
+            self.server = TaskServer(protocol.new_secret(), self._emit, identify=job_identifier(broker_pid),
+                                     **options)
+            self.job_env[protocol.RUNNER_URL_ENV] = self.server.url
+        else:
+            bind, reach = runner_endpoint(self.runner_host)
+            self.server = TaskServer(protocol.new_secret(), self._emit, host=bind, **options)
+            self.job_env[protocol.RUNNER_URL_ENV] = f"{reach}:{self.server.url.rsplit(':', 1)[1]}"
         self.job_env[protocol.MAX_BYTES_ENV] = str(self.max_bytes)
 
     def _loop(self) -> Tuple[str, int]:
@@ -342,6 +358,7 @@ class Manager:
         killed: it would keep its job shells alive while stopped, and a
         SIGTERM from the batch system stays pending on a stopped process."""
         logger.info("manager of block %s exiting: %s", self.block_id, reason)
+        self.rejects.flush()
         if broker_lost:
             self.send(Kind.BYE, {"reason": reason})
             _kill_own_broker()
@@ -422,7 +439,7 @@ class Manager:
             task = self.held.popleft()
             assert self.server is not None
             env = {**self.job_env, **task.shape.env, protocol.TASK_ENV: str(task.task_id),
-                   protocol.RUNNER_KEY_ENV: self.server.credential(task.task_id).hex()}
+                   **self._credential_env(task.task_id)}
             command = self.runner
             if task.shape.allocation:
                 try:
@@ -443,6 +460,13 @@ class Manager:
             raise ValueError(f"Parsl's MPI model (ranks_per_node/num_ranks) cannot run here: {self.bypass}")
         return mpi_allocation.allocation_env(task.shape, self.flux_command, self.python,
                                              task_output(self.workdir, task.task_id, "R"), task.task_id)
+
+    def _credential_env(self, principal: int) -> Dict[str, str]:
+        """The credential a job of ``principal`` gets in its environment: none
+        over AF_UNIX (the task server knows the job by its processes)."""
+        assert self.server is not None
+        credential = self.server.credential(principal)
+        return {} if credential is None else {protocol.RUNNER_KEY_ENV: credential.hex()}
 
     def _cancel(self, task_id: int) -> None:
         task = self.tasks.get(task_id)
@@ -476,7 +500,7 @@ class Manager:
             self.pool.jobs += 1
             self.pool.serial += 1
             n = self.pool.serial
-            env = {**self.job_env, protocol.RUNNER_KEY_ENV: self.server.credential(protocol.WORKER).hex()}
+            env = {**self.job_env, **self._credential_env(protocol.WORKER)}
             jobspec = build_jobspec(WORKER_SHAPE, self.runner, env, self.job_cwd,
                                     worker_output(self.workdir, n, "out"), worker_output(self.workdir, n, "err"),
                                     f"parsl-worker-{n}")
@@ -514,6 +538,7 @@ class Manager:
                 if jobid not in self.by_jobid:
                     continue
                 task = self.by_jobid.pop(jobid)
+                self.server.unbind(jobid)
                 if task is None:
                     self.pool.jobs -= 1
                     continue
@@ -531,7 +556,8 @@ class Manager:
                 task = self.tasks.get(task_id)
                 if task is not None:
                     self._finish(task, protocol.outcome_cancelled() if task.cancelled else
-                                 protocol.outcome_job_failed(reason, worker_job or None))
+                                 protocol.outcome_job_failed(reason, _f58(_jobid(worker_job)) if worker_job
+                                                             else None))
             elif op == "result_in":
                 if event[1] in self.tasks:
                     self.outcome_at[event[1]] = time.monotonic()
@@ -589,15 +615,26 @@ class Manager:
         self.results.append(protocol.result(task.task_id, outcome))
 
 
-def runner_endpoint(one_node: bool, runner_host: str) -> Tuple[str, str]:
-    """``(address to listen on, address runners dial)`` for the task server.
+def job_identifier(broker_pid: int) -> Callable[[int], Optional[int]]:
+    """``identify(pid)`` for the task server: the Flux job (of the broker
+    ``broker_pid``) a process runs in, by its job shell (:mod:`parsl_flux.peers`)."""
+    def identify(pid: int) -> Optional[int]:
+        text = peers.flux_job_of(pid, broker_pid)
+        if text is None:
+            return None
+        try:
+            return _jobid(text)
+        except (ValueError, TypeError, OSError):
+            return None
 
-    Runners of a one-broker instance are all on this node: loopback only. A
-    multi-node instance listens on the address ``runner_host`` resolves to;
-    only where that is a loopback address (a hosts file mapping the node's name
-    to 127.0.1.1) does it fall back to all interfaces, with a warning."""
-    if one_node:
-        return "127.0.0.1", "127.0.0.1"
+    return identify
+
+
+def runner_endpoint(runner_host: str) -> Tuple[str, str]:
+    """``(address to listen on, address runners dial)`` for the TCP task server
+    of a multi-node instance: the address ``runner_host`` resolves to; only
+    where that is a loopback address (a hosts file mapping the node's name to
+    127.0.1.1) does it fall back to all interfaces, with a warning."""
     address = socket.gethostbyname(runner_host)
     if address.startswith("127."):
         logger.warning("%s resolves to %s here; the task server listens on all interfaces so runners on "

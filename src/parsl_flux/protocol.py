@@ -11,10 +11,11 @@ Trust (the README's threat model says what holds):
 
 * Keys. The executor holds a master secret; block ``N`` gets
   ``block_key(master, N)``, handed over in a 0600 file (never on a command line
-  or in a file others can read). The manager makes a fresh runner key; a Flux
-  job gets only :func:`task_credential` of its own task id, packing workers the
-  worker credential, so a task cannot fetch another task's payload or post its
-  result.
+  or in a file others can read); the manager's connection is admitted with
+  credentials derived from it (:mod:`parsl_flux.zap`). Over TCP (multi-node
+  blocks) the manager makes a fresh runner key and a Flux job gets only
+  :func:`task_credential` of its own task id, packing workers the worker
+  credential; over AF_UNIX a job gets no key at all (below).
 * Driver <-> manager (ZMQ). A manager opens with :func:`hello` (block id and a
   nonce, MAC'd with the block key); the driver answers :func:`welcome` with its
   own nonce, proving it holds the key too; both then derive a session key from
@@ -23,13 +24,21 @@ Trust (the README's threat model says what holds):
   replayed, reflected or moved to another connection, and the driver binds a
   block to a connection only after a valid session message: an identity cannot
   be squatted. The channel is encrypted with CurveZMQ across hosts (executor).
-* Runner <-> manager (TCP, :class:`Stream`). The task server sends a fresh
-  nonce on accept; every message has a fixed-size header (kind, principal,
-  sequence, body length) whose MAC is checked *before* the body is read, and a
-  second MAC over the body. Nothing is unpickled before both checks pass.
+* Runner <-> manager (:class:`Stream`). One-node blocks: an AF_UNIX socket
+  in a directory only the workflow's user can enter; the kernel names the
+  connecting process, and the task server maps it to its Flux job
+  (:mod:`parsl_flux.peers`). No credential is in any jobspec or environment
+  there, so none can be stolen; messages are framed with
+  :data:`PEER_VERIFIED` as their key. Multi-node blocks: TCP, and each job
+  signs with :func:`task_credential` of its own task. The task server sends a
+  fresh nonce on accept; every message has a fixed-size header (kind,
+  principal, sequence, body length) whose MAC is checked *before* the body is
+  read, and a second MAC over the body. Nothing is unpickled before both
+  checks pass.
 """
 
 import os
+from time import monotonic
 from _operator import _compare_digest as compare_digest
 
 import _pickle
@@ -61,8 +70,14 @@ SECRET_ENV = "PARSL_FLUX_SECRET"
 started outside Parsl (Kubernetes Secret): the manager derives its block key."""
 
 RUNNER_KEY_ENV = "PARSL_FLUX_RUNNER_KEY"
-"""A Flux job's own credential (hex): :func:`task_credential` of its task."""
+"""A Flux job's own credential (hex): :func:`task_credential` of its task.
+Only for TCP task servers (multi-node blocks); absent over AF_UNIX."""
 RUNNER_URL_ENV = "PARSL_FLUX_RUNNER_URL"
+"""Where runners reach the task server: ``HOST:PORT``, or ``unix:PATH``."""
+UNIX_PREFIX = "unix:"
+PEER_VERIFIED = b""
+"""The key of :class:`Stream` messages on an AF_UNIX task server, where the
+kernel, not a MAC, says who the peer is: the MAC then only frames."""
 TASK_ENV = "PARSL_FLUX_TASK"
 MAX_BYTES_ENV = "PARSL_FLUX_MAX_MESSAGE_BYTES"
 
@@ -270,6 +285,7 @@ class Session:
     def __init__(self, key: bytes, manager_nonce: bytes, driver_nonce: bytes, outgoing: bytes,
                  incoming: bytes) -> None:
         self.key = hmac_sha256(key, b"session" + manager_nonce + driver_nonce)
+        self.manager_nonce = manager_nonce
         self.outgoing, self.incoming = outgoing, incoming
         self.sent = 0
         self.received = 0
@@ -318,9 +334,16 @@ _HEADER_FIELDS = _KIND_BYTES + 24
 HEADER_BYTES = _HEADER_FIELDS + 32
 
 
-def recv_exact(sock: "_socket.socket", n: int) -> bytes:
+def recv_exact(sock: "_socket.socket", n: int, deadline: "float | None" = None) -> bytes:
+    """Read exactly ``n`` bytes; with ``deadline`` (``time.monotonic``), all of
+    them by then (``TimeoutError``), however slowly the peer trickles them."""
     buf = bytearray()
     while len(buf) < n:
+        if deadline is not None:
+            left = deadline - monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{len(buf)} of {n} bytes before the deadline")
+            sock.settimeout(left)
         chunk = sock.recv(min(n - len(buf), 1 << 20))
         if not chunk:
             raise ConnectionError("peer closed the connection")
@@ -341,6 +364,13 @@ class Stream:
         Direction labels (:data:`TO_SERVER`, :data:`TO_RUNNER`).
     max_bytes : int
         Largest body accepted; a bigger one is refused before it is read.
+
+    Attributes
+    ----------
+    deadline : float or None
+        While set (``time.monotonic``), every read must be complete by then:
+        the task server gives an unauthenticated peer one overall deadline,
+        not a timeout per read that a trickle of bytes would renew.
     """
 
     def __init__(self, sock: "_socket.socket", nonce: bytes, outgoing: bytes, incoming: bytes,
@@ -351,6 +381,7 @@ class Stream:
         self.max_bytes = max_bytes
         self.sent = 0
         self.received = 0
+        self.deadline: "float | None" = None
 
     def send(self, credential: bytes, principal: int, kind: str, data: object = None) -> None:
         body = _pickle.dumps(data, protocol=PICKLE_PROTOCOL)
@@ -361,7 +392,7 @@ class Stream:
 
     def recv_header(self) -> tuple:
         """``(principal, raw header)`` of the next message; nothing verified yet."""
-        head = recv_exact(self.sock, HEADER_BYTES)
+        head = recv_exact(self.sock, HEADER_BYTES, self.deadline)
         return int.from_bytes(head[_KIND_BYTES:_KIND_BYTES + 8], "big", signed=True), head
 
     def recv_body(self, credential: bytes, head: bytes) -> tuple:
@@ -375,8 +406,8 @@ class Stream:
         size = int.from_bytes(fields[_KIND_BYTES + 16:], "big", signed=True)
         if not 0 <= size <= self.max_bytes:
             raise MessageTooLarge(f"message body of {size} bytes exceeds the limit of {self.max_bytes}")
-        body = recv_exact(self.sock, size)
-        if not compare_digest(recv_exact(self.sock, 32), hmac_sha256(credential, head_mac + body)):
+        body = recv_exact(self.sock, size, self.deadline)
+        if not compare_digest(recv_exact(self.sock, 32, self.deadline), hmac_sha256(credential, head_mac + body)):
             raise AuthenticationError("bad body authentication code")
         kind = fields[:_KIND_BYTES].rstrip(b"\0").decode(errors="replace")
         if kind not in KINDS:

@@ -2,7 +2,9 @@
 
 A stranger who floods a port with bad frames must not be able to fill the
 disk through our log: the first few rejects in each window are logged, the
-rest only counted, and the count is reported when the next window opens.
+rest only counted. The count is reported when the next window opens, and by
+:meth:`RejectLog.flush` when the program ends, so a short run under attack
+still says how much it dropped.
 """
 
 from __future__ import annotations
@@ -29,15 +31,25 @@ class RejectLog:
         with self._lock:
             now = time.monotonic()
             if now - self._window_start >= self.window:
-                if self._suppressed:
-                    self.logger.warning("%d more rejected message(s) not logged in the last %.0fs",
-                                        self._suppressed, now - self._window_start)
-                self._window_start, self._logged, self._suppressed = now, 0, 0
+                self._report(now)
+                self._window_start, self._logged = now, 0
             if self._logged >= self.burst:
                 self._suppressed += 1
                 return
             self._logged += 1
         self.logger.warning(message, *args)
+
+    def flush(self) -> None:
+        """Report what was counted but not logged; call it when the program ends."""
+        with self._lock:
+            self._report(time.monotonic())
+
+    def _report(self, now: float) -> None:
+        """Log and reset the count of unlogged rejects (caller holds the lock)."""
+        if self._suppressed:
+            self.logger.warning("%d more rejected message(s) not logged in the last %.0fs",
+                                self._suppressed, now - self._window_start)
+        self._suppressed = 0
 
     @property
     def suppressed(self) -> int:

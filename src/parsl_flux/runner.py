@@ -5,7 +5,12 @@ imports a few C modules of the standard library, never Parsl, never pyzmq, and
 loads apps defined in a workflow script without cloudpickle
 (:mod:`parsl_flux.payload`); tblib is loaded only when an app raises. A no-op
 job costs ~15 ms of CPU more than ``python -S -c pass`` on a 2-core machine.
-It talks to its manager over a plain TCP connection (no file per task).
+It talks to its manager over a plain stream socket (no file per task): an
+AF_UNIX socket on a one-node block, where the manager knows the job by the
+connecting process and hands out no credential; TCP on a multi-node block,
+signed with the job's own credential. Connecting is retried with backoff,
+within ``CONNECT_TIMEOUT``, so a busy or briefly full server delays a task
+instead of failing it.
 
 Two modes, chosen by the environment the manager sets in the jobspec:
 
@@ -20,12 +25,16 @@ import _pickle
 import _socket
 import os
 import sys
+from time import monotonic, sleep
 
 from parsl_flux import protocol
 from parsl_flux.payload import loads as load_payload
 from parsl_flux.protocol import Kind
 
 CONNECT_TIMEOUT = 60.0
+"""Seconds a runner keeps trying to reach its manager before its task fails."""
+FIRST_BACKOFF = 0.05
+MAX_BACKOFF = 2.0
 ANSWER_TIMEOUT = 120.0
 EXIT_PROTOCOL_ERROR = 98
 EXIT_APP_ERROR = 1
@@ -90,14 +99,25 @@ def _run(payload: bytes, max_bytes: int) -> dict:
     return protocol.outcome_value(data)
 
 
-def _connect(host: str, port: int) -> "_socket.socket":
-    """``socket.create_connection`` from the C module (``socket.py`` costs ~7 ms to import)."""
+def _connect(url: str, timeout: float) -> "_socket.socket":
+    """One connection to ``HOST:PORT`` or ``unix:PATH``, from the C module
+    (``socket.py`` costs ~7 ms to import)."""
+    if url.startswith(protocol.UNIX_PREFIX):
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(url[len(protocol.UNIX_PREFIX):])
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    host, port = url.rsplit(":", 1)
     error: OSError = OSError(f"cannot resolve {host}")
     # an ASCII name as bytes: a str would be IDNA-encoded, importing re, enum and stringprep (~5 ms)
     name = host.encode() if host.isascii() else host
-    for family, kind, proto, _, address in _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM):
+    for family, kind, proto, _, address in _socket.getaddrinfo(name, int(port), 0, _socket.SOCK_STREAM):
         sock = _socket.socket(family, kind, proto)
-        sock.settimeout(CONNECT_TIMEOUT)
+        sock.settimeout(timeout)
         try:
             sock.connect(address)
             return sock
@@ -107,16 +127,38 @@ def _connect(host: str, port: int) -> "_socket.socket":
     raise error
 
 
+def open_connection(url: str, timeout: float = CONNECT_TIMEOUT) -> "tuple[_socket.socket, bytes]":
+    """Connect and read the server's nonce, retrying with exponential backoff
+    for up to ``timeout`` seconds: a refused, reset or closed connection
+    before the nonce (a full backlog or connection cap) is tried again; after
+    it, nothing was sent, so a retry is always safe."""
+    deadline = monotonic() + timeout
+    backoff = FIRST_BACKOFF
+    while True:
+        left = deadline - monotonic()
+        try:
+            sock = _connect(url, max(left, 0.001))
+            try:
+                return sock, protocol.recv_exact(sock, protocol.NONCE_BYTES)
+            except OSError:
+                sock.close()
+                raise
+        except OSError:
+            if left <= backoff:
+                raise
+            sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+
 class ManagerLink:
-    """A signed request/answer channel to the manager's task server, as one
-    principal (a task id, or :data:`protocol.WORKER`) with its own credential."""
+    """A request/answer channel to the manager's task server, as one
+    principal (a task id, or :data:`protocol.WORKER`), signed with its own
+    credential (:data:`protocol.PEER_VERIFIED` over AF_UNIX)."""
 
     def __init__(self, url: str, credential: bytes, principal: int, max_bytes: int) -> None:
-        host, port = url.rsplit(":", 1)
         self.credential = credential
         self.principal = principal
-        self.sock = _connect(host, int(port))
-        nonce = protocol.recv_exact(self.sock, protocol.NONCE_BYTES)
+        self.sock, nonce = open_connection(url)
         self.stream = protocol.Stream(self.sock, nonce, protocol.TO_SERVER, protocol.TO_RUNNER, max_bytes)
 
     def request(self, kind: str, data: object, timeout: float = ANSWER_TIMEOUT) -> tuple:
@@ -155,7 +197,7 @@ def run_worker(link: ManagerLink, max_bytes: int) -> int:
 
 def main() -> int:
     url = os.environ[protocol.RUNNER_URL_ENV]
-    credential = bytes.fromhex(os.environ[protocol.RUNNER_KEY_ENV])
+    credential = bytes.fromhex(os.environ.get(protocol.RUNNER_KEY_ENV, ""))  # none over AF_UNIX
     task = os.environ.get(protocol.TASK_ENV)
     max_bytes = int(os.environ.get(protocol.MAX_BYTES_ENV, protocol.DEFAULT_MAX_MESSAGE_BYTES))
     try:

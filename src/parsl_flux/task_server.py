@@ -1,18 +1,29 @@
 """The manager's task server: where runners fetch payloads and return results.
 
-Runners connect over plain TCP (:class:`parsl_flux.protocol.Stream`) so that a
-Flux job imports nothing heavy. One thread per connection: a one-task runner
-connects for two short exchanges; a packing worker keeps its connection for its
-whole life.
+Runners connect over a plain stream socket (:class:`parsl_flux.protocol.Stream`)
+so that a Flux job imports nothing heavy. One thread per connection: a one-task
+runner connects for two short exchanges; a packing worker keeps its connection
+for its whole life.
 
-What a stranger on the port can do is bounded: the server listens only where
-runners are (loopback for a one-node block), serves at most
-``max_connections`` connections at once, drops a connection that has not
-authenticated within ``HANDSHAKE_TIMEOUT`` seconds, checks the MAC of a
-fixed-size header before it reads any body, and logs rejects at a limited
-rate. Each connection speaks for one principal (a task id, or packing workers)
-with that principal's own credential, so a task can fetch only its own payload
-and post only its own result.
+Who may connect, and as whom:
+
+* One-node block (``unix=True``): an AF_UNIX socket in a fresh 0700
+  directory, so the OS refuses every other user before we see a byte. The
+  peer's pid (``SO_PEERCRED``) is mapped to its Flux job
+  (:func:`parsl_flux.peers.flux_job_of`) and the job to the task it was
+  submitted for (:meth:`TaskServer.bind`); the connection then speaks for that
+  task only. Jobs get no credential: a task that reads another job's jobspec
+  or environment finds nothing it could use.
+* Multi-node block (TCP on the node's address): each job signs with its own
+  task's credential. A stranger on the port is bounded: unauthenticated
+  connections are capped per peer address and in total
+  (:class:`parsl_flux.peers.Admission`), each must authenticate within
+  ``HANDSHAKE_TIMEOUT`` seconds overall (a byte now and then does not extend
+  it), the MAC of a fixed-size header is checked before any body is read, and
+  rejects are logged at a limited rate.
+
+Either way the listen backlog is the system's maximum, so a burst of runners
+queues instead of being refused, and a runner retries connecting (bounded).
 
 Packing mode lives here too: packed tasks wait in a queue that workers drain.
 An idle worker is told to exit after ``idle_timeout`` seconds, and at once
@@ -25,12 +36,16 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import shutil
+import socket
 import socketserver
+import tempfile
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Set
+from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 from parsl_flux import protocol
+from parsl_flux.peers import Admission, peer_credentials
 from parsl_flux.protocol import Kind
 from parsl_flux.rejects import RejectLog
 
@@ -38,42 +53,46 @@ logger = logging.getLogger(__name__)
 
 POLL = 0.2
 HANDSHAKE_TIMEOUT = 10.0
-"""Seconds a new connection has to send its first authenticated message."""
+"""Seconds a new connection has, in all, to send its first authenticated message."""
+BIND_WAIT = 30.0
+"""Seconds a runner's connection waits for its job id to be bound to its task
+(the submit answer and the job's start race)."""
 DEFAULT_MAX_CONNECTIONS = 1024
+PER_PEER_UNAUTHENTICATED = 32
+"""Unauthenticated TCP connections one address may hold at once."""
 
 
 class _Refused(Exception):
     """A runner asked for something its principal may not have."""
 
 
-class _TCPServer(socketserver.ThreadingTCPServer):
-    """Threads per connection, at most ``limit`` at once (others are closed at once)."""
+class _Admitting:
+    """Socketserver mix-in: a thread per connection, if :class:`Admission` has a slot for its peer."""
 
-    allow_reuse_address = True
     daemon_threads = True
-
-    def __init__(self, address: tuple, handler: type, limit: int, rejects: RejectLog) -> None:
-        self._slots = threading.BoundedSemaphore(limit)
-        self._rejects = rejects
-        super().__init__(address, handler)
+    request_queue_size = socket.SOMAXCONN  # a burst of runners queues in the kernel; 5 refused them
+    owner: "TaskServer"
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self._rejects.reject("task server: refused a connection from %s: connection limit reached",
-                                 client_address)
-            self.shutdown_request(request)
+        peer = self.owner.peer_name(client_address)
+        if not self.owner.admission.enter(peer):
+            self.owner.rejects.reject("task server: refused a connection from %s: too many unauthenticated "
+                                      "connections", peer)
+            self.shutdown_request(request)  # type: ignore[attr-defined]
             return
         try:
-            super().process_request(request, client_address)
+            super().process_request(request, (peer, client_address))  # type: ignore[misc]
         except BaseException:
-            self._slots.release()
+            self.owner.admission.leave(peer)
             raise
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+
+class _TCPServer(_Admitting, socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+
+
+class _UnixServer(_Admitting, socketserver.ThreadingUnixStreamServer):
+    pass
 
 
 class TaskServer:
@@ -82,7 +101,7 @@ class TaskServer:
     Parameters
     ----------
     key : bytes
-        Runner key of this instance; each principal signs with
+        Runner key of this instance; over TCP each principal signs with
         :func:`~parsl_flux.protocol.task_credential` of it.
     emit : callable
         ``emit(*event)`` hands an event to the manager's main loop:
@@ -90,24 +109,31 @@ class TaskServer:
         ``("packed_lost", task_id, worker_jobid, reason)`` or
         ``("result_in", task_id)`` (rank 0 of a task's job sent its outcome).
     host : str
-        Address to listen on: loopback for a one-node block, else this node's.
+        TCP address to listen on (multi-node blocks: this node's).
+    identify : callable, optional
+        ``identify(pid) -> Flux job id or None``: listen on AF_UNIX instead of
+        TCP, and serve a process only as the principal its job is bound to.
     idle_timeout : float
         Seconds an idle packing worker waits for work before it exits.
     max_connections : int
-        Connections served at once.
+        Unauthenticated connections served at once.
     max_bytes : int
         Largest message body accepted from a runner.
     """
 
-    def __init__(self, key: bytes, emit: Callable[..., None], host: str = "127.0.0.1", idle_timeout: float = 5.0,
+    def __init__(self, key: bytes, emit: Callable[..., None], host: str = "127.0.0.1",
+                 identify: Optional[Callable[[int], Optional[int]]] = None, idle_timeout: float = 5.0,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  max_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.key = key
         self.emit = emit
+        self.identify = identify
         self.idle_timeout = idle_timeout
         self.max_bytes = max_bytes
         self._worker_credential = protocol.task_credential(key, protocol.WORKER)
         self._lock = threading.Lock()
+        self._bound = threading.Condition(self._lock)
+        self._jobs: Dict[int, int] = {}  # Flux job id -> principal (AF_UNIX mode)
         self._payloads: Dict[int, bytes] = {}
         self._outcomes: Dict[int, Dict[str, Any]] = {}
         self._packed: "queue.SimpleQueue[int]" = queue.SimpleQueue()
@@ -117,32 +143,80 @@ class TaskServer:
         self.connected_workers = 0
         self.idle_workers = 0
         self.rejects = RejectLog(logger)
+        self.admission = Admission(max_connections, max_connections if identify else
+                                   min(max_connections, PER_PEER_UNAUTHENTICATED))
         server = self
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                server._serve(self.request)
+                server._serve(self.request, self.client_address[0])
 
-        self._tcp = _TCPServer((host, 0), Handler, max_connections, self.rejects)
-        self.host = host
-        self.port = self._tcp.server_address[1]
+        self._socket_dir: Optional[str] = None
+        self._server: socketserver.BaseServer
+        if identify is not None:
+            # 0700: no other user may enter; /tmp when $TMPDIR is too long for a socket path (108 bytes)
+            self._socket_dir = tempfile.mkdtemp(prefix="parsl-flux-",
+                                                dir=None if len(tempfile.gettempdir()) < 64 else "/tmp")
+            path = os.path.join(self._socket_dir, "tasks.sock")
+            self._server = _UnixServer(path, Handler)
+            self.url = protocol.UNIX_PREFIX + path
+        else:
+            self._server = _TCPServer((host, 0), Handler)
+            self.url = f"{host}:{self._server.server_address[1]}"
+        self._server.owner = self  # type: ignore[attr-defined]
         self._serving: Optional[threading.Thread] = None
 
-    def credential(self, principal: int) -> bytes:
-        """The key a Flux job of ``principal`` (task id, or WORKER) gets."""
+    @property
+    def unix(self) -> bool:
+        """True when runners connect over AF_UNIX and are identified by their Flux job."""
+        return self.identify is not None
+
+    def peer_name(self, client_address: Any) -> str:
+        """The address a connection's caps are counted under."""
+        return "unix" if self.unix else str(client_address[0])
+
+    def bind(self, jobid: int, principal: int) -> None:
+        """Flux job ``jobid`` runs ``principal`` (task id, or WORKER): serve its processes as that."""
+        with self._bound:
+            self._jobs[jobid] = principal
+            self._bound.notify_all()
+
+    def unbind(self, jobid: int) -> None:
+        """Flux job ``jobid`` ended."""
+        with self._lock:
+            self._jobs.pop(jobid, None)
+
+    def _principal_of_job(self, jobid: int) -> Optional[int]:
+        with self._bound:
+            self._bound.wait_for(lambda: jobid in self._jobs, timeout=BIND_WAIT)
+            return self._jobs.get(jobid)
+
+    def credential(self, principal: int) -> Optional[bytes]:
+        """The key a Flux job of ``principal`` (task id, or WORKER) gets; None
+        over AF_UNIX, where the kernel identifies the job and no key is handed out."""
+        if self.unix:
+            return None
+        return self._credential(principal)
+
+    def _credential(self, principal: int) -> bytes:
+        if self.unix:
+            return protocol.PEER_VERIFIED
         if principal == protocol.WORKER:
             return self._worker_credential
         return protocol.task_credential(self.key, principal)
 
     # ---------------------------------------------------------- main thread
     def start(self) -> None:
-        self._serving = threading.Thread(target=self._tcp.serve_forever, name="task-server", daemon=True)
+        self._serving = threading.Thread(target=self._server.serve_forever, name="task-server", daemon=True)
         self._serving.start()
 
     def stop(self) -> None:
         if self._serving is not None:  # shutdown() waits for serve_forever, which must be running
-            self._tcp.shutdown()
-        self._tcp.server_close()
+            self._server.shutdown()
+        self._server.server_close()
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+        self.rejects.flush()
 
     def add(self, task_id: int, payload: bytes, packed: bool) -> None:
         """Make a task's payload available; packed tasks go to the worker queue."""
@@ -180,30 +254,44 @@ class TaskServer:
         return bool(self._unstarted_large)
 
     # ------------------------------------------------------ handler threads
-    def _serve(self, conn: Any) -> None:
+    def _serve(self, conn: Any, peer: str) -> None:
         holding: Optional[int] = None
         worker_job: Optional[str] = None  # set once the peer says it is a packing worker
         principal: Optional[int] = None
+        admitted = True  # holds an Admission slot until it authenticates
         try:
+            deadline = time.monotonic() + HANDSHAKE_TIMEOUT
             conn.settimeout(HANDSHAKE_TIMEOUT)
             nonce = os.urandom(protocol.NONCE_BYTES)
-            conn.sendall(nonce)
+            conn.sendall(nonce)  # after it, a runner that is closed on fails at once instead of retrying
+            jobid: Optional[int] = None
+            verified: Optional[int] = None
+            if self.unix:
+                jobid, verified = self._identify(conn)
+                self.admission.leave(peer)
+                admitted = False
             stream = protocol.Stream(conn, nonce, protocol.TO_RUNNER, protocol.TO_SERVER, self.max_bytes)
+            stream.deadline = deadline if verified is None else None
             while True:
                 try:
                     claimed, head = stream.recv_header()
                 except ConnectionError:
                     return
-                if principal is not None and claimed != principal:
-                    raise protocol.AuthenticationError(f"principal changed from {principal} to {claimed}")
-                kind, data = stream.recv_body(self.credential(claimed), head)
+                expected = principal if principal is not None else verified  # None: TCP, before the first message
+                if expected is not None and claimed != expected:
+                    raise protocol.AuthenticationError(f"principal {claimed} claimed on a connection of {expected}")
+                kind, data = stream.recv_body(self._credential(claimed), head)
                 if principal is None:
                     principal = claimed
+                    stream.deadline = None
                     conn.settimeout(None)  # authenticated: a runner may hold its connection for its app's run
-                credential = self.credential(principal)
+                    if admitted:
+                        self.admission.leave(peer)
+                        admitted = False
+                credential = self._credential(principal)
                 if principal == protocol.WORKER:
                     if kind == Kind.FETCH and worker_job is None and isinstance(data, dict):
-                        worker_job = str(data.get("worker", ""))
+                        worker_job = str(jobid if jobid is not None else data.get("worker", ""))
                         with self._lock:
                             self.connected_workers += 1
                     elif not (kind == Kind.RESULT and worker_job is not None and data[0] == holding):
@@ -237,11 +325,27 @@ class TaskServer:
         except OSError as exc:
             self.rejects.reject("task server: runner connection failed: %s", exc)
         finally:
+            if admitted:
+                self.admission.leave(peer)
             if holding is not None:
                 self.emit("packed_lost", holding, worker_job, "its packing worker died while running it")
             if worker_job is not None:
                 with self._lock:
                     self.connected_workers -= 1
+
+    def _identify(self, conn: Any) -> Tuple[int, int]:
+        """``(Flux job id, principal)`` of the process at the other end of an AF_UNIX connection."""
+        assert self.identify is not None
+        pid, uid = peer_credentials(conn)
+        if uid != os.geteuid():
+            raise _Refused(f"process {pid} of uid {uid} is not this workflow's user")
+        jobid = self.identify(pid)
+        if jobid is None:
+            raise _Refused(f"process {pid} is in no Flux job of this block")
+        principal = self._principal_of_job(jobid)
+        if principal is None:
+            raise _Refused(f"process {pid} is in Flux job {jobid}, which runs no task of this block")
+        return jobid, principal
 
     def _next_packed(self, stream: protocol.Stream, credential: bytes, worker_job: str) -> Optional[int]:
         """Give a worker its next task, or tell it to exit; return the task id."""
