@@ -30,7 +30,7 @@ from parsl_flux.mpi_allocation import allocation_jobspec
 from parsl_flux.wakeup import Waker
 
 if TYPE_CHECKING:  # flux_backend must import without Parsl (checked with the system python3)
-    from parsl_flux.resources import JobShape
+    from parsl_flux.shape import JobShape
 
 logger = logging.getLogger(__name__)
 

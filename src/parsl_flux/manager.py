@@ -48,7 +48,7 @@ from parsl_flux.flux_backend import (SYS_PATH_ENV, FluxThreads, build_jobspec, i
                                      runner_command, site_adds_only_paths, task_output, worker_output)
 from parsl_flux.protocol import Kind
 from parsl_flux.rejects import RejectLog
-from parsl_flux.resources import JobShape, block_window
+from parsl_flux.shape import JobShape, block_window
 from parsl_flux.resume import ResultLedger
 from parsl_flux.task_server import TaskServer
 from parsl_flux.wakeup import Waker

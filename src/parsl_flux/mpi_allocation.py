@@ -55,7 +55,7 @@ from parsl_flux import mpi_launch
 from parsl_flux.mpi_launch import FLUX_ENV, R_FILE_ENV, TEMPLATE_ENV
 
 if TYPE_CHECKING:  # the manager imports this module, and jobs run it: no Parsl
-    from parsl_flux.resources import JobShape
+    from parsl_flux.shape import JobShape
 
 PREFIX_VARS = ("PARSL_MPI_PREFIX", "PARSL_MPIEXEC_PREFIX", "PARSL_SRUN_PREFIX", "PARSL_APRUN_PREFIX")
 """Parsl's launcher prefixes; here each is the Flux launch line (see the module doc)."""
