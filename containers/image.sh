@@ -5,12 +5,12 @@
 #
 #   image.sh build    build $IMAGE from containers/Dockerfile (context: the checkout)
 #   image.sh test     containers/test-in-image.sh in $IMAGE (suite, MPI, example),
-#                     then the README's commands: `IMAGE`, `IMAGE python
+#                     then the commands of docs/images.md: `IMAGE`, `IMAGE python
 #                     examples/workflow.py`, the same as another uid in group 0
 #                     (OpenShift); every step runs, the script fails at the end
 #   image.sh sif      $SIF from $IMAGE: `save --format oci-archive`, then
 #                     `apptainer build SIF oci-archive://...` (same bits as tested)
-#   image.sh sif-test the README's Apptainer commands with $SIF
+#   image.sh sif-test the Apptainer commands of docs/images.md with $SIF
 #   image.sh size     the image's size
 # IMAGE (parsl-flux:dev), SIF (parsl-flux.sif), CONTAINER_ENGINE (podman|docker).
 set -uo pipefail

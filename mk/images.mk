@@ -23,7 +23,7 @@ image:  ## build $(IMAGE) from containers/Dockerfile with podman or docker (~5 m
 
 docker: image  ## same as `make image`
 
-image-test:  ## in $(IMAGE): test suite, MPI, example, and the README's run commands (every step runs; fails at the end)
+image-test:  ## in $(IMAGE): test suite, MPI, example, and the run commands of docs/images.md (every step runs; fails at the end)
 	bash containers/image.sh test
 
 image-size:  ## size of $(IMAGE)
@@ -35,7 +35,7 @@ apptainer-tool:  ## install Apptainer from Debian sid under a private prefix, if
 sif: apptainer-tool  ## $(SIF) from the built $(IMAGE) (oci-archive -> apptainer build; ~2 min)
 	bash containers/image.sh sif
 
-sif-test:  ## the README's Apptainer commands with $(SIF)
+sif-test:  ## the Apptainer commands of docs/images.md with $(SIF)
 	bash containers/image.sh sif-test
 
 apptainer-def: $(STAMP)  ## regenerate containers/parsl-flux.def from the Dockerfile

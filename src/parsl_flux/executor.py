@@ -163,7 +163,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         Put the block key itself into the block command instead of the path
         of a 0600 key file. Only for providers whose jobs share no filesystem
         with the driver (Kubernetes pods); whoever can read the job's
-        definition can then read the key (README, threat model).
+        definition can then read the key (docs/reference/trust.md).
     remote_monitoring_radio : RadioConfig, optional
         How Parsl's monitoring wrapper, inside each Flux job, reports to the
         DFK's ``MonitoringHub``. Default :class:`parsl_flux.monitoring.FluxRadio`:

@@ -20,8 +20,8 @@ Two questions the task server asks before it serves a peer:
   claims to be a job shell (``flux exec flux-shell JOBID``), and so speak as
   another job; pid reuse between ``connect`` and the check is a race of
   microseconds. Tasks of one workflow share a uid, so only separate users
-  (Flux's multi-user mode) separate them against those; the README's threat
-  model says so.
+  (Flux's multi-user mode) separate them against those; the threat
+  model (docs/reference/trust.md) says so.
 
 * **How many unproven connections does each address hold?** (TCP,
   multi-node blocks.) :class:`Admission` caps connections that have not

@@ -7,7 +7,7 @@ constant-time compare rather than ``hmac``/``hashlib`` (which load OpenSSL),
 plain string constants rather than ``enum``, and no ``typing``. Together these
 save about 25 ms of start-up per Flux job, a third of a no-op job's cost here.
 
-Trust (the README's threat model says what holds):
+Trust (docs/reference/trust.md says what holds):
 
 * Keys. The executor holds a master secret; block ``N`` gets
   ``block_key(master, N)``, handed over in a 0600 file (never on a command line
@@ -63,7 +63,7 @@ environment of the broker and of every job then show nothing secret."""
 KEY_ENV = "PARSL_FLUX_KEY"
 """The block key itself (hex), only for blocks that share no filesystem with the
 driver (``FluxExecutor(key_in_command=True)``, Kubernetes pods): whoever can
-read the job's definition can read it, which the README's threat model says."""
+read the job's definition can read it, which docs/reference/trust.md says."""
 
 SECRET_ENV = "PARSL_FLUX_SECRET"
 """Environment variable holding the executor's master secret (hex), for blocks

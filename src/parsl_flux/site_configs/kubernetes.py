@@ -77,7 +77,7 @@ def make_config(*, image: Optional[str] = None, namespace: Optional[str] = None,
     except Exception as exc:  # OptionalModuleMissing, kube ConfigException: both mean "not set up here"
         raise sites.SiteError(f"site {name!r}: the Kubernetes provider cannot start here ({exc}); it needs "
                               "`pip install kubernetes` and a kube config (~/.kube/config or in-cluster)") from exc
-    # pods share no filesystem with the driver: the key travels in the pod's command (README, threat model)
+    # pods share no filesystem with the driver: the key travels in the pod's command (docs/reference/trust.md)
     executor = FluxExecutor(label="flux", provider=provider, flux_path="flux", python="python3",
                             address=sites.address(address, interface), key_in_command=True)
     return Config(executors=[executor], run_dir=sites.run_dir(run_dir))

@@ -109,7 +109,7 @@ def suite_cases(suite: str, groups: Optional[List[str]] = None) -> List[Case]:
     """The cases of a suite, in run order (within one executor, N ascending).
 
     ``quick`` keeps every group at small N (3 repeats in under 5 minutes on 2
-    cores); ``full`` runs the sizes of the README's table, N = 100k included.
+    cores); ``full`` runs the sizes of docs/speed.md's table, N = 100k included.
     The cost growth (driver peak RSS, bytes per task, p50/p99) is read off the
     packing-mode series of ``python-noop``."""
     quick = suite == "quick"
