@@ -24,22 +24,9 @@ IMAGE=${IMAGE:-parsl-flux:dev}
 SIF=${SIF:-parsl-flux.sif}
 say() { echo "image: $*"; }
 
-results=()
-failed=0
-check() {  # check NAME CMD...: run, record, go on
-    local name=$1 start=$SECONDS rc
-    shift
-    echo "== $name: $*"
-    "$@"
-    rc=$?
-    if [ "$rc" -eq 0 ]; then results+=("ok      $name ($((SECONDS - start))s)")
-    else results+=("FAILED  $name (exit $rc, $((SECONDS - start))s)"); failed=$((failed + 1)); fi
-}
-summary() {
-    echo "== summary"
-    printf '  %s\n' "${results[@]}"
-    [ "$failed" -eq 0 ] || { echo "image: $failed check(s) failed" >&2; exit 1; }
-}
+CHECKS_TAG=image
+# shellcheck source=containers/checks.sh
+. containers/checks.sh
 
 size() {
     engine image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB\n", $1 / 1e6}'
@@ -91,7 +78,7 @@ case $cmd in
             exit 0
         fi
         if [ -f "$SIF" ] && [ "${have% *}" = "$(stamp_of sif)" ]; then echo "sif: rebuild ($IMAGE changed: ${have#* } -> $image_id)"
-        else echo "$(stamp_decide sif "$(stamp_have sif)" || true)"; fi
+        else stamp_decide sif "$(stamp_have sif)" || true; fi
         rm -f "$SIF.stamp"
         archive=$(mktemp -d "${TMPDIR:-/tmp}/parsl-flux-oci.XXXXXX")
         trap 'rm -rf "$archive"' EXIT

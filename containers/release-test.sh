@@ -44,18 +44,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-results=()
-failed=0
-check() {  # check NAME CMD...: run, time, record, go on
-    local name=$1 start=$SECONDS rc
-    shift
-    echo "== $name: $*"
-    "$@"
-    rc=$?
-    if [ "$rc" -eq 0 ]; then results+=("ok      $name ($((SECONDS - start))s)")
-    else results+=("FAILED  $name (exit $rc, $((SECONDS - start))s)"); failed=$((failed + 1)); fi
-    return "$rc"
-}
+CHECKS_TAG=release-test
+# shellcheck source=containers/checks.sh
+. containers/checks.sh
 mb() { du -m "$1" | cut -f1; }
 
 # 1. wheel and sdist
@@ -120,6 +111,4 @@ echo "   image $IMAGE: $(engine image inspect --format '{{.Size}}' "$IMAGE" | aw
 echo "   SIF (from the image): $(mb "$tmp/parsl-flux.sif") MB; pulled docker:// SIF: $(mb "$tmp/from-docker.sif" 2>/dev/null) MB"
 echo "   registry storage after pushes: $(mb "$tmp/registry") MB"
 echo "   wheel $(du -k "$tmp/dist/parsl_flux-$VERSION-py3-none-any.whl" | cut -f1) KB, sdist $(du -k "$tmp/dist/parsl_flux-$VERSION.tar.gz" | cut -f1) KB"
-echo "== summary"
-printf '  %s\n' "${results[@]}"
-[ "$failed" -eq 0 ] || { echo "release-test: $failed step(s) failed" >&2; exit 1; }
+summary

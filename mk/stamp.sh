@@ -8,9 +8,12 @@
 #
 # Why: a cache reused by name alone once hid a broken recipe (the stand-in's
 # CA mount) on every machine that still had an older build. A stamp is a
-# sha256 over the artifact's recipe, every script that recipe sources (this
-# file included), and the vendored tarballs' checksums; an artifact built from
-# other inputs carries another stamp and is rebuilt.
+# sha256 over the artifact's declared inputs (its line in stamp_inputs), the
+# contents of its recipe, of every script that recipe sources, and of the
+# vendored tarballs; an artifact built from other inputs carries another stamp
+# and is rebuilt. This file, which every recipe sources for these functions,
+# counts through each artifact's own declaration, so editing one artifact's
+# inputs rebuilds that artifact (and what is built on it), not all of them.
 #
 # The inputs of each artifact are declared once, in stamp_inputs below.
 # Upstream artifacts are chained by their own stamp (the stand-in's stamp
@@ -27,14 +30,14 @@ STAMP_SCHED_VERSION=${FLUX_SCHED_VERSION:-0.54.0}
 stamp_inputs() {
     case $1 in
         flux-core)
-            printf '%s\n' file:mk/stamp.sh file:mk/build-flux.sh \
+            printf '%s\n' file:mk/build-flux.sh \
                 "file:$STAMP_VENDOR/flux-core-$STAMP_CORE_VERSION.tar.gz" ;;
         fluxion)
             printf '%s\n' stamp:flux-core "file:$STAMP_VENDOR/flux-sched-$STAMP_SCHED_VERSION.tar.gz" ;;
         apptainer)
-            printf '%s\n' file:mk/stamp.sh file:containers/apptainer-sid.sh ;;
+            printf '%s\n' file:containers/apptainer-sid.sh ;;
         rootfs)
-            printf '%s\n' file:mk/stamp.sh file:containers/base-standin/build.sh file:containers/engine.sh ;;
+            printf '%s\n' file:containers/base-standin/build.sh file:containers/engine.sh ;;
         standin)
             printf '%s\n' stamp:rootfs file:containers/base-standin/Containerfile \
                 "file:$STAMP_VENDOR/flux-core-$STAMP_CORE_VERSION.tar.gz" \
@@ -42,10 +45,11 @@ stamp_inputs() {
         image)
             # The build context itself is hashed by the engine's layer cache
             # (COPY is keyed on content); the recipe and the base are ours.
-            printf '%s\n' file:mk/stamp.sh file:containers/Dockerfile file:containers/Dockerfile.dockerignore \
-                file:containers/image.sh file:containers/engine.sh ;;
+            printf '%s\n' file:containers/Dockerfile file:containers/Dockerfile.dockerignore \
+                file:containers/image.sh file:containers/engine.sh file:containers/checks.sh ;;
         sif)
-            printf '%s\n' file:mk/stamp.sh file:containers/image.sh file:containers/engine.sh stamp:apptainer ;;
+            printf '%s\n' file:containers/image.sh file:containers/engine.sh file:containers/checks.sh \
+                stamp:apptainer ;;
         *)
             echo "stamp: unknown artifact '$1' (known: flux-core fluxion apptainer rootfs standin image sif)" >&2
             return 2 ;;
