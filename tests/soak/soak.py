@@ -22,8 +22,13 @@ last future it hit resolving (median, max), and the tasks it made retry.
 
 The process helpers are the fault sweep's (``tests/faults/sweep.py``).
 
-Usage: ``python tests/soak/soak.py --minutes M --seed S [--target local] [--out DIR]``
-(the 2-node cluster target is not implemented yet: docs/reference/failures.md).
+On ``--target cluster`` (the 2-node virtual Slurm cluster of ``.ci/cluster``,
+blocks of 2 nodes from the slurm site with Apptainer and ``--sif``), also: a
+node cut off from the driver (iptables drop rule in its network namespace)
+for 3 s or 30 s, then healed; every process of the run on one node killed;
+and Slurm jobs and drop rules left after the run count as leftovers.
+
+Usage: ``python tests/soak/soak.py --minutes M --seed S [--target local|cluster] [--sif PATH] [--out DIR]``
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ FLAT = 0.10  # allowed relative change of the driver's resources
 FLAT_SLACK = {"rss_kib": 4096, "threads": 2, "fds": 4}  # absolute slack below which a change is noise
 CLEANUP_WAIT = 30.0
 MIN_TARGET_AGE = 8.0  # a manager or broker younger than this may not have registered: a failed launch, not a loss
+FIRST_RESULT_WAIT = 300.0  # faults begin once a first app resolved (a cluster block takes minutes to start)
 STOP_S = 4.0  # how long a broker stays stopped before SIGCONT or SIGKILL
 
 
@@ -132,11 +138,17 @@ def _broker_stop(then: int) -> Callable:
     return inject
 
 
-def _connection_reset(rng: random.Random, marker: str, run: Run) -> Fault:
-    port = run.url.rsplit(":", 1)[1]
-    fault = Fault("reset", time.time(), f"port {port}")
-    subprocess.run(["ss", "-K", "dst", "127.0.0.1", "dport", "=", f":{port}"], capture_output=True, timeout=10)
-    return fault
+def _connection_reset(namespaces: List[List[str]], address: str) -> Callable:
+    """Destroy the manager's end of its connection to the driver (``ss -K``, run in
+    each of ``namespaces``: the command prefix that enters a node's network)."""
+    def inject(rng: random.Random, marker: str, run: Run) -> Fault:
+        port = run.url.rsplit(":", 1)[1]
+        fault = Fault("reset", time.time(), f"port {port}")
+        for enter in namespaces:
+            subprocess.run([*enter, "ss", "-K", "dst", address, "dport", "=", f":{port}"], capture_output=True,
+                           timeout=10)
+        return fault
+    return inject
 
 
 LOCAL_FAULTS: Dict[str, Callable] = {
@@ -145,8 +157,74 @@ LOCAL_FAULTS: Dict[str, Callable] = {
     "broker_sigkill": _signal_fault(signal.SIGKILL, "broker", MIN_TARGET_AGE),
     "broker_sigstop_cont": _broker_stop(signal.SIGCONT),
     "broker_sigstop_kill": _broker_stop(signal.SIGKILL),
-    "connection_reset": _connection_reset,
+    "connection_reset": _connection_reset([[]], "127.0.0.1"),
 }
+
+# ------------------------------------------------------------------ the 2-node cluster (.ci/cluster)
+NODES = ("pfnode1", "pfnode2")
+DRIVER_ADDRESS = "10.213.77.1"  # the bridge's address on this host: .ci/cluster/env.sh
+SLURM_CONF = "/var/lib/parsl-flux-cluster/slurm.conf"
+
+
+def _netns(node: str) -> List[str]:
+    return ["ip", "netns", "exec", f"pf-{node}"]
+
+
+def _drop_rule(node: str, op: str) -> List[str]:
+    return [*_netns(node), "iptables", op, "OUTPUT", "-d", DRIVER_ADDRESS, "-j", "DROP"]
+
+
+def _partition(seconds: float) -> Callable:
+    """Cut a node off from the driver (its packets to the driver dropped) for ``seconds``, then heal."""
+    def inject(rng: random.Random, marker: str, run: Run) -> Fault:
+        node = rng.choice(NODES)
+        fault = Fault("partition", time.time(), f"{node} for {seconds:.0f}s")
+        subprocess.run(_drop_rule(node, "-I"), check=True, capture_output=True, timeout=10)
+        try:
+            time.sleep(seconds)
+        finally:
+            subprocess.run(_drop_rule(node, "-D"), check=True, capture_output=True, timeout=10)
+        return fault
+    return inject
+
+
+def _node_pids(node: str) -> set:
+    out = subprocess.run(["ip", "netns", "pids", f"pf-{node}"], capture_output=True, text=True, timeout=10).stdout
+    return {int(p) for p in out.split()}
+
+
+def _node_kill(rng: random.Random, marker: str, run: Run) -> Fault:
+    """SIGKILL every process of the run on one node (not slurmd: the node itself stays up)."""
+    node = rng.choice(NODES)
+    pids = _node_pids(node) & {p.pid for p in scan(marker)}
+    if not pids:
+        return Fault("node", time.time(), skipped=f"nothing of the run on {node}")
+    fault = Fault("node", time.time(), f"{node}: {len(pids)} processes")
+    for pid in pids:
+        _kill(pid, signal.SIGKILL)
+    return fault
+
+
+CLUSTER_FAULTS: Dict[str, Callable] = {
+    **{k: v for k, v in LOCAL_FAULTS.items() if k != "connection_reset"},
+    "connection_reset": _connection_reset([_netns(n) for n in NODES], DRIVER_ADDRESS),
+    "partition_3s": _partition(3),
+    "partition_30s": _partition(30),
+    "node_kill": _node_kill,
+}
+
+
+def cluster_leftovers(marker: str) -> List[str]:
+    """Slurm jobs of the run (by working directory) and drop rules still in place."""
+    env = {**os.environ, "SLURM_CONF": SLURM_CONF}
+    jobs = subprocess.run(["squeue", "-h", "-o", "%i %j %Z"], capture_output=True, text=True, timeout=20,
+                          env=env).stdout.splitlines()
+    left = [f"Slurm job {line}" for line in jobs if marker in line]
+    for node in NODES:
+        rules = subprocess.run([*_netns(node), "iptables", "-S", "OUTPUT"], capture_output=True, text=True,
+                               timeout=10).stdout
+        left += [f"{node}: {rule}" for rule in rules.splitlines() if DRIVER_ADDRESS in rule]
+    return left
 
 
 def fault_order(kinds: List[str], rng: random.Random):
@@ -312,40 +390,48 @@ def report(v: Verdict, out: Path) -> str:
 
 
 # ------------------------------------------------------------------ main
-def soak(minutes: float, seed: int, out: Path, gap: float, keep: bool) -> Verdict:
+def soak(minutes: float, seed: int, out: Path, gap: float, keep: bool, sif: Optional[str] = None) -> Verdict:
+    """Run the workflow for ``minutes`` under faults and judge it; ``sif``: on the 2-node cluster."""
     base = Path(tempfile.mkdtemp(prefix="parsl-flux-soak-"))
     wf_dir = base / "run"
     wf_dir.mkdir()
     drain = 240.0
-    wf = Workflow(wf_dir, str(HERE / "wf_soak.py"), ["--minutes", str(minutes), "--seed", str(seed),
-                                                     "--drain", str(drain)])
+    args = ["--minutes", str(minutes), "--seed", str(seed), "--drain", str(drain)]
+    faults = LOCAL_FAULTS
+    if sif is not None:
+        os.environ.setdefault("SLURM_CONF", SLURM_CONF)  # sbatch/squeue for the driver, srun in the job
+        args += ["--cluster", sif, DRIVER_ADDRESS]
+        faults = CLUSTER_FAULTS
+    wf = Workflow(wf_dir, str(HERE / "wf_soak.py"), args)
     run = Run()
     threading.Thread(target=sample_driver, args=(wf, run), daemon=True).start()
     loaded = wf.event("loaded", 120)
     injector = None
-    if loaded is not None:
+    if loaded is not None and wf.event("resolved", FIRST_RESULT_WAIT) is not None:  # blocks serve: faults begin
         run.url = loaded["url"]
         until = loaded["t"] + 60 * minutes
-        injector = threading.Thread(target=inject_faults, args=(wf, run, LOCAL_FAULTS, random.Random(seed), until,
-                                                                gap), daemon=True)
+        injector = threading.Thread(target=inject_faults, args=(wf, run, faults, random.Random(seed), until, gap),
+                                    daemon=True)
         injector.start()
-    wf.finish(60 * minutes + drain + 120)
+    wf.finish(60 * minutes + drain + FIRST_RESULT_WAIT)
     if injector is not None:
-        injector.join(timeout=30)
-    left = wait_until(lambda: not scan(str(wf_dir)), CLEANUP_WAIT, 0.2)
-    leftovers = [] if left else [f"{p} {p.cmd[:100]}" for p in scan(str(wf_dir))]
+        injector.join(timeout=60)
+
+    def leftovers() -> List[str]:
+        procs = [f"{p} {p.cmd[:100]}" for p in scan(str(wf_dir))]
+        return procs + (cluster_leftovers(str(wf_dir)) if sif is not None else [])
+    left = [] if wait_until(lambda: not leftovers(), CLEANUP_WAIT, 0.5) else leftovers()
     reap(wf_dir)
     with wf.cond:
         events = list(wf.events)
-    verdict = judge(events, run, leftovers, wf.timed_out or wf.proc.returncode != 0)
-    if wf.proc.returncode != 0:
-        verdict.check("workflow exit code", wf.proc.returncode, False)
+    verdict = judge(events, run, left, wf.timed_out)
+    verdict.check("workflow exit code", wf.proc.returncode, wf.proc.returncode == 0)
     out.mkdir(parents=True, exist_ok=True)
     (out / "soak.json").write_text(json.dumps({"seed": seed, "minutes": minutes, "faults": [f.__dict__ for f in
                                                 run.faults], "samples": run.samples, "events": events}))
     for name in ("stdout.txt", "stderr.txt"):
         shutil.copy(wf_dir / name, out / name)
-    for log in wf_dir.glob("runinfo/*/FluxExecutor/executor.log"):
+    for log in wf_dir.glob("runinfo/*/*/executor.log"):
         shutil.copy(log, out / "executor.log")
     if not keep:
         shutil.rmtree(base, ignore_errors=True)
@@ -356,7 +442,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=20)
-    parser.add_argument("--target", choices=["local"], default="local")
+    parser.add_argument("--target", choices=["local", "cluster"], default="local")
+    parser.add_argument("--sif", default=str(HERE.parents[1] / "parsl-flux.sif"), help="the image (cluster target)")
     parser.add_argument("--gap", type=float, default=15.0, help="mean seconds between faults")
     parser.add_argument("--out", type=Path, default=Path("build/soak"))
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
@@ -364,9 +451,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if os.geteuid() != 0 or shutil.which("ss") is None:
         print("soak: needs root and ss(8) for connection resets", file=sys.stderr)
         return 2
-    verdict = soak(args.minutes, args.seed, args.out, args.gap, args.keep)
+    sif = str(Path(args.sif).resolve()) if args.target == "cluster" else None
+    verdict = soak(args.minutes, args.seed, args.out, args.gap, args.keep, sif)
     print(report(verdict, args.out), end="")
-    print(f"soak: {'PASS' if verdict.ok else 'FAIL'} (seed {args.seed}, {args.minutes} min); {args.out}/soak.md")
+    print(f"soak: {'PASS' if verdict.ok else 'FAIL'} ({args.target}, seed {args.seed}, {args.minutes} min); "
+          f"{args.out}/soak.md")
     return 0 if verdict.ok else 1
 
 

@@ -10,7 +10,9 @@ the Flux-side task id of the try that computed it where the job knows it (a
 job of its own; packed apps run on shared workers), so a wrong, swapped or
 stale result shows. Apps named ``fail_*`` fail on purpose.
 
-Usage: ``python wf_soak.py --minutes M --seed S [--inflight N] [--mpi-nodes K]``
+Usage: ``python wf_soak.py --minutes M --seed S [--inflight N] [--cluster SIF ADDRESS]``
+(``--cluster``: blocks of 2 nodes on the virtual Slurm cluster, the slurm site
+with Apptainer, as ``tests/test_cluster.py`` runs them).
 """
 
 import argparse
@@ -23,6 +25,8 @@ from pathlib import Path
 import parsl
 from parsl.config import Config
 from parsl.providers import LocalProvider
+
+from parsl_flux.providers import SlurmProvider
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
 import faultkit  # noqa: E402
@@ -74,6 +78,30 @@ def fail_python(key, parsl_resource_specification=PACKED):
 @parsl.bash_app
 def fail_bash(key, parsl_resource_specification=OWN_JOB):
     return "exit 3"
+
+
+class FastPollSlurmProvider(SlurmProvider):
+    """squeue every 2 s instead of 60 s, so a lost block is noticed quickly (as tests/test_cluster.py)."""
+
+    status_polling_interval = 2  # type: ignore[assignment]
+
+
+def local_config() -> Config:
+    """One local block, replaced when lost."""
+    return Config(executors=[FluxExecutor(packing=True, provider=LocalProvider(init_blocks=1, min_blocks=1,
+                                                                                max_blocks=1))])
+
+
+def cluster_config(sif: str, address: str) -> Config:
+    """The slurm site with Apptainer, one block of 2 nodes."""
+    from parsl_flux import sites
+
+    config = sites.make_config("slurm", image=sif, runtime="apptainer", nodes=2, address=address,
+                               walltime="00:30:00", heartbeat_threshold=10)
+    executor = sites.flux_executor(config)
+    executor.packing = True
+    executor.provider.__class__ = FastPollSlurmProvider
+    return config
 
 
 KINDS = ("job", "packed", "bash", "mpi", "fail_python", "fail_bash")
@@ -140,15 +168,16 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--inflight", type=int, default=6)
-    parser.add_argument("--mpi-nodes", type=int, default=0)
+    parser.add_argument("--cluster", nargs=2, metavar=("SIF", "ADDRESS"))
     parser.add_argument("--drain", type=float, default=240.0, help="seconds to wait for the last futures")
     args = parser.parse_args()
     out_dir = Path("outputs")
     out_dir.mkdir(exist_ok=True)
-    mpi_spec = {"num_tasks": 2, **({"num_nodes": args.mpi_nodes} if args.mpi_nodes else {})}
+    mpi_spec = {"num_tasks": 2, **({"num_nodes": 2} if args.cluster else {})}
     soak = Soak(random.Random(args.seed), out_dir, mpi_spec)
-    executor = FluxExecutor(packing=True, provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1))
-    config = Config(executors=[executor], retries=2, retry_handler=soak.on_try_failed, strategy_period=2)
+    config = cluster_config(*args.cluster) if args.cluster else local_config()
+    config.retries, config.retry_handler, config.strategy_period = 2, soak.on_try_failed, 2
+    executor = config.executors[0]
     with parsl.load(config):
         faultkit.say("loaded", url=executor.url)
         deadline = time.monotonic() + 60 * args.minutes
