@@ -390,6 +390,14 @@ def report(v: Verdict, out: Path) -> str:
 
 
 # ------------------------------------------------------------------ main
+def first_value(wf: Workflow, timeout: float) -> bool:
+    """Wait until an app returned a value (not just failed: a block is serving)."""
+    def served() -> bool:
+        with wf.cond:
+            return any(e["event"] == "resolved" and e["outcome"] == "value" for e in wf.events)
+    return bool(wait_until(lambda: served() or wf.proc.poll() is not None, timeout, 0.5)) and served()
+
+
 def soak(minutes: float, seed: int, out: Path, gap: float, keep: bool, sif: Optional[str] = None) -> Verdict:
     """Run the workflow for ``minutes`` under faults and judge it; ``sif``: on the 2-node cluster."""
     base = Path(tempfile.mkdtemp(prefix="parsl-flux-soak-"))
@@ -407,7 +415,7 @@ def soak(minutes: float, seed: int, out: Path, gap: float, keep: bool, sif: Opti
     threading.Thread(target=sample_driver, args=(wf, run), daemon=True).start()
     loaded = wf.event("loaded", 120)
     injector = None
-    if loaded is not None and wf.event("resolved", FIRST_RESULT_WAIT) is not None:  # blocks serve: faults begin
+    if loaded is not None and first_value(wf, FIRST_RESULT_WAIT):  # a block serves: faults begin
         run.url = loaded["url"]
         until = loaded["t"] + 60 * minutes
         injector = threading.Thread(target=inject_faults, args=(wf, run, faults, random.Random(seed), until, gap),
