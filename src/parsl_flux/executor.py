@@ -30,7 +30,7 @@ from parsl.providers.base import ExecutionProvider
 from parsl.serialize.errors import SerializationError
 from parsl.utils import RepresentationMixin
 
-from parsl_flux import fluxpath, launch, preflight, protocol
+from parsl_flux import fluxpath, launch, preflight, protocol, relaunch
 from parsl_flux.bash import lean_bash
 from parsl_flux.container import Container
 from parsl_flux.driver import Block, Driver, Task, TaskFuture, remove_key_file
@@ -282,6 +282,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._server_public: str = ""
         self._early_blocks = 0  # blocks start() launched that the strategy's first scale-out would repeat
         self._cancelled_jobs: Set[Any] = set()
+        self._failed_launches: Dict[str, float] = {}  # block id -> when it ended without registering
+        self._backoff_logged = 0.0  # the failure whose back-off was last logged: once per failure, not per tick
         self._at_exit: Optional[weakref.finalize] = None
         self.url: Optional[str] = None
 
@@ -483,6 +485,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         the strategy replaces it."""
         if not mark_failed:
             return
+        if block.resources is None and not self._shutting_down:
+            self._failed_launches[block.block_id] = time.monotonic()
         if not self._shutting_down:
             state = JobState.FAILED if block.resources is None else JobState.CANCELLED
             self._simulated_status[block.block_id] = self._status[block.block_id] = \
@@ -520,9 +524,29 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         (the strategy asks for them at its first tick)."""
         absorbed = min(n, self._early_blocks)
         self._early_blocks = 0
-        if n - absorbed <= 0:
+        if n - absorbed <= 0 or self._relaunch_backing_off():
             return []
         return super().scale_out_facade(n - absorbed)
+
+    def _relaunch_backing_off(self) -> bool:
+        """Whether launches failed often enough in a row, and recently enough,
+        that no block is launched now (:mod:`parsl_flux.relaunch`): a node cut
+        off from the driver then costs a batch job every few minutes at most,
+        not one per strategy tick. The strategy asks again at its next tick."""
+        if not self._failed_launches:
+            return False
+        with self._driver.lock:
+            blocks = [(int(b), b in self._failed_launches, block.resources is not None)
+                      for b, block in self._driver.blocks.items() if b.isdigit()]
+        streak = relaunch.failure_streak(blocks)
+        last = max(self._failed_launches.values())
+        if relaunch.relaunch_allowed(streak, last, time.monotonic()):
+            return False
+        if self._backoff_logged != last:
+            self._backoff_logged = last
+            self._logger.warning("%d block launches failed in a row: the next block waits %.0fs "
+                                 "after the last failure", streak, relaunch.relaunch_delay(streak))
+        return True
 
     def scale_out(self, blocks: int = 1) -> List[str]:
         """Add ``blocks`` blocks (page API; the DFK calls ``scale_out_facade``).

@@ -271,13 +271,27 @@ class FluxThreads:
                 try:
                     jobid = int(fut.get_id())
                 except OSError as exc:
-                    if exc.errno in _BROKER_GONE:
+                    if exc.errno in _BROKER_GONE or not self._broker_answers(handle):
                         raise
                     self._emit("submit_failed", tag, f"Flux rejected the job: {exc.strerror or exc}")
                     continue
                 self._emit("submitted", tag, jobid)
                 self._to_wait.put(jobid)
                 self._waiter_wake.wake()
+
+    def _broker_answers(self, handle: Any) -> bool:
+        """Whether the broker answers a ping, asked after a submit failed.
+
+        A broker killed a moment ago fails the next submit with an errno of
+        no fixed kind (ENOENT, before the EPIPE of later ones): the job is not
+        at fault, the block is lost, so the submit loop must end as for
+        :data:`_BROKER_GONE` and the task fail with ``BlockLost``, not as a
+        job Flux rejected."""
+        try:
+            handle.rpc("broker.ping", {"seq": 0, "pad": ""}).wait_for(self._ping_timeout).get()
+        except (OSError, TimeoutError):
+            return False
+        return True
 
     def _wait_loop(self) -> None:
         import flux.job

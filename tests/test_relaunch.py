@@ -1,0 +1,72 @@
+"""Back-off for replacing blocks whose launches keep failing (issue 20, item 4)."""
+
+import pytest
+from parsl.providers import LocalProvider
+
+from parsl_flux import FluxExecutor
+from parsl_flux.relaunch import FIRST_DELAY, MAX_DELAY, failure_streak, relaunch_allowed, relaunch_delay
+
+
+def test_the_streak_counts_failed_launches_back_to_the_newest_registered_block():
+    # (block number, failed launch, registered)
+    assert failure_streak([]) == 0
+    assert failure_streak([(0, False, True)]) == 0
+    assert failure_streak([(0, False, True), (1, True, False), (2, True, False)]) == 2
+    # a block that registered ends the streak; older failures no longer count
+    assert failure_streak([(0, True, False), (1, True, False), (2, False, True), (3, True, False)]) == 1
+    # blocks still starting (or scaled in before registering) are skipped, not failures
+    assert failure_streak([(0, False, True), (1, True, False), (2, False, False), (3, True, False)]) == 2
+    # ordered by number, not by the order given (10 is newer than 9)
+    assert failure_streak([(10, True, False), (9, False, True)]) == 1
+
+
+def test_the_delay_starts_after_the_second_failure_doubles_and_is_bounded():
+    assert [relaunch_delay(n) for n in range(2)] == [0.0, 0.0]
+    assert [relaunch_delay(n) for n in range(2, 6)] == [FIRST_DELAY, 2 * FIRST_DELAY, 4 * FIRST_DELAY,
+                                                         min(MAX_DELAY, 8 * FIRST_DELAY)]
+    assert relaunch_delay(50) == MAX_DELAY
+    assert relaunch_allowed(1, last_failure=100.0, now=100.0)
+    assert not relaunch_allowed(2, last_failure=100.0, now=100.0 + FIRST_DELAY - 1)
+    assert relaunch_allowed(2, last_failure=100.0, now=100.0 + FIRST_DELAY)
+
+
+@pytest.fixture
+def executor(tmp_path, monkeypatch):
+    """A started executor whose provider records launches instead of starting blocks."""
+    monkeypatch.setattr("parsl_flux.fluxpath.check_flux", lambda path, run=True: path)
+    ex = FluxExecutor(provider=LocalProvider(init_blocks=0), heartbeat_threshold=3)
+    ex.run_dir = str(tmp_path)
+    launched = []
+    monkeypatch.setattr(ex.provider, "submit", lambda cmd, tasks, name: launched.append(name) or f"job-{name}")
+    monkeypatch.setattr(ex.provider, "cancel", lambda job_ids: [True] * len(job_ids))
+    ex.start()
+    ex.launched = launched
+    yield ex
+    ex.shutdown(wait=False)
+
+
+def _fail_launch(ex, block_id):
+    """The block's manager never connected and its batch job ended."""
+    ex._driver.lose(ex._driver.blocks[block_id], "its batch job is COMPLETED and its manager never connected",
+                    mark_failed=True)
+
+
+def test_scale_out_waits_after_launches_fail_in_a_row_and_a_registered_block_ends_the_wait(executor, monkeypatch):
+    assert executor.scale_out_facade(1) == ["0"]
+    _fail_launch(executor, "0")
+    assert executor.scale_out_facade(1) == ["1"], "one failed launch is retried at once"
+    _fail_launch(executor, "1")
+    assert executor.scale_out_facade(1) == [], "a second failure in a row must back off"
+    assert len(executor.launched) == 2
+    later = executor._failed_launches["1"] + FIRST_DELAY
+    monkeypatch.setattr("parsl_flux.executor.time.monotonic", lambda: later)
+    assert executor.scale_out_facade(1) == ["2"], "the back-off is bounded: the block comes after the delay"
+    _fail_launch(executor, "2")
+    assert executor.scale_out_facade(1) == [], "the third failure waits longer"
+    executor._driver.blocks["0"].resources = object()  # an older block that registered does not end the streak
+    assert executor.scale_out_facade(1) == []
+    monkeypatch.setattr("parsl_flux.executor.time.monotonic", lambda: later + 2 * FIRST_DELAY)
+    assert executor.scale_out_facade(1) == ["3"]
+    executor._driver.blocks["3"].resources = object()  # it registered: the streak is over
+    _fail_launch(executor, "3")  # lost after registering: not a failed launch
+    assert executor.scale_out_facade(1) == ["4"]

@@ -1,0 +1,58 @@
+"""The soak's short mode (issue 20): ~2 minutes of mixed apps under every local fault kind.
+
+``tests/soak/soak.py`` runs the workflow ``tests/soak/wf_soak.py`` against a
+local block while it injects, with a fixed seed, runner, manager and broker
+SIGKILL, broker SIGSTOP then SIGCONT or SIGKILL, and connection resets; the
+verdict checks that no future is left unresolved, no result is wrong, doubled
+or stale, every failure is explained, nothing is left running and the
+driver's resources stay flat. ``make soak MINUTES=30`` runs it longer.
+"""
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "soak"))
+import soak  # noqa: E402
+
+pytestmark = [pytest.mark.flux,
+              pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ss") is None,
+                                 reason="needs root and ss(8) to reset the manager's connection (ss -K)")]
+
+SEED = 20
+MINUTES = 2.0
+GAP = 12.0  # mean seconds between faults: the 6 kinds fit in the first 1.5 minutes on average
+
+
+def test_short_soak_loses_nothing_under_every_local_fault_kind(flux_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLUX_PATH", flux_path)
+    verdict = soak.soak(MINUTES, SEED, tmp_path / "out", GAP, keep=False)
+    table = soak.report(verdict, tmp_path / "out")
+    failed = [(name, value) for name, value, ok in verdict.checks if not ok]
+    assert not failed, f"soak checks failed: {failed}\n{table}"
+    injected = {row[0] for row in verdict.per_fault if row[1] > 0}
+    assert injected == set(soak.LOCAL_FAULTS), f"fault kinds not injected: {set(soak.LOCAL_FAULTS) - injected}\n{table}"
+
+
+CLUSTER_MINUTES = 3.0
+
+
+@pytest.mark.slurm
+@pytest.mark.cluster
+def test_short_soak_on_the_two_node_cluster_loses_nothing(flux_path, tmp_path, monkeypatch):
+    """The same on the virtual cluster (blocks of 2 nodes, the SIF), with a node
+    cut off from the driver for 3 s and 30 s and a node's processes killed;
+    no Slurm job and no drop rule may be left."""
+    from test_cluster import SIF, _cluster_problem
+
+    problem = _cluster_problem()
+    if problem:
+        pytest.skip(problem)
+    monkeypatch.setenv("FLUX_PATH", flux_path)
+    verdict = soak.soak(CLUSTER_MINUTES, SEED, tmp_path / "out", GAP, keep=False, sif=str(SIF.resolve()))
+    table = soak.report(verdict, tmp_path / "out")
+    failed = [(name, value) for name, value, ok in verdict.checks if not ok]
+    assert not failed, f"soak checks failed: {failed}\n{table}"
