@@ -34,8 +34,9 @@ case ${1:-} in
         [ ${#source_args[@]} -eq 0 ] && source_args=(--source "$(sed -n 's/^ARG SOURCE_URL=//p' containers/Dockerfile)")
         args=$("$PYTHON" -m parsl_flux.tools.release build-args "$tmp/info.json" --dockerfile containers/Dockerfile \
             "${source_args[@]}" --revision "$revision")
-        say "labels from the image's versions: $(echo "$args" | sed 's/--build-arg //' | tr '\n' ' ')"
-        # one --build-arg NAME=VALUE per line, values without spaces: joined for image.sh's word splitting
+        say "labels from the image's versions: $(echo "$args" | sed -n 's/^--label //p' | tr '\n' ' ')"
+        # one --build-arg NAME=VALUE or --label KEY=VALUE per line, values without spaces:
+        # joined for image.sh's word splitting
         CONTAINER_BUILD_OPTS="${CONTAINER_BUILD_OPTS:-} ${args//$'\n'/ }" IMAGE=$IMAGE bash containers/image.sh build
         say "$IMAGE labelled in $((SECONDS - start))s"
         ;;

@@ -134,7 +134,7 @@ def push_sif(sif: Path, reference: str, annotations: Optional[Mapping[str, str]]
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``check-tag TAG``: exit 1 unless TAG names this version. ``build-args
     VERSIONS.json --dockerfile F --source URL --revision SHA``: print
-    ``--build-arg NAME=VALUE`` lines for the release labels."""
+    ``--build-arg NAME=VALUE`` and ``--label KEY=VALUE`` lines for the release labels."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("check-tag", help="exit 1 unless TAG is v<parsl_flux.__version__>")
@@ -169,8 +169,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:
         logger.error("%s", exc)
         return 1
+    # The labels also as --label: podman 4.3's layer cache ignores build-argument
+    # values on ARG/LABEL steps, so the Dockerfile's LABEL alone kept a cached
+    # image's "unknown" labels; a --label is a step keyed on its value.
+    arg_to_label = {arg: label for label, arg in LABEL_ARGS.items()}
     for name, value in values.items():
         sys.stdout.write(f"--build-arg {name}={value}\n")
+        if name in arg_to_label:
+            sys.stdout.write(f"--label {arg_to_label[name]}={value}\n")
     return 0
 
 
