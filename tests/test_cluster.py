@@ -121,7 +121,7 @@ def hello(stdout=None, stderr=None):
 
 @bash_app
 def modules(stdout=None, stderr=None):
-    return "flux module list"
+    return "flux exec -r 0 flux module list"  # the scheduler runs on rank 0; the app may be on rank 1
 
 
 @python_app
