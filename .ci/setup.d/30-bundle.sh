@@ -10,7 +10,7 @@
 # chain takes ~20 min on 2 cores (stand-in ~12, image ~4, SIF ~2).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-step() { local start=$SECONDS; echo "30-bundle: $*"; "$@"; echo "30-bundle: $1 $2 ... done in $((SECONDS - start))s"; }
+step() { local start=$SECONDS; echo "30-bundle: $*"; "$@"; echo "30-bundle: $* ... done in $((SECONDS - start))s"; }
 step bash containers/podman-setup.sh
 # Apptainer: ours (the sid unpack, stamped), unless the machine has its own.
 app=$(command -v apptainer || true)
