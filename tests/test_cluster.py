@@ -124,6 +124,19 @@ def modules(stdout=None, stderr=None):
     return "flux exec -r 0 flux module list"  # the scheduler runs on rank 0; the app may be on rank 1
 
 
+@bash_app
+def parsl_style_mpi(stdout=None, stderr=None, parsl_resource_specification={}):
+    """Written for Parsl's MPIExecutor: runs once, starts its ranks with $PARSL_MPI_PREFIX."""
+    return ('echo "nodelist $PARSL_MPI_NODELIST ranks $PARSL_NUM_RANKS"; '
+            "$PARSL_MPI_PREFIX sh -c 'echo rank $FLUX_TASK_RANK on $(hostname)'")
+
+
+@bash_app
+def parsl_style_mpi4py(stdout=None, stderr=None, parsl_resource_specification={}):
+    return ("$PARSL_MPI_PREFIX python3 -c 'import socket; from mpi4py import MPI; c = MPI.COMM_WORLD; "
+            'print("mpi4py", c.Get_rank(), c.Get_size(), c.allreduce(c.Get_rank()), socket.gethostname())\'')
+
+
 @python_app
 def fails():
     raise ValueError("this app fails on purpose")
@@ -174,6 +187,31 @@ def test_block_runs_fluxion(cluster, tmp_path):
     assert modules(stdout=str(out), stderr=str(tmp_path / "modules.err")).result(timeout=START_S) == 0
     names = [line.split()[0] for line in out.read_text().splitlines()[1:] if line.strip()]
     assert "sched-fluxion-qmanager" in names and "sched-simple" not in names, names
+
+
+def test_parsl_style_mpi_app_spans_both_nodes(cluster, tmp_path):
+    """Issue 23's app, unchanged from an MPIExecutor workflow: {"num_nodes": 2, "ranks_per_node": 2}."""
+    out, err = tmp_path / "mpi.out", tmp_path / "mpi.err"
+    spec = {"num_nodes": 2, "ranks_per_node": 2}
+    assert parsl_style_mpi(stdout=str(out), stderr=str(err), parsl_resource_specification=spec).result(
+        timeout=START_S) == 0, err.read_text()
+    lines = out.read_text().splitlines()
+    header = [ln for ln in lines if ln.startswith("nodelist")]
+    assert len(header) == 1, f"the app must run once: {lines}"
+    assert sorted(header[0].split()[1].split(",")) == sorted(NODES) and header[0].split()[3] == "4", header
+    ranks = sorted(ln.split()[1:] for ln in lines if ln.startswith("rank"))
+    assert [r[0] for r in ranks] == ["0", "1", "2", "3"], lines
+    assert sorted(r[2] for r in ranks) == sorted(NODES * 2), f"ranks not two per node: {lines}"
+
+
+def test_parsl_style_mpi4py_app_spans_both_nodes(cluster, tmp_path):
+    out, err = tmp_path / "mpi4py.out", tmp_path / "mpi4py.err"
+    spec = {"num_nodes": 2, "num_ranks": 2}
+    assert parsl_style_mpi4py(stdout=str(out), stderr=str(err), parsl_resource_specification=spec).result(
+        timeout=START_S) == 0, err.read_text()
+    rows = sorted(ln.split()[1:] for ln in out.read_text().splitlines() if ln.startswith("mpi4py"))
+    assert [r[:3] for r in rows] == [["0", "2", "1"], ["1", "2", "1"]], rows  # one 2-rank world
+    assert sorted(r[3] for r in rows) == sorted(NODES), rows
 
 
 def test_failing_apps_fail_their_futures(cluster):
