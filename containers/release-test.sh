@@ -58,9 +58,15 @@ check "dist files carry the version" test -f "$tmp/dist/parsl_flux-$VERSION-py3-
 if [ "$BUILD" = 1 ]; then
     check "release image (labels)" env IMAGE="$IMAGE" PYTHON="$PYTHON" bash containers/release.sh image
 fi
-check "labels name the versions" bash -c "IMAGE='$IMAGE' bash containers/release.sh labels | tee '$tmp/labels' \
-    | grep -E '^org.(opencontainers.image.(version=$VERSION|source|revision)|parsl-flux.(flux-core|fluxion|openmpi|parsl).version)=' \
-    | grep -vc '=unknown$' | grep -qx 7"
+# labels_named: the 7 release labels are there, none "unknown", the version this one.
+labels_named() {
+    IMAGE=$IMAGE bash containers/release.sh labels >"$tmp/labels" || return 1
+    local named
+    named=$(grep -cE "^org\.(opencontainers\.image\.(version=$VERSION\$|source=|revision=)|parsl-flux\.(flux-core|fluxion|openmpi|parsl)\.version=)" \
+        "$tmp/labels")
+    [ "$named" = 7 ] && ! grep -q '=unknown$' "$tmp/labels"
+}
+check "labels name the versions" labels_named
 sed 's/^/   /' "$tmp/labels" 2>/dev/null
 check "SIF from the image" env IMAGE="$IMAGE" SIF="$tmp/parsl-flux.sif" bash containers/image.sh sif
 
