@@ -240,26 +240,22 @@ def test_another_user_cannot_connect_at_all(unix_server):
         link.close()
 
 
-def test_a_job_is_served_only_as_the_task_it_runs(unix_server):
-    """Job JOB runs task 5: claiming task 7, with any key, gets nothing."""
-    link = runner.ManagerLink(unix_server.url, protocol.PEER_VERIFIED, 7, protocol.DEFAULT_MAX_MESSAGE_BYTES)
+def _fetch_refused(server, task_id: int) -> None:
+    """A runner claiming ``task_id`` on ``server`` gets its connection refused."""
+    link = runner.ManagerLink(server.url, protocol.PEER_VERIFIED, task_id, protocol.DEFAULT_MAX_MESSAGE_BYTES)
     try:
         with pytest.raises(ConnectionError):
-            link.request(protocol.Kind.FETCH, 7, timeout=10)
+            link.request(protocol.Kind.FETCH, task_id, timeout=10)
     finally:
         link.close()
 
 
-def test_a_process_in_no_job_of_the_block_is_refused(unix_server):
+def test_a_job_is_served_only_as_the_task_it_runs(unix_server):
+    """Job JOB runs task 5: claiming task 7, with any key, gets nothing."""
+    _fetch_refused(unix_server, 7)
+
+
+def test_a_process_in_no_job_of_the_block_is_refused(unix_server, monkeypatch):
     unix_server.unbind(JOB)
-    unix_server_wait = task_server.BIND_WAIT
-    try:
-        task_server.BIND_WAIT = 0.2
-        link = runner.ManagerLink(unix_server.url, protocol.PEER_VERIFIED, 5, protocol.DEFAULT_MAX_MESSAGE_BYTES)
-        try:
-            with pytest.raises(ConnectionError):
-                link.request(protocol.Kind.FETCH, 5, timeout=10)
-        finally:
-            link.close()
-    finally:
-        task_server.BIND_WAIT = unix_server_wait
+    monkeypatch.setattr(task_server, "BIND_WAIT", 0.2)
+    _fetch_refused(unix_server, 5)
