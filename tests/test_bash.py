@@ -399,18 +399,19 @@ def test_other_exceptions_pass_unchanged():
 
 
 # ------------------------------------------------------------ in a job
-def _in_fresh_runner(data: bytes, tmp_path: pathlib.Path) -> dict:
+def _in_fresh_runner(blob: list, tmp_path: pathlib.Path) -> dict:
     """Load a payload in a ``python -S`` interpreter as a runner does, run it, report what got imported."""
+    assert len(blob) == 1  # a bash app's payload has no out-of-band buffers: the stream is all
     script = (
         "import sys\nfrom parsl_flux.payload import loads\n"
-        "func, args, kwargs = loads(sys.stdin.buffer.read())\n"
+        "func, args, kwargs = loads([sys.stdin.buffer.read()])\n"
         "try:\n    out = {'value': func(*args, **kwargs)}\n"
         "except Exception as exc:\n    out = {'raised': type(exc).__module__ + '.' + str(type(exc).__name__), 'str': str(exc)}\n"
         "heavy = {'parsl', 'subprocess', 're', 'typing', 'logging', 'enum', 'threading', 'locale', 'cloudpickle',"
         " 'zmq', 'signal', 'selectors', 'tblib'}\n"
         "out['heavy'] = sorted(heavy & set(sys.modules))\nimport json\nprint(json.dumps(out))\n")  # json loads re
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    proc = subprocess.run([sys.executable, "-S", "-c", script], input=data, capture_output=True, env=env,
+    proc = subprocess.run([sys.executable, "-S", "-c", script], input=blob[0], capture_output=True, env=env,
                           cwd=tmp_path, check=True)
     return json.loads(proc.stdout)
 

@@ -35,7 +35,7 @@ def _driver() -> Driver:
 
 
 def _value(task_id: int, value: object) -> dict:
-    return protocol.result(task_id, protocol.outcome_value(cloudpickle.dumps(value)))
+    return protocol.result(task_id, protocol.outcome_value([cloudpickle.dumps(value)]))
 
 
 def test_a_cancel_during_resolution_leaves_the_rest_of_the_batch_resolved():

@@ -100,7 +100,7 @@ def forge(victim, flux):
             report["errors"].append(f"fetch: {type(exc).__name__}: {exc}")
         try:
             link = runner.ManagerLink(url, key, victim, protocol.DEFAULT_MAX_MESSAGE_BYTES)
-            forged = protocol.outcome_value(runner._dumps("forged"))
+            forged = protocol.outcome_value([runner._dumps("forged")])
             report["posted"] = link.request(protocol.Kind.RESULT, (victim, forged), timeout=10)[0] == "ack"
         except Exception as exc:
             report["errors"].append(f"result: {type(exc).__name__}: {exc}")

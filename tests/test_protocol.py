@@ -111,9 +111,10 @@ def test_stream_roundtrip_and_principal():
 
 
 def test_stream_checks_the_header_before_reading_the_body():
-    """A keyless peer announcing a huge body is refused on its 72-byte header."""
+    """A keyless peer announcing a huge body is refused on its 80-byte header."""
     runner, server = _stream_pair(max_bytes=1 << 40)
-    fields = Kind.RESULT.encode().ljust(16, b"\0") + (3).to_bytes(8, "big") + bytes(8) + (1 << 39).to_bytes(8, "big")
+    fields = (Kind.RESULT.encode().ljust(16, b"\0") + (3).to_bytes(8, "big") + bytes(8) + (1).to_bytes(8, "big")
+              + (1 << 39).to_bytes(8, "big"))
     runner.sock.sendall(fields + b"\0" * 32)  # no body follows: reading it would block forever
     server.sock.settimeout(2)
     principal, head = server.recv_header()
@@ -144,8 +145,72 @@ def test_hmac_matches_the_standard_library(key):
     import hashlib
     import hmac
 
-    for msg in (b"", b"hello", bytes(range(256)) * 9):
+    big = bytes(range(256)) * (protocol.FAST_MAC_BYTES // 256 + 3)  # OpenSSL's path
+    for msg in (b"", b"hello", bytes(range(256)) * 9, big):
         assert protocol.hmac_sha256(key, msg) == hmac.new(key, msg, hashlib.sha256).digest()
+        assert protocol.hmac_sha256(key, msg[:7], memoryview(msg)[7:]) == hmac.new(key, msg, hashlib.sha256).digest()
+
+
+def _blob(*sizes):
+    """A blob as :mod:`parsl_flux.payload` makes one: a pickle stream and writable buffers."""
+    return [b"stream"] + [bytearray([i]) * n for i, n in enumerate(sizes, 1)]
+
+
+def test_session_sends_a_blobs_parts_as_frames_of_their_own():
+    _, manager, driver = _pair()
+    blob = _blob(3 << 20, 10)
+    frames = driver.seal(Kind.TASKS, [protocol.task_body(1, blob, {}, False)])
+    assert len(frames) == 5 + len(blob)  # header frames, the pickle, each part, the MAC
+    assert any(memoryview(f).nbytes == 3 << 20 for f in frames)
+    kind, tasks = manager.open([memoryview(bytearray(f)) for f in frames])  # as zero-copy ZMQ frames arrive
+    assert kind == Kind.TASKS and [bytes(p) for p in tasks[0]["payload"]] == blob
+    assert not any(memoryview(p).readonly for p in tasks[0]["payload"][1:])
+
+
+def test_bytes_moved_between_frames_are_refused():
+    """The MAC covers each part's size, so a split at another place is a forgery."""
+    _, manager, driver = _pair()
+    frames = driver.seal(Kind.TASKS, [protocol.task_body(1, _blob(100, 100), {}, False)])
+    moved = list(frames)
+    moved[-3], moved[-2] = bytes(frames[-3]) + bytes(frames[-2])[:1], bytes(frames[-2])[1:]
+    with pytest.raises(AuthenticationError, match="authentication code"):
+        manager.open(moved)
+
+
+def _send_in_thread(stream, *args):
+    import threading
+
+    sender = threading.Thread(target=stream.send, args=args)
+    sender.start()
+    return sender
+
+
+@pytest.mark.parametrize("credential", [b"k" * 32, protocol.PEER_VERIFIED], ids=["tcp", "af-unix"])
+def test_stream_delivers_a_blob_into_writable_buffers(credential):
+    runner, server = _stream_pair(max_bytes=64 << 20)
+    blob = _blob(9 << 20, 1, 0)  # larger than a socket buffer: sent in many partial writes
+    sender = _send_in_thread(runner, credential, 4, Kind.RESULT, (4, protocol.outcome_value(blob)))
+    kind, (task_id, outcome) = server.recv(credential)
+    sender.join()
+    assert (kind, task_id) == (Kind.RESULT, 4)
+    assert [bytes(p) for p in outcome["value"]] == blob
+    assert not any(memoryview(p).readonly for p in outcome["value"][1:])  # arrays on them stay writable
+
+
+def test_stream_refuses_a_tampered_part_over_tcp():
+    runner, server = _stream_pair()
+    cred = protocol.task_credential(b"k" * 32, 2)
+    real_sendmsg = runner.sock.sendmsg
+
+    def flip_last_byte_of_the_part(buffers):
+        parts = [bytes(b) for b in buffers]
+        parts[2] = parts[2][:-1] + b"?"  # the out-of-band buffer
+        return real_sendmsg(parts)
+
+    runner.sock = type("Tamper", (), {"sendmsg": staticmethod(flip_last_byte_of_the_part)})()
+    runner.send(cred, 2, Kind.RESULT, (2, protocol.outcome_value(_blob(1000))))
+    with pytest.raises(AuthenticationError, match="body"):
+        server.recv(cred)
 
 
 def test_runner_side_imports_stay_small():

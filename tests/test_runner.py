@@ -5,16 +5,31 @@ import sys
 import cloudpickle
 
 from parsl_flux.payload import dumps
-from parsl_flux.runner import run_payload
+from parsl_flux.runner import dump_value, run_payload
 
 
 def _payload(func, *args, **kwargs):
     return dumps((func, args, kwargs))
 
 
+def _value(outcome):
+    stream, *buffers = outcome["value"]
+    return cloudpickle.loads(stream, buffers=buffers)
+
+
 def test_result_is_returned():
     out = run_payload(_payload(lambda a, b=0: a + b, 2, b=3))
-    assert out["outcome"] == "value" and cloudpickle.loads(out["value"]) == 5
+    assert out["outcome"] == "value" and _value(out) == 5
+
+
+def test_an_array_result_is_sent_from_where_the_app_left_it():
+    """No copy of a result's array on the way out: its out-of-band part is the array's memory."""
+    import numpy
+
+    arr = numpy.ones(1 << 16)
+    blob = dump_value({"result": arr})
+    assert len(blob) == 2 and numpy.shares_memory(numpy.frombuffer(blob[1]), arr)
+    assert (cloudpickle.loads(blob[0], buffers=blob[1:])["result"] == arr).all()
 
 
 def test_exception_keeps_type_message_and_traceback():

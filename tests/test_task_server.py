@@ -150,7 +150,7 @@ def test_a_stranger_holding_connections_cannot_starve_runners(monkeypatch):
     monkeypatch.setattr(task_server, "HANDSHAKE_TIMEOUT", 30)
     key = protocol.new_secret()
     srv = TaskServer(key, lambda *event: None, host="127.0.0.1", max_connections=64)
-    srv.add(3, b"the payload", packed=False)
+    srv.add(3, [b"the payload"], packed=False)
     srv.start()
     stranger = as_nobody(HOLD, str(_port(srv)), "100")
     try:
@@ -159,7 +159,7 @@ def test_a_stranger_holding_connections_cannot_starve_runners(monkeypatch):
         assert srv.admission.held("127.0.0.2") == task_server.PER_PEER_UNAUTHENTICATED
         link = runner.ManagerLink(srv.url, srv.credential(3), 3, protocol.DEFAULT_MAX_MESSAGE_BYTES)
         try:
-            assert link.request(protocol.Kind.FETCH, 3, timeout=10) == (protocol.Kind.PAYLOAD, b"the payload")
+            assert link.request(protocol.Kind.FETCH, 3, timeout=10) == (protocol.Kind.PAYLOAD, [b"the payload"])
         finally:
             link.close()
     finally:
@@ -199,8 +199,8 @@ def unix_server():
     """A task server that knows this test process as a runner of Flux job JOB."""
     srv = TaskServer(protocol.new_secret(), lambda *event: None,
                      identify=lambda pid: JOB if pid == os.getpid() else None)
-    srv.add(5, b"payload of 5", packed=False)
-    srv.add(7, b"payload of 7", packed=False)
+    srv.add(5, [b"payload of 5"], packed=False)
+    srv.add(7, [b"payload of 7"], packed=False)
     srv.bind(JOB, 5)
     srv.start()
     yield srv
@@ -235,7 +235,7 @@ def test_another_user_cannot_connect_at_all(unix_server):
     assert done.stdout.strip() == "300"
     link = runner.ManagerLink(unix_server.url, protocol.PEER_VERIFIED, 5, protocol.DEFAULT_MAX_MESSAGE_BYTES)
     try:
-        assert link.request(protocol.Kind.FETCH, 5, timeout=10) == (protocol.Kind.PAYLOAD, b"payload of 5")
+        assert link.request(protocol.Kind.FETCH, 5, timeout=10) == (protocol.Kind.PAYLOAD, [b"payload of 5"])
     finally:
         link.close()
 

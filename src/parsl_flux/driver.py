@@ -67,7 +67,8 @@ class Task:
     task_id: int
     future: TaskFuture
     shape: JobShape
-    payload: bytes
+    payload: list
+    """A blob (:mod:`parsl_flux.payload`)."""
     block_id: Optional[str] = None
 
 
@@ -333,7 +334,7 @@ class Driver:
         if block.route is None or block.session is None:
             return False
         try:
-            self._sock.send_multipart([block.route, *block.session.seal(kind, data)])
+            self._sock.send_multipart([block.route, *block.session.seal(kind, data)], copy=False)  # payloads: no copy
             return True
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
@@ -356,15 +357,15 @@ class Driver:
     def _receive_all(self) -> None:
         while True:
             try:
-                route, *frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                route, *frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            try:
-                self._receive(route, frames)
+            try:  # results' arrays are made on the frames' buffers: no copy
+                self._receive(route.bytes, [f.buffer for f in frames])
             except protocol.AuthenticationError as exc:
                 self._rejects.reject("dropped a message from peer %s: %s", route.hex()[:16], exc)
 
-    def _receive(self, route: bytes, frames: List[bytes]) -> None:
+    def _receive(self, route: bytes, frames: List[memoryview]) -> None:
         """One message from ``route``: a hello, the REGISTER that binds a
         block to its connection, or a message of a bound block's session."""
         block = self._routes.get(route)
@@ -579,7 +580,7 @@ def _resolve(task: Task, res: Dict[str, Any]) -> None:
     kind = res["outcome"]
     if kind == protocol.VALUE:
         try:
-            value = cloudpickle.loads(res["value"])
+            value = pickle.loads(res["value"][0], buffers=res["value"][1:])  # arrays on the received frames
         except Exception as exc:
             set_exception(fut, DeserializationError(f"result of task {task.task_id}: {exc}"))
         else:
@@ -626,7 +627,7 @@ def _chunks(tasks: List[Dict[str, Any]], limit: int) -> List[List[Dict[str, Any]
     chunks: List[List[Dict[str, Any]]] = [[]]
     size = 0
     for task in tasks:
-        n = len(task["payload"]) + 4096
+        n = protocol.blob_size(task["payload"]) + 4096
         if chunks[-1] and size + n > limit:
             chunks.append([])
             size = 0

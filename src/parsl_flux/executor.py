@@ -470,8 +470,9 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             payload = dump_payload((func, args, kwargs))
         except Exception as exc:
             raise SerializationError(getattr(func, "__name__", repr(func))) from exc
-        if len(payload) > self.max_message_bytes - 4096:
-            raise PayloadTooLarge(getattr(func, "__name__", repr(func)), len(payload), self.max_message_bytes)
+        size = protocol.blob_size(payload)
+        if size > self.max_message_bytes - 4096:
+            raise PayloadTooLarge(getattr(func, "__name__", repr(func)), size, self.max_message_bytes)
         task_id = next(self._task_ids)
         fut = TaskFuture(self._driver, task_id)
         self._driver.submit(Task(task_id, fut, shape, payload))

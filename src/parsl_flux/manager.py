@@ -161,7 +161,7 @@ class Manager:
 
     def send(self, kind: str, data: Any = None) -> None:
         assert self.session is not None
-        self.driver.send_multipart(self.session.seal(kind, data))
+        self.driver.send_multipart(self.session.seal(kind, data), copy=False)  # results' arrays: no copy
 
     @property
     def online(self) -> bool:
@@ -283,7 +283,7 @@ class Manager:
                 return msg[1]
         return None
 
-    def _open(self, frames: List[bytes]) -> Optional[Tuple[str, Any]]:
+    def _open(self, frames: List[Any]) -> Optional[Tuple[str, Any]]:
         assert self.session is not None
         try:
             return self.session.open(frames)
@@ -390,7 +390,7 @@ class Manager:
         """Handle all pending driver messages; True when asked to shut down."""
         while True:
             try:
-                frames = self.driver.recv_multipart(zmq.NOBLOCK)
+                frames = [f.buffer for f in self.driver.recv_multipart(zmq.NOBLOCK, copy=False)]
             except zmq.Again:
                 return False
             if self.resume_nonce is not None:

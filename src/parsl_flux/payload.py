@@ -95,9 +95,10 @@ class _Unpickler(_pickle.Unpickler):
         return _LEAN[name]
 
 
-def loads(data: bytes) -> object:
-    """Unpickle a payload made by :func:`dumps` (runs in every Flux job)."""
-    return _Unpickler(io.BytesIO(data)).load()
+def loads(blob: list) -> object:
+    """Unpickle a payload made by :func:`dumps` (runs in every Flux job): its
+    arrays are made on the buffers the payload arrived in, without a copy."""
+    return _Unpickler(io.BytesIO(blob[0]), buffers=blob[1:]).load()
 
 
 _pickler_class: "type | None" = None
@@ -120,7 +121,7 @@ def _self_check(pickler_class: type) -> bool:
     probe = _probe(5)
     try:
         pickler_class(buf, protocol=PICKLE_PROTOCOL).dump(probe)
-        back = loads(buf.getvalue())
+        back = loads([buf.getvalue()])
         return back(1) == probe(1) == 18 and back.tag == 5 and back.__qualname__ == probe.__qualname__  # type: ignore[attr-defined]
     except Exception:
         return False
@@ -157,8 +158,14 @@ def _lean_pickler_class() -> type:
     return _pickler_class
 
 
-def dumps(obj: object) -> bytes:
-    """Pickle ``obj`` (on the driver) with cloudpickle, for :func:`loads`."""
+def dumps(obj: object) -> list:
+    """Pickle ``obj`` (on the driver) with cloudpickle, for :func:`loads`: a blob
+    (:func:`parsl_flux.protocol.out_of_band`) whose buffers are the data of the
+    arrays in ``obj`` (pickle protocol 5), each copied once, here, so that the
+    task runs on the arguments as they were when it was submitted, as in Parsl's
+    other executors, and a resent payload is the same. Copies are writable, so
+    the app's arrays are too."""
     buf = io.BytesIO()
-    _lean_pickler_class()(buf, protocol=PICKLE_PROTOCOL).dump(obj)
-    return buf.getvalue()
+    buffers: list = []
+    _lean_pickler_class()(buf, protocol=PICKLE_PROTOCOL, buffer_callback=buffers.append).dump(obj)
+    return [buf.getvalue(), *(bytearray(b.raw()) for b in buffers)]

@@ -40,14 +40,26 @@ EXIT_PROTOCOL_ERROR = 98
 EXIT_APP_ERROR = 1
 
 
-def _dumps(obj: object) -> bytes:
-    """Plain pickle when it can (no cloudpickle import), cloudpickle otherwise."""
+def _dumps(obj: object, buffers: "list | None" = None) -> bytes:
+    """Plain pickle when it can (no cloudpickle import), cloudpickle otherwise;
+    with ``buffers``, out-of-band buffers (protocol 5) are appended to it."""
+    callback = None if buffers is None else buffers.append
     try:
-        return _pickle.dumps(obj, protocol=protocol.PICKLE_PROTOCOL)
+        return _pickle.dumps(obj, protocol=protocol.PICKLE_PROTOCOL, buffer_callback=callback)
     except Exception:
         import cloudpickle
 
-        return cloudpickle.dumps(obj)
+        if buffers is not None:
+            buffers.clear()  # what plain pickle handed out before it failed
+        return cloudpickle.dumps(obj, protocol=protocol.PICKLE_PROTOCOL, buffer_callback=callback)
+
+
+def dump_value(value: object) -> list:
+    """An app's result as a blob: its arrays' data stay where the app left them
+    (out-of-band buffers) and are sent from there."""
+    buffers: list = []
+    stream = _dumps(value, buffers)
+    return [stream, *(b.raw() for b in buffers)]
 
 
 def outcome_of(exc: BaseException) -> dict:
@@ -90,13 +102,14 @@ def _run(payload: bytes, max_bytes: int) -> dict:
     except BaseException as exc:  # SystemExit in an app is an app failure too
         return outcome_of(exc)
     try:
-        data = _dumps(value)
+        blob = dump_value(value)
     except Exception as exc:
         return outcome_of(TypeError(f"result of type {type(value).__name__} cannot be serialized: {exc}"))
-    if len(data) > max_bytes - 4096:  # room for the outcome's own fields
-        return outcome_of(ResultTooLarge(f"result of {len(data)} bytes exceeds the executor's max_message_bytes "
+    size = protocol.blob_size(blob)
+    if size > max_bytes - 4096:  # room for the outcome's own fields
+        return outcome_of(ResultTooLarge(f"result of {size} bytes exceeds the executor's max_message_bytes "
                                          f"({max_bytes}); write large data to a file and return its path"))
-    return protocol.outcome_value(data)
+    return protocol.outcome_value(blob)
 
 
 def _connect(url: str, timeout: float) -> "_socket.socket":

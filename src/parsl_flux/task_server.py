@@ -134,7 +134,7 @@ class TaskServer:
         self._lock = threading.Lock()
         self._bound = threading.Condition(self._lock)
         self._jobs: Dict[int, int] = {}  # Flux job id -> principal (AF_UNIX mode)
-        self._payloads: Dict[int, bytes] = {}
+        self._payloads: Dict[int, list] = {}  # blobs, ready to send on out of band
         self._outcomes: Dict[int, Dict[str, Any]] = {}
         self._packed: "queue.SimpleQueue[int]" = queue.SimpleQueue()
         self._queued_packed = 0
@@ -218,10 +218,10 @@ class TaskServer:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
         self.rejects.flush()
 
-    def add(self, task_id: int, payload: bytes, packed: bool) -> None:
-        """Make a task's payload available; packed tasks go to the worker queue."""
+    def add(self, task_id: int, payload: list, packed: bool) -> None:
+        """Make a task's payload (a blob) available; packed tasks go to the worker queue."""
         with self._lock:
-            self._payloads[task_id] = payload
+            self._payloads[task_id] = protocol.out_of_band(payload)
             if packed:
                 self._queued_packed += 1
             else:
