@@ -53,7 +53,8 @@ from parsl_flux.tools import checkout
 
 EXECUTORS = ("parsl-flux", "parsl-flux-packing", "parsl-FluxExecutor", "htex", "threadpool", "mpi-executor",
              "bare-flux")
-GROUPS = ("python-noop", "python-sleep10ms", "bash-noop", "mpi-hello", "multi-node")
+GROUPS = ("python-noop", "python-sleep10ms", "bash-noop", "mpi-hello", "multi-node", "open-loop", "data",
+          "parsl-perf")
 SUITES = ("quick", "full")
 MPI_HELLO_C = "tests/data/mpi_hello.c"  # in the source checkout
 FLUXION_PREFIX = fluxpath.default_prefix().parent / "flux-fluxion-0.88.0"
@@ -73,6 +74,11 @@ def noop_app(seconds=0.0):
 def true_app():
     """A no-op bash app."""
     return "true"
+
+
+def array_app(arr):
+    """The data path: an array in, an array of the same size out."""
+    return arr + 1
 
 
 def mpi_flux_app(exe, parsl_resource_specification={}):
@@ -99,10 +105,12 @@ class Case:
     attach: bool = False
     samples: bool = True
     """Keep latency quantiles (for the CDF)."""
+    mib: float = 0.0
+    """``data`` group: MiB of the array each app gets, and of the one it returns."""
 
     @property
     def key(self) -> str:
-        return f"{self.group}/{self.executor}/{self.mode}/{self.n}"
+        return f"{self.group}/{self.executor}/{self.mode}/{self.n}" + (f"/{self.mib:g}MiB" if self.mib else "")
 
 
 def suite_cases(suite: str, groups: Optional[List[str]] = None) -> List[Case]:
@@ -143,6 +151,21 @@ def suite_cases(suite: str, groups: Optional[List[str]] = None) -> List[Case]:
         for ex, ns in multi.items():
             cases += [Case("multi-node", ex, n, mode=f"4 brokers x 2 blocks, {sched}", test_size=4, blocks=2,
                            scheduler=sched) for n in ns]
+    # latency under load: no-op apps submitted at a fixed rate, half the rate the
+    # executor reached in this repeat's largest python-noop case
+    if not quick:
+        cases += [Case("open-loop", ex, n) for ex, n in (("parsl-flux", 300), ("parsl-flux-packing", 10000),
+                                                          ("htex", 10000))]
+    # Parsl's own client, parsl-perf (its no-op app, from an installed module), with the DFK's
+    # logging on as Parsl's default Config has it, and off
+    if not quick:
+        cases += [Case("parsl-perf", ex, 20000, mode=mode, samples=False)
+                  for ex in ("parsl-flux-packing", "htex", "threadpool")
+                  for mode in ("default", "tuned: initialize_logging=False")]
+    # the data path: N apps, each an array of MiB in and out (issue: 200 x 1, 20 x 20, 10 x 50)
+    for mib, n in ([(20, 6)] if quick else [(1, 200), (20, 20), (50, 10)]):
+        cases += [Case("data", ex, n, mib=mib, samples=False)
+                  for ex in ("parsl-flux", "parsl-flux-packing", "htex", "threadpool")]
     if groups:
         cases = [c for c in cases if c.group in groups]
     return cases
@@ -194,7 +217,10 @@ def _config(case: Case, ctx: Dict[str, Any], run_dir: str) -> Any:
         ex = ThreadPoolExecutor(label="bench", max_threads=os.cpu_count())
     else:
         raise ValueError(f"unknown executor {kind!r}")
-    return Config(executors=[ex], run_dir=run_dir, initialize_logging=False)
+    # the DFK's own logging stays off (as it was for every figure so far), but for
+    # the parsl-perf cases in Parsl's default mode
+    return Config(executors=[ex], run_dir=run_dir, initialize_logging=case.group == "parsl-perf" and
+                  case.mode == "default")
 
 
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
@@ -238,6 +264,11 @@ def child(case: Case, ctx: Dict[str, Any]) -> Dict[str, Any]:
     elif case.group == "mpi-hello":
         spec = {"num_tasks": 2}
         app, args = bash_app(mpi_flux_app, executors=["bench"]), (ctx["mpi_exe"],)
+    elif case.group == "data":
+        import numpy
+
+        words = int(case.mib * 2 ** 20) // 8
+        app, args = python_app(array_app, executors=["bench"]), (numpy.zeros(words),)
     else:
         app, args = python_app(noop_app, executors=["bench"]), (0.01 if case.group == "python-sleep10ms" else 0.0,)
     kwargs = {"parsl_resource_specification": spec} if case.group == "mpi-hello" else {}
@@ -245,6 +276,9 @@ def child(case: Case, ctx: Dict[str, Any]) -> Dict[str, Any]:
     dfk = parsl.load(_config(case, ctx, run_dir))
     app(*args, **kwargs).result()
     first = time.perf_counter() - t0
+    if case.group == "data":
+        return {**_data_path(app, words, case.n), "first_result_s": first, "app_module": array_app.__module__,
+                **_stop(dfk, run_dir, case)}
     extra: Dict[str, Any] = {"app_module": noop_app.__module__}  # "__main__": apps travel by value
     if case.test_size > 1:  # check the scheduler the blocks really run (not timed)
         flux = ctx["fluxion_flux"] if case.scheduler == "fluxion" else ctx["flux"]
@@ -254,9 +288,15 @@ def child(case: Case, ctx: Dict[str, Any]) -> Dict[str, Any]:
     done: List[Tuple[int, float]] = []
     submitted: List[float] = []
     futures = []
+    pace = ctx.get("open_loop_rate") if case.group == "open-loop" else None
     start = time.perf_counter()
     for i in range(case.n):
-        submitted.append(time.perf_counter())
+        if pace:  # open loop: the i-th app is due at start + i / pace, whatever the results do
+            due = start + i / pace
+            time.sleep(max(0.0, due - time.perf_counter()))
+            submitted.append(due)  # late submissions count against the executor (no coordinated omission)
+        else:
+            submitted.append(time.perf_counter())
         fut = app(*args, **kwargs)
         fut.add_done_callback(lambda _f, i=i: done.append((i, time.perf_counter())))
         futures.append(fut)
@@ -266,28 +306,69 @@ def child(case: Case, ctx: Dict[str, Any]) -> Dict[str, Any]:
     if case.test_size > 1 or case.blocks > 1:  # the shape the blocks really had
         blocks = dfk.executors["bench"].blocks.values()
         extra["block_nodes"] = sorted(b.resources.nodes for b in blocks if b.resources)
-    t1 = time.perf_counter()
-    dfk.cleanup()
-    shutdown = time.perf_counter() - t1
+    stopped = _stop(dfk, run_dir, case)
     latencies = sorted(t - submitted[i] for i, t in done)
-    logs = glob.glob(os.path.join(run_dir, "*", "bench", "executor.log"))
-    startup_blocks = block_startup(Path(logs[0]).read_text()) if logs and case.executor.startswith("parsl-flux") \
-        else []
-    shutil.rmtree(run_dir, ignore_errors=True)
     out = {
         "tasks_per_s": case.n / (end - start),
         "latency_p50_s": latencies[len(latencies) // 2],
         "latency_p99_s": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         "first_result_s": first,
-        "block_startup_s": startup_blocks,
-        "shutdown_s": shutdown,
+        **stopped,
         "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "window_monotonic_s": [start, end],  # perf_counter is CLOCK_MONOTONIC: tools.cpu_profile reads it
         **extra,
     }
+    if pace:
+        out["open_loop_rate"] = pace
     if case.samples:
         out["latency_quantiles_s"] = quantiles(latencies)
     return out
+
+
+def _rss_mb() -> float:
+    """This process's resident set now (MiB)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+
+def _data_path(app: Any, words: int, n: int) -> Dict[str, Any]:
+    """``n`` apps at once, each with an array of its own (``words`` float64s, made
+    here as a script makes them), each answering one of the same size; every
+    result is checked. Driver memory: resident before, peak, and after the
+    results are dropped, against the bytes in flight (arguments and results)."""
+    import gc
+
+    import numpy
+
+    gc.collect()
+    base = _rss_mb()
+    start = time.perf_counter()
+    futures = [app(numpy.full(words, float(i))) for i in range(n)]
+    bad = sum(1 for i, fut in enumerate(futures) if not (fut.result()[[0, -1]] == i + 1).all())
+    end = time.perf_counter()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    del futures
+    gc.collect()
+    moved = 2 * n * words * 8
+    if bad:
+        raise RuntimeError(f"{bad} of {n} array results were wrong")
+    return {"tasks_per_s": n / (end - start), "mb_per_s": moved / (end - start) / 1e6,
+            "rss_base_mb": base, "driver_peak_rss_mb": peak, "rss_after_mb": _rss_mb(),
+            "in_flight_mb": moved / 2 ** 20, "extra_per_in_flight": (peak - base) / (moved / 2 ** 20),
+            "window_monotonic_s": [start, end]}
+
+
+def _stop(dfk: Any, run_dir: str, case: Case) -> Dict[str, Any]:
+    """Clean up a run: how long the DFK took to stop, and the block start-up
+    times parsl-flux's executor.log shows."""
+    t1 = time.perf_counter()
+    dfk.cleanup()
+    shutdown = time.perf_counter() - t1
+    logs = glob.glob(os.path.join(run_dir, "*", "bench", "executor.log"))
+    startup_blocks = block_startup(Path(logs[0]).read_text()) if logs and case.executor.startswith("parsl-flux") \
+        else []
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return {"shutdown_s": shutdown, "block_startup_s": startup_blocks}
 
 
 def _sched_modules(flux):
@@ -405,15 +486,47 @@ def context(flux: str, fluxion_flux: Optional[str], workdir: Path) -> Dict[str, 
             **mpi_context(workdir)}
 
 
+PERF_CONFIG = """# written by parsl_flux.tools.bench: the case's config, for parsl-perf
+import json
+from parsl_flux.tools.bench import Case, _config
+config = _config(Case(**json.loads({case!r})), json.loads({ctx!r}), {run_dir!r})
+"""
+_PERF_RATE = re.compile(r"^Tasks per second: ([0-9.]+)$", re.M)
+
+
+def parsl_perf(case: Case, ctx: Dict[str, Any], timeout: float, env: Dict[str, str]) -> Dict[str, Any]:
+    """Parsl's ``parsl-perf`` on the case's config: a warm-up iteration of
+    N/4 apps, then N; the rate of the last iteration."""
+    run_dir = tempfile.mkdtemp(prefix="parsl-flux-perf-")
+    try:
+        config = Path(run_dir, "config.py")
+        config.write_text(PERF_CONFIG.format(case=json.dumps(asdict(case)), ctx=json.dumps(ctx), run_dir=run_dir))
+        cmd = [sys.executable, "-m", "parsl.benchmark.perf", "--config", str(config), "--time", "1",
+               "--iterate", f"{max(1, case.n // 4)},{case.n}"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=run_dir,
+                              start_new_session=True)
+        wall = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    rates = _PERF_RATE.findall(proc.stdout)
+    if proc.returncode != 0 or len(rates) != 2:
+        raise RuntimeError(f"{case.key}: parsl-perf failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
+    return {"tasks_per_s": float(rates[-1]), "first_result_s": None, "parsl_perf_wall_s": wall,
+            "parsl_perf_rates": [float(r) for r in rates]}
+
+
 def measure(case: Case, ctx: Dict[str, Any], timeout: float) -> Dict[str, Any]:
-    """One measurement: bare Flux here, anything else in a fresh interpreter."""
+    """One measurement: bare Flux here, parsl-perf or anything else in a fresh interpreter."""
     if case.executor == "bare-flux":
         flux = ctx["flux"]
         cmd = ["true"] if case.group == "bash-noop" else [ctx["python"], "-S", "-c", "pass"]
         return bare_flux(flux, case.n, cmd)
-    cmd = [sys.executable, "-m", "parsl_flux.tools.bench", "--child", json.dumps({"case": asdict(case), "ctx": ctx})]
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # HTEX's interchange.py
+    if case.group == "parsl-perf":
+        return parsl_perf(case, ctx, timeout, env)
+    cmd = [sys.executable, "-m", "parsl_flux.tools.bench", "--child", json.dumps({"case": asdict(case), "ctx": ctx})]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, start_new_session=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{case.key} failed:\n{proc.stderr[-2000:]}")
@@ -482,10 +595,17 @@ def run_all(args: argparse.Namespace, flux: str) -> Dict[str, Any]:
                     continue
                 if c.attach and instance:
                     instance.purge()
+                case_ctx = ctx
+                if c.group == "open-loop":
+                    peak = rates.get(("python-noop", c.executor, "default"))
+                    if peak is None:
+                        skipped[c.key] = "no python-noop rate of this executor in this run (--groups)"
+                        continue
+                    case_ctx = {**ctx, "open_loop_rate": peak / 2}
                 r = None
                 for attempt in (1, 2):  # one retry: a flake is recorded, not taken for the case's result
                     try:
-                        r = measure(c, ctx, timeout=max(300.0, 4 * predicted))
+                        r = measure(c, case_ctx, timeout=max(300.0, 4 * predicted))
                         break
                     except (RuntimeError, subprocess.SubprocessError) as exc:
                         last = str(exc).strip().splitlines()[-1][:160]
@@ -498,7 +618,7 @@ def run_all(args: argparse.Namespace, flux: str) -> Dict[str, Any]:
                 raw[c.key].append(r)
                 rates[series] = r["tasks_per_s"]
                 print(f"[{time.monotonic() - t_start:5.0f}s] rep {rep + 1} {c.key}: {r['tasks_per_s']:.1f}/s, "
-                      f"first result {r['first_result_s']:.2f}s"
+                      f"first result {_fmt(r['first_result_s'], '.2f')}s"
                       + (f", peak {r['driver_peak_rss_mb']:.0f} MB" if "driver_peak_rss_mb" in r else ""),
                       flush=True)
     finally:
@@ -517,14 +637,16 @@ def run_all(args: argparse.Namespace, flux: str) -> Dict[str, Any]:
 
 # ----------------------------------------------------------------- reporting
 RATIO_BASES = {
-    "parsl-flux": ("bare-flux", "parsl-FluxExecutor", "htex", "mpi-executor", "1 block"),
-    "parsl-flux-packing": ("parsl-FluxExecutor", "htex", "1 block"),
+    "parsl-flux": ("bare-flux", "parsl-FluxExecutor", "htex", "threadpool", "mpi-executor", "1 block"),
+    "parsl-flux-packing": ("parsl-FluxExecutor", "htex", "threadpool", "1 block"),
     "parsl-FluxExecutor": ("bare-flux",),
     "threadpool": ("htex",),
 }
 """Which baselines each executor's rate is divided by: bare Flux is the per-job
-reference (one job per app), HTEX the pilot-job one. ``1 block`` is the same
-executor in the default one-node mode, for the multi-node cases."""
+reference (one job per app), HTEX the pilot-job one, ThreadPool the DFK's own
+ceiling (no serialization, no transport). ``1 block`` is the same executor in
+the default one-node mode, for the multi-node cases. ``data`` cases are paired
+at the same array size, so their ratio of tasks/s is the ratio of MB/s."""
 
 
 def ratios(results: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
@@ -534,18 +656,20 @@ def ratios(results: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
     cases = results["cases"]
     for key, r in results["runs"].items():
         c = cases[key]
-        if "tasks_per_s" not in r or c["executor"] not in RATIO_BASES:
-            continue
+        if "tasks_per_s" not in r or c["executor"] not in RATIO_BASES or c["group"] == "open-loop":
+            continue  # open loop: the rate is the pace set; its latencies are what compares
         row: Dict[str, float] = {}
         for base in RATIO_BASES[c["executor"]]:
+            if base == "threadpool" and c["group"] == "data":  # it moves no bytes: no data-path ceiling
+                continue
             if base == "1 block":
-                if c["mode"] == "default":
+                if c["group"] != "multi-node":
                     continue
                 want = {"executor": c["executor"], "group": "python-noop", "mode": "default"}
             else:
-                want = {"executor": base, "group": c["group"], "mode": c["mode"]}
+                want = {"executor": base, "group": c["group"], "mode": c["mode"], "mib": c.get("mib", 0.0)}
             cands = [(abs(cases[k]["n"] - c["n"]), cases[k]["n"], b["tasks_per_s"]) for k, b in results["runs"].items()
-                     if all(cases[k][f] == v for f, v in want.items()) and "tasks_per_s" in b]
+                     if all(cases[k].get(f, 0.0) == v for f, v in want.items()) and "tasks_per_s" in b]
             if not cands:
                 continue
             _, n, rate = min(cands)
@@ -591,7 +715,7 @@ def table(results: Dict[str, Any]) -> str:
         p50 = r.get("latency_p50_s")
         p99 = r.get("latency_p99_s")
         lines.append(f"{head} {r['tasks_per_s']:.1f} | {_fmt(p50 and p50 * 1000, '.0f')} | "
-                     f"{_fmt(p99 and p99 * 1000, '.0f')} | {r['first_result_s']:.2f} | "
+                     f"{_fmt(p99 and p99 * 1000, '.0f')} | {_fmt(r['first_result_s'], '.2f')} | "
                      f"{_fmt(r.get('block_startup_s'), '.2f')} | {_fmt(r.get('shutdown_s'), '.1f')} | "
                      f"{_fmt(r.get('driver_peak_rss_mb'), '.0f')} | {ratio} |")
     if results.get("failures"):
@@ -599,6 +723,20 @@ def table(results: Dict[str, Any]) -> str:
                   "succeeded):", ""]
         lines += [f"* {f['case']}, repeat {f['repeat']}, attempt {f['attempt']}: `{f['error']}`"
                   for f in results["failures"]]
+    data = [(key, r) for key, r in results["runs"].items() if results["cases"][key]["group"] == "data"
+            and "mb_per_s" in r]
+    if data:
+        lines += ["", "Data path (an array of MiB in and one out per app; MB/s of both; driver memory: resident "
+                  "before submitting, peak, after the results are dropped; extra = (peak - before) / MiB in "
+                  "flight, arguments and results):", "",
+                  "| MiB | executor | N | MB/s | ratios | before MB | peak MB | extra per MiB in flight | after MB |",
+                  "|---:|---|---:|---:|---|---:|---:|---:|---:|"]
+        for key, r in data:
+            c = results["cases"][key]
+            ratio = ", ".join(f"{k} {v:.2f}x" for k, v in rat.get(key, {}).items())
+            lines.append(f"| {c['mib']:g} | {c['executor']} | {c['n']} | {r['mb_per_s']:.0f} | {ratio} | "
+                         f"{r['rss_base_mb']:.0f} | {r['driver_peak_rss_mb']:.0f} | {r['extra_per_in_flight']:.2f} | "
+                         f"{r['rss_after_mb']:.0f} |")
     cost = cost_growth(results)
     if cost:
         lines += ["", "Cost growth, packing mode (driver peak RSS; bytes per task = RSS growth / N growth "
@@ -638,7 +776,7 @@ def plot(results: Dict[str, Any], out: Path) -> List[Path]:
              f"parsl {results['machine']['parsl']}, {results['suite']} suite, median of {results['repeats']}")
     written = []
 
-    groups = [g for g in GROUPS if any(cases[k]["group"] == g for k in ok)]
+    groups = [g for g in GROUPS if g != "data" and any(cases[k]["group"] == g for k in ok)]
     series: Dict[Tuple[str, str], List[Tuple[int, float]]] = {}
     for k, r in ok.items():
         series.setdefault((cases[k]["group"], _label(cases[k])), []).append((cases[k]["n"], r["tasks_per_s"]))
@@ -692,6 +830,28 @@ def plot(results: Dict[str, Any], out: Path) -> List[Path]:
                       "every run")
         ax.set_title("Block start-up (flux start to manager registration) — " + title, fontsize=8)
         written.append(_save(plt, fig, out / "block_startup.png"))
+
+    data = [k for k in ok if cases[k]["group"] == "data"]
+    if data:
+        sizes = sorted({cases[k]["mib"] for k in data})
+        executors = sorted({cases[k]["executor"] for k in data})
+        fig, (bw, mem) = plt.subplots(1, 2, figsize=(11, 4.2))
+        width = 0.8 / len(executors)
+        for j, ex in enumerate(executors):
+            got = {cases[k]["mib"]: ok[k] for k in data if cases[k]["executor"] == ex}
+            xs = [i + j * width for i, mib in enumerate(sizes) if mib in got and ex != "threadpool"]
+            bw.bar(xs, [got[mib]["mb_per_s"] for mib in sizes if mib in got and ex != "threadpool"], width,
+                   label=ex)
+            mem.bar([i + j * width for i, mib in enumerate(sizes) if mib in got],
+                    [got[mib]["extra_per_in_flight"] for mib in sizes if mib in got], width, label=ex)
+        for ax, ylabel in ((bw, "MB/s (arrays in + out)"), (mem, "driver peak - before, per MiB in flight")):
+            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(sizes))], [f"{mib:g} MiB" for mib in sizes])
+            ax.set(ylabel=ylabel)
+            ax.grid(True, axis="y", alpha=0.3)
+            ax.legend(fontsize=7)
+        mem.axhline(1.5, color="k", linestyle=":", linewidth=1)
+        fig.suptitle("Data path — " + title, fontsize=9)
+        written.append(_save(plt, fig, out / "data_path.png"))
 
     cdf_groups = [g for g in groups if any(cases[k]["group"] == g and r.get("latency_quantiles_s")
                                            for k, r in ok.items())]
