@@ -42,6 +42,17 @@ def test_ratios_pair_baselines_in_the_same_group_and_say_a_different_n():
                                                                 "vs htex (N=100)": 2.5}
 
 
+def test_data_cases_pair_at_the_same_array_size_and_not_with_threadpool():
+    cases = [bench.Case("data", "parsl-flux", 20, mib=20), bench.Case("data", "htex", 20, mib=20),
+             bench.Case("data", "htex", 10, mib=50), bench.Case("data", "threadpool", 20, mib=20),
+             bench.Case("open-loop", "parsl-flux", 300), bench.Case("open-loop", "htex", 300)]
+    runs = [_run(2.0), _run(1.0), _run(0.5), _run(90.0), _run(10.0), _run(20.0)]
+    res = {"cases": {c.key: bench.asdict(c) for c in cases}, "runs": {c.key: r for c, r in zip(cases, runs)}}
+    r = bench.ratios(res)
+    assert r["data/parsl-flux/default/20/20MiB"] == {"vs htex": 2.0}
+    assert "open-loop/parsl-flux/default/300" not in r, "an open loop's rate is its pace, not a result"
+
+
 def test_cost_growth_gives_bytes_per_task():
     rows = bench.cost_growth(_results())
     assert [row["n"] for row in rows] == [1000, 10000]
@@ -88,7 +99,9 @@ def test_quantiles():
 def test_suites_quick_is_small_full_has_100k_and_every_group():
     quick, full = bench.suite_cases("quick"), bench.suite_cases("full")
     assert {c.group for c in full} == set(bench.GROUPS)
-    assert {c.group for c in quick} == set(bench.GROUPS) - {"python-sleep10ms"}
+    assert {c.group for c in quick} == set(bench.GROUPS) - {"python-sleep10ms", "open-loop", "parsl-perf"}
+    data = {(c.executor, c.mib, c.n) for c in full if c.group == "data"}
+    assert {("parsl-flux", 20, 20), ("parsl-flux-packing", 50, 10), ("htex", 1, 200)} <= data, "the issue's sizes"
     assert max(c.n for c in quick) <= 10000
     assert [c.n for c in full if (c.group, c.executor, c.mode) == ("python-noop", "parsl-flux-packing", "default")
             ][-3:] == [1000, 10000, 100000], "the cost growth series"
