@@ -222,3 +222,34 @@ def test_runner_side_imports_stay_small():
             " 'socket', 'pickle'} & set(sys.modules); print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_guarded_paths_are_curve_or_loopback_only():
+    assert protocol.guarded_path(True, "10.1.2.3")
+    assert all(protocol.guarded_path(False, h) for h in ("127.0.0.1", "127.8.0.1", "::1", "localhost"))
+    assert not any(protocol.guarded_path(False, h) for h in ("10.1.2.3", "", "::ffff:10.0.0.1", "pfnode1"))
+
+
+def test_on_a_guarded_path_the_envelope_and_sizes_stay_authenticated():
+    key = protocol.new_secret()
+    m, d = b"m" * 16, b"d" * 16
+    manager, driver = protocol.manager_session(key, m, d, False), protocol.driver_session(key, m, d, False)
+    frames = driver.seal(Kind.TASKS, [protocol.task_body(9, _blob(1 << 20), {}, False)])
+    forged_body = list(frames)
+    forged_body[3] = bytes(frames[3]).replace(b"packable", b"packabld")
+    with pytest.raises(AuthenticationError, match="authentication code"):
+        manager.open(forged_body)
+    resized = list(frames)
+    resized[-2] = bytes(frames[-2])[:-1]
+    with pytest.raises(AuthenticationError, match="authentication code"):
+        manager.open(resized)
+    kind, tasks = manager.open(frames)
+    assert [bytes(p) for p in tasks[0]["payload"]] == _blob(1 << 20)
+
+
+def test_ends_that_disagree_on_the_path_fail_loudly_on_the_first_buffer():
+    key = protocol.new_secret()
+    m, d = b"m" * 16, b"d" * 16
+    manager, driver = protocol.manager_session(key, m, d, True), protocol.driver_session(key, m, d, False)
+    with pytest.raises(AuthenticationError, match="authentication code"):
+        manager.open(driver.seal(Kind.TASKS, [protocol.task_body(1, _blob(10), {}, False)]))

@@ -163,6 +163,7 @@ class Driver:
         # no message, of any size, from a connection that has not proved it speaks for a block
         self._gate = Gate(self._ctx, self._admissible_keys, self._rejects.reject)
         server_public = ""
+        self._encrypted = encrypt
         if encrypt:
             if not zmq.has("curve"):
                 raise RuntimeError("encrypt=True, but this pyzmq's libzmq has no CURVE support")
@@ -361,12 +362,12 @@ class Driver:
             except zmq.Again:
                 return
             try:  # results' arrays are made on the frames' buffers: no copy
-                self._receive(route.bytes, [f.buffer for f in frames])
+                self._receive(route.bytes, [f.buffer for f in frames], _peer_address(route))
             except protocol.AuthenticationError as exc:
                 self._rejects.reject("dropped a message from peer %s: %s", route.hex()[:16], exc)
 
-    def _receive(self, route: bytes, frames: List[memoryview]) -> None:
-        """One message from ``route``: a hello, the REGISTER that binds a
+    def _receive(self, route: bytes, frames: List[memoryview], peer: str) -> None:
+        """One message from ``route`` (at address ``peer``): a hello, the REGISTER that binds a
         block to its connection, or a message of a bound block's session."""
         block = self._routes.get(route)
         if block is not None:
@@ -406,7 +407,8 @@ class Driver:
         protocol.check_hello(block.key, block_id, nonce, mac)
         self._admit_handshake(block, nonce)
         driver_nonce = os.urandom(protocol.NONCE_BYTES)
-        self._handshakes[route] = (block, protocol.driver_session(block.key, nonce, driver_nonce),
+        mac_buffers = not protocol.guarded_path(self._encrypted, peer)
+        self._handshakes[route] = (block, protocol.driver_session(block.key, nonce, driver_nonce, mac_buffers),
                                    time.monotonic())
         self._sock.send_multipart([route, *protocol.welcome(block.key, nonce, driver_nonce)])
 
@@ -569,6 +571,14 @@ class Driver:
                                  f"(threshold {self.heartbeat_threshold}s)")
             elif block.health.unreachable_since is None:
                 self._send(block, Kind.HEARTBEAT)
+
+
+def _peer_address(frame: zmq.Frame) -> str:
+    """The IP address a message came from ('' where the transport names none)."""
+    try:
+        return str(frame.get("Peer-Address"))
+    except zmq.ZMQError:
+        return ""
 
 
 def _resolve(task: Task, res: Dict[str, Any]) -> None:

@@ -128,6 +128,8 @@ class Manager:
                              z85.encode(bytes.fromhex(server_key)) if server_key else None)
         self.link = LinkWatch(self.driver)
         self.driver.connect(url)
+        # arrays' bytes are MAC'd only where the path to the driver does not protect them already
+        self.mac_buffers = not protocol.guarded_path(bool(server_key), url.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]"))
         self.waker = Waker()
         self.events: "queue.SimpleQueue[Tuple]" = queue.SimpleQueue()
         self.server: Optional[TaskServer] = None
@@ -204,7 +206,7 @@ class Manager:
         except protocol.AuthenticationError as exc:
             self.rejects.reject("dropped a message while resuming the session: %s", exc)
             return
-        self.session = protocol.manager_session(self.key, self.resume_nonce, driver_nonce)
+        self.session = protocol.manager_session(self.key, self.resume_nonce, driver_nonce, self.mac_buffers)
         self.resume_nonce = None
         self.send(Kind.RESUME, protocol.resume_body(list(self.tasks), self.ledger.ids()))
         self._send_batched(self.ledger.unacknowledged())
@@ -269,7 +271,7 @@ class Manager:
             except protocol.AuthenticationError as exc:
                 self.rejects.reject("dropped a message during the handshake: %s", exc)
                 continue
-            self.session = protocol.manager_session(self.key, nonce, driver_nonce)
+            self.session = protocol.manager_session(self.key, nonce, driver_nonce, self.mac_buffers)
             return True
         return False
 

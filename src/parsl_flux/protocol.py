@@ -331,6 +331,16 @@ def _lengths(parts: list) -> bytes:
     return b"".join(_int8(memoryview(p).nbytes) for p in parts)
 
 
+def guarded_path(encrypted: bool, host: str) -> bool:
+    """True when no third party can change a driver-manager frame in transit:
+    CurveZMQ authenticates every frame (Poly1305), and a loopback connection has
+    no one on its path (injecting into it takes root). Both ends decide this
+    from what they see (the manager its URL and server key, the driver the
+    peer's address and its socket), so a disagreement fails the first message
+    that has buffers, never silently."""
+    return encrypted or host == "::1" or host == "localhost" or host.startswith("127.")
+
+
 class Session:
     """One authenticated driver-manager conversation.
 
@@ -341,15 +351,28 @@ class Session:
     message and direction, so each frame is accepted once, in order, in one
     direction, on one session. Frames may be any bytes-like objects (zero-copy
     ZMQ frames' buffers): they are hashed and unpickled where they lie.
+
+    On a :func:`guarded_path` (``mac_buffers=False``) the MAC covers the
+    message's own pickle (kind, ids, shapes, sizes) but not the bytes of its
+    buffers (payloads and results): there, what a MAC would add the transport
+    already gives (Curve's per-frame authentication, or a loopback path no
+    third party is on), and hashing an array four times (seal and open, both
+    ways) cost about as much as every copy of it together. Elsewhere
+    (``encrypt=False`` across hosts) every byte is MAC'd.
     """
 
     def __init__(self, key: bytes, manager_nonce: bytes, driver_nonce: bytes, outgoing: bytes,
-                 incoming: bytes) -> None:
+                 incoming: bytes, mac_buffers: bool = True) -> None:
         self.key = hmac_sha256(key, b"session" + manager_nonce + driver_nonce)
         self.manager_nonce = manager_nonce
         self.outgoing, self.incoming = outgoing, incoming
+        self.mac_buffers = mac_buffers
         self.sent = 0
         self.received = 0
+
+    def _mac(self, direction: bytes, k: bytes, seq: bytes, parts: list) -> bytes:
+        covered = parts if self.mac_buffers else parts[:1]
+        return hmac_sha256(self.key, direction, VERSION, k, seq, _lengths(parts), *covered)
 
     def seal(self, kind: str, data: object = None) -> list:
         k = kind.encode()
@@ -357,8 +380,7 @@ class Session:
         self.sent += 1
         body, buffers = _dump(data)
         parts = [body, *buffers]
-        return [VERSION, k, seq, *parts,
-                hmac_sha256(self.key, self.outgoing, VERSION, k, seq, _lengths(parts), *parts)]
+        return [VERSION, k, seq, *parts, self._mac(self.outgoing, k, seq, parts)]
 
     def open(self, frames: list) -> tuple:
         """``(kind, data)``; raises :class:`AuthenticationError` without unpickling."""
@@ -368,7 +390,7 @@ class Session:
         parts, mac = frames[3:-1], bytes(frames[-1])
         if version != VERSION:
             raise AuthenticationError(f"unsupported protocol version {version[:32]!r}")
-        if not compare_digest(mac, hmac_sha256(self.key, self.incoming, version, k, seq, _lengths(parts), *parts)):
+        if not compare_digest(mac, self._mac(self.incoming, k, seq, parts)):
             raise AuthenticationError("bad message authentication code")
         if seq != _int8(self.received):
             raise AuthenticationError(f"out-of-order or replayed message (seq {int.from_bytes(seq, 'big')}, "
@@ -380,12 +402,12 @@ class Session:
         return kind, _pickle.loads(parts[0], buffers=parts[1:])
 
 
-def manager_session(key: bytes, manager_nonce: bytes, driver_nonce: bytes) -> Session:
-    return Session(key, manager_nonce, driver_nonce, TO_DRIVER, TO_MANAGER)
+def manager_session(key: bytes, manager_nonce: bytes, driver_nonce: bytes, mac_buffers: bool = True) -> Session:
+    return Session(key, manager_nonce, driver_nonce, TO_DRIVER, TO_MANAGER, mac_buffers)
 
 
-def driver_session(key: bytes, manager_nonce: bytes, driver_nonce: bytes) -> Session:
-    return Session(key, manager_nonce, driver_nonce, TO_MANAGER, TO_DRIVER)
+def driver_session(key: bytes, manager_nonce: bytes, driver_nonce: bytes, mac_buffers: bool = True) -> Session:
+    return Session(key, manager_nonce, driver_nonce, TO_MANAGER, TO_DRIVER, mac_buffers)
 
 
 # ---------------------------------------------------------------------------
