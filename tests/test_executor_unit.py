@@ -13,6 +13,7 @@ from zmq.utils import z85
 from parsl.providers import LocalProvider
 from parsl.serialize.errors import SerializationError
 
+from conftest import wait_for
 from parsl_flux import FluxExecutor, protocol, zap
 from parsl_flux.errors import ExecutorShutdown, InvalidResourceSpecification
 from parsl_flux.executor import _unwrap_parsl_error_wrapper
@@ -131,11 +132,12 @@ def _dealer(url, block=None, server_public=None):
 
 
 def _manager_handshake(sock, key, block_id="0"):
-    """What a real manager does: hello, welcome, REGISTER on the new session."""
+    """What a real manager does on loopback: hello, welcome, REGISTER on the new session."""
     nonce = os.urandom(protocol.NONCE_BYTES)
     sock.send_multipart(protocol.hello(key, block_id, nonce))
     assert sock.poll(5000), "no welcome from the driver"
-    session = protocol.manager_session(key, nonce, protocol.open_welcome(key, nonce, sock.recv_multipart()))
+    session = protocol.manager_session(key, nonce, protocol.open_welcome(key, nonce, sock.recv_multipart()),
+                                       mac_buffers=False)
     sock.send_multipart(session.seal(protocol.Kind.REGISTER,
                                      {"resources": {"nodes": 1, "cores_per_node": 2, "gpus_per_node": 0}}))
     return session
@@ -376,3 +378,35 @@ def test_the_executor_log_gives_the_logger_back_as_it_found_it(tmp_path, caplog)
     assert logger.level == logging.NOTSET and logger.propagate and not logger.handlers
     assert "seen by caplog" in caplog.text and "not seen" not in caplog.text
     assert "not seen by caplog" in (tmp_path / "x.log").read_text()
+
+
+def _next(sock, session, kind):
+    """The next message of ``kind`` from the driver (heartbeats and others skipped)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if sock.poll(500):
+            got, data = session.open(sock.recv_multipart())
+            if got == kind:
+                return data
+    raise AssertionError(f"no {kind} from the driver")
+
+
+def test_the_driver_drops_a_payload_once_the_manager_holds_it(executor):
+    """A payload is kept to be sent again after a broken connection only until
+    the manager acknowledges it: then the manager holds it, not both."""
+    executor._get_launch_command("0")
+    key = protocol.block_key(executor._master, "0")
+    manager = _dealer(executor.url, block=("0", key))
+    session = _manager_handshake(manager, key)
+    _next(manager, session, protocol.Kind.CONFIG)
+    assert _wait_live(executor)
+    fut = executor.submit(len, {}, bytearray(1 << 20))
+    (task,) = _next(manager, session, protocol.Kind.TASKS)
+    assert protocol.blob_size(task["payload"]) > 1 << 20
+    assert executor._driver.live_tasks[task["id"]].payload is not None
+    manager.send_multipart(session.seal(protocol.Kind.ACK, [task["id"]]))
+    wait_for(lambda: executor._driver.live_tasks[task["id"]].payload is None, 5, "the payload dropped")
+    manager.send_multipart(session.seal(protocol.Kind.RESULTS, [
+        protocol.result(task["id"], protocol.outcome_value([pickle.dumps(1 << 20)]))]))
+    assert fut.result(timeout=5) == 1 << 20
+    manager.close()

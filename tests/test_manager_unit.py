@@ -30,7 +30,7 @@ def _hold(m, *ids):
     for i in ids:
         task = _Task(i, JobShape(), packed=False)
         m.tasks[i] = task
-        m.server.add(i, b"payload", False)
+        m.server.add(i, [b"payload"], False)
         m.held.append(task)
 
 

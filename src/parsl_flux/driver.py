@@ -67,8 +67,9 @@ class Task:
     task_id: int
     future: TaskFuture
     shape: JobShape
-    payload: list
-    """A blob (:mod:`parsl_flux.payload`)."""
+    payload: Optional[list]
+    """A blob (:mod:`parsl_flux.payload`), kept to be sent again after a broken
+    connection until the manager acknowledges it; then None (it holds the task)."""
     block_id: Optional[str] = None
 
 
@@ -381,6 +382,11 @@ class Driver:
                 if any(res["outcome"] == protocol.NODE_LOST for res in fresh):  # before its DEGRADED, maybe
                     self._degrade(block, protocol.degraded_body("?", [], "a job died with a node"))
                 self._complete(fresh)
+            elif kind == Kind.ACK:  # the manager holds these tasks: their payloads need not be kept here
+                with self.lock:
+                    for task in (self.live_tasks.get(i) for i in data):
+                        if task is not None and task.block_id == block.block_id:
+                            task.payload = None
             elif kind == Kind.DEGRADED:
                 self._degrade(block, data)
             elif kind == Kind.BYE:
@@ -461,8 +467,17 @@ class Driver:
             now = block.last_seen = time.monotonic()
             since = block.health.reachable()
             resend_ids, cancel_ids = resume_plan(block.in_flight, data["tasks"], data["done"])
+            lost = [t for t in (self.live_tasks.get(i) for i in resend_ids) if t is not None]
             resend = [protocol.task_body(t.task_id, t.payload, t.shape.to_wire(), t.shape.packable)
-                      for t in (self.live_tasks.get(i) for i in resend_ids) if t is not None]
+                      for t in lost if t.payload is not None]
+            # acknowledged, yet unknown to the manager now: never by the protocol; not lost silently either
+            dropped = [self._forget(t.task_id) for t in lost if t.payload is None]
+        for task in dropped:
+            assert task is not None
+            self.logger.error("block %s resumed without task %d, which it had acknowledged", block.block_id,
+                              task.task_id)
+            set_exception(task.future, BlockLost(block.block_id, f"resumed without task {task.task_id}, "
+                                                                 "which it had received"))
         self.logger.warning("block %s resumed its session on a new connection%s: %d task(s) running there, "
                             "%d result(s) coming again, %d task(s) sent again, %d cancelled", block.block_id,
                             f" after {now - since:.1f}s" if since is not None else "", len(data["tasks"]),

@@ -405,6 +405,7 @@ class Manager:
             if kind == Kind.TASKS:
                 for t in data:
                     self._accept(t)
+                self.send(Kind.ACK, [t["id"] for t in data])  # held here now: the driver drops its copies
             elif kind == Kind.ACK:
                 self.ledger.acknowledged(data)
             elif kind == Kind.CANCEL:

@@ -108,7 +108,7 @@ class Kind:
     FETCH = "fetch"          # R->M: give me the payload of my task (workers: the next packed task)
     PAYLOAD = "payload"      # M->R: the payload (for packed tasks: (task id, payload))
     RESULT = "result"        # R->M: rank 0's outcome
-    ACK = "ack"              # M->R; D->M: ids of the results received (resume.py)
+    ACK = "ack"              # M->R; D->M: ids of the results received (resume.py); M->D: of the tasks received
     EXIT = "exit"            # M->R: a packing worker should exit (idle, or cores are wanted)
 
 
