@@ -839,11 +839,11 @@ def plot(results: Dict[str, Any], out: Path) -> List[Path]:
         width = 0.8 / len(executors)
         for j, ex in enumerate(executors):
             got = {cases[k]["mib"]: ok[k] for k in data if cases[k]["executor"] == ex}
-            xs = [i + j * width for i, mib in enumerate(sizes) if mib in got and ex != "threadpool"]
-            bw.bar(xs, [got[mib]["mb_per_s"] for mib in sizes if mib in got and ex != "threadpool"], width,
-                   label=ex)
-            mem.bar([i + j * width for i, mib in enumerate(sizes) if mib in got],
-                    [got[mib]["extra_per_in_flight"] for mib in sizes if mib in got], width, label=ex)
+            xs = [i + j * width for i, mib in enumerate(sizes) if mib in got]
+            if ex != "threadpool":  # it moves no bytes: no bandwidth to show
+                bw.bar(xs, [got[mib]["mb_per_s"] for mib in sizes if mib in got], width, label=ex, color=f"C{j}")
+            mem.bar(xs, [got[mib]["extra_per_in_flight"] for mib in sizes if mib in got], width, label=ex,
+                    color=f"C{j}")
         for ax, ylabel in ((bw, "MB/s (arrays in + out)"), (mem, "driver peak - before, per MiB in flight")):
             ax.set_xticks([i + 0.4 - width / 2 for i in range(len(sizes))], [f"{mib:g} MiB" for mib in sizes])
             ax.set(ylabel=ylabel)
