@@ -7,7 +7,7 @@ BENCH_ARGS ?=
 
 .PHONY: bench bench-quick
 
-bench: $(STAMP)  ## full benchmark (45-60 min on 2 cores; 13.5 min with BENCH_ARGS="--repeats 1 --budget 90"): every case, N up to 100k; writes benchmarks/results/
+bench: $(STAMP)  ## full benchmark (70-90 min on 2 cores; ~23 min with BENCH_ARGS="--repeats 1 --budget 90"): every case, N up to 100k; writes benchmarks/results/
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m parsl_flux.tools.bench --suite full --out benchmarks/results $(BENCH_ARGS)
 
