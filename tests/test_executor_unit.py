@@ -410,3 +410,20 @@ def test_the_driver_drops_a_payload_once_the_manager_holds_it(executor):
         protocol.result(task["id"], protocol.outcome_value([pickle.dumps(1 << 20)]))]))
     assert fut.result(timeout=5) == 1 << 20
     manager.close()
+
+
+def test_an_admitted_peer_sending_garbage_is_named_dropped_and_the_loop_goes_on(executor, monkeypatch):
+    """A connection that passed the gate but sends no hello: its message is
+    dropped and logged with the peer's routing id; the I/O loop keeps serving."""
+    executor._get_launch_command("0")
+    key = protocol.block_key(executor._master, "0")
+    rejected = []
+    real = executor._driver._rejects.reject
+    monkeypatch.setattr(executor._driver._rejects, "reject", lambda msg, *args: (rejected.append(msg % args),
+                                                                              real(msg, *args)))
+    peer = _dealer(executor.url, block=("0", key))
+    peer.send_multipart([b"not", b"a", b"hello"])
+    wait_for(lambda: any("dropped a message from peer" in r for r in rejected), 5, "the message rejected")
+    _manager_handshake(peer, key)
+    assert _wait_live(executor)
+    peer.close()

@@ -362,10 +362,11 @@ class Driver:
                 route, *frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            route_id = route.bytes
             try:  # results' arrays are made on the frames' buffers: no copy
-                self._receive(route.bytes, [f.buffer for f in frames], _peer_address(route))
+                self._receive(route_id, [f.buffer for f in frames], _peer_address(route))
             except protocol.AuthenticationError as exc:
-                self._rejects.reject("dropped a message from peer %s: %s", route.hex()[:16], exc)
+                self._rejects.reject("dropped a message from peer %s: %s", route_id.hex()[:16], exc)
 
     def _receive(self, route: bytes, frames: List[memoryview], peer: str) -> None:
         """One message from ``route`` (at address ``peer``): a hello, the REGISTER that binds a
