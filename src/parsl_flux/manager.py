@@ -129,7 +129,8 @@ class Manager:
         self.link = LinkWatch(self.driver)
         self.driver.connect(url)
         # arrays' bytes are MAC'd only where the path to the driver does not protect them already
-        self.mac_buffers = not protocol.guarded_path(bool(server_key), url.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]"))
+        driver_host = url.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+        self.mac_buffers = not protocol.guarded_path(bool(server_key), driver_host)
         self.waker = Waker()
         self.events: "queue.SimpleQueue[Tuple]" = queue.SimpleQueue()
         self.server: Optional[TaskServer] = None
