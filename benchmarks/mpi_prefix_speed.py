@@ -34,7 +34,7 @@ def bare(flux: str, exe: str, n: int, brokers: int) -> float:
 
 
 def prefix_model(flux: str, exe: str, n: int, brokers: int) -> float:
-    launch = (f"{{flux}} start --test-size={brokers} {{flux}} env {{python}} -m parsl_flux.manager "
+    launch = (f"{{flux}} start --test-size={brokers} {{flux}} env {{python}} -m parsl_flux.allocation.manager "
               "--url {url} --block-id {block_id} --workdir {workdir}")
     parsl.load(Config(executors=[FluxExecutor(flux_path=flux, launch_cmd=launch)]))
     spec = {"num_nodes": 1, "ranks_per_node": 2}

@@ -1,4 +1,4 @@
-"""Lean bash apps (pure, no Flux): :mod:`parsl_flux.bash` against Parsl's own
+"""Lean bash apps (pure, no Flux): :mod:`parsl_flux.job.bash` against Parsl's own
 ``remote_side_bash_executor``, run side by side on the same inputs.
 
 Each case runs the wrapped function Parsl hands an executor (failures come back
@@ -29,7 +29,8 @@ from parsl.app.python import PythonApp
 from parsl.data_provider.files import File
 from typeguard import TypeCheckError
 
-from parsl_flux import bash, payload, runner
+from parsl_flux.job import bash, runner
+from parsl_flux.wire import payload
 
 
 ROOT = pathlib.Path("/nonexistent-root")
@@ -167,7 +168,7 @@ def test_lean_bash_declines_everything_else():
 
 
 def test_lean_bash_without_parsl_loaded_imports_nothing():
-    code = ("import sys, parsl_flux.bash as b; print(b.lean_bash(lambda: 1, (), {}), "
+    code = ("import sys, parsl_flux.job.bash as b; print(b.lean_bash(lambda: 1, (), {}), "
             "sorted(m for m in sys.modules if m.split('.')[0] in ('parsl', 'subprocess')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "None []"
@@ -381,7 +382,7 @@ def test_stand_ins_become_parsl_exceptions(stand_in, args):
         raised = exc
     converted = _through_driver(raised)
     expected = parsl_cls(*args)
-    assert type(converted) is parsl_cls and type(raised).__module__ == "parsl_flux.bash"
+    assert type(converted) is parsl_cls and type(raised).__module__ == "parsl_flux.job.bash"
     assert _normal(str(converted), ROOT) == _normal(str(expected), ROOT) == _normal(str(raised), ROOT)
     assert _normal(repr(converted.args), ROOT) == _normal(repr(expected.args), ROOT)
     assert ({k: _normal(repr(v), ROOT) for k, v in vars(converted).items()}
@@ -403,7 +404,7 @@ def _in_fresh_runner(blob: list, tmp_path: pathlib.Path) -> dict:
     """Load a payload in a ``python -S`` interpreter as a runner does, run it, report what got imported."""
     assert len(blob) == 1  # a bash app's payload has no out-of-band buffers: the stream is all
     script = (
-        "import sys\nfrom parsl_flux.payload import loads\n"
+        "import sys\nfrom parsl_flux.wire.payload import loads\n"
         "func, args, kwargs = loads([sys.stdin.buffer.read()])\n"
         "try:\n    out = {'value': func(*args, **kwargs)}\n"
         "except Exception as exc:\n    out = {'raised': type(exc).__module__ + '.' + str(type(exc).__name__), 'str': str(exc)}\n"
@@ -432,7 +433,7 @@ def test_job_side_imports_no_parsl(tmp_path, walltime):
 
     lean = bash.lean_bash(BashApp(failing_app).wrapped_remote_function, (7,), {"walltime": walltime})
     assert _in_fresh_runner(payload.dumps(lean), tmp_path) == {
-        "raised": "parsl_flux.bash.BashExitFailure", "str": "bash_app failing_app failed with unix exit code 7",
+        "raised": "parsl_flux.job.bash.BashExitFailure", "str": "bash_app failing_app failed with unix exit code 7",
         "heavy": []}
 
 

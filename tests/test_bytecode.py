@@ -5,14 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from parsl_flux import bytecode
+from parsl_flux.allocation import bytecode
 
 
 def _compiled_from_source(env):
     """The parsl_flux modules a fresh ``python -S`` compiled instead of loading from __pycache__."""
-    src = str(Path(bytecode.__file__).resolve().parents[1])
+    src = str(Path(bytecode.__file__).resolve().parents[2])  # src/, above parsl_flux/allocation/
     done = subprocess.run([sys.executable, "-S", "-v", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                           "import parsl_flux.runner, parsl_flux.bash", src],
+                           "import parsl_flux.job.runner, parsl_flux.job.bash", src],
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     names = (line.split()[-1].strip("'") for line in done.stderr.splitlines() if line.startswith("# code object from"))
@@ -25,7 +25,7 @@ def test_jobs_load_the_runner_from_bytecode_even_with_dontwritebytecode():
     assert bytecode.write_job_bytecode(sys.executable) == []
     assert _compiled_from_source(env) == []
     # Stale after an edit (a newer source): written again.
-    runner = Path(bytecode.__file__).with_name("runner.py")
+    runner = Path(bytecode.__file__).parents[1] / "job" / "runner.py"
     stat = runner.stat()
     os.utime(runner, (stat.st_atime, stat.st_mtime + 5))
     try:

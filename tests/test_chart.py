@@ -328,7 +328,7 @@ def test_rendered_example_follows_its_values(name):
     host = v["driver"]["host"] or f"{full}-driver.{ce.NAMESPACE}.svc"
     url = f"tcp://{host}:{v['driver']['port']}"
     words = shlex.split(container["command"])
-    assert words[:5] == ["flux", "env", v["manager"]["python"], "-m", "parsl_flux.manager"]
+    assert words[:5] == ["flux", "env", v["manager"]["python"], "-m", "parsl_flux.allocation.manager"]
     args = _manager_args(words[5:])
     assert args.url == url
     assert args.block_id == str(v["manager"]["blockId"])
@@ -373,7 +373,7 @@ def test_rendered_example_follows_its_values(name):
 
 def _manager_args(argv):
     """The manager's own argument parser accepts the rendered command line."""
-    from parsl_flux import manager
+    from parsl_flux.allocation import manager
 
     return manager.parse_args(argv)
 
@@ -383,7 +383,7 @@ def test_sample_workflow_script_uses_the_executor_api():
     ExternalProvider with parameters they have."""
     script = defaults()["driver"]["job"]["script"]
     compile(script, "workflow.py", "exec")
-    from parsl_flux.executor import FluxExecutor
+    from parsl_flux.driver.executor import FluxExecutor
     from parsl_flux.providers.external import ExternalProvider
 
     params = inspect.signature(FluxExecutor).parameters

@@ -100,7 +100,7 @@ def test_doctor_machine_report(capsys):
 
 
 def test_doctor_says_when_the_flux_extra_is_missing(capsys, monkeypatch):
-    monkeypatch.setattr("parsl_flux.preflight.MANAGER_MODULES", ("_cffi_backend", "no_such_module_here"))
+    monkeypatch.setattr("parsl_flux.driver.preflight.MANAGER_MODULES", ("_cffi_backend", "no_such_module_here"))
     code, out, _ = run(capsys, "doctor")
     assert code == 1
     assert "cannot import no_such_module_here: pip install 'parsl-flux[flux]'" in out

@@ -113,7 +113,7 @@ def test_shutdown_fails_running_tasks_with_executor_shutdown(make_executor):
         running.result(timeout=5)
 
 
-TWO_BROKERS = ("{flux} start --test-size=2 {flux} env {python} -m parsl_flux.manager --url {url} "
+TWO_BROKERS = ("{flux} start --test-size=2 {flux} env {python} -m parsl_flux.allocation.manager --url {url} "
                "--block-id {block_id} --workdir {workdir} --heartbeat-period {heartbeat_period} "
                "--driver-timeout {heartbeat_threshold}")
 

@@ -21,7 +21,7 @@ from parsl.providers import LocalProvider, SlurmProvider
 from parsl_flux import FluxExecutor
 from parsl_flux.container import PMI_ENV, RUNTIMES, Container, ContainerError
 
-MANAGER = "flux start flux env python3 -m parsl_flux.manager --url tcp://host:1234 --block-id 0 --workdir /w"
+MANAGER = "flux start flux env python3 -m parsl_flux.allocation.manager --url tcp://host:1234 --block-id 0 --workdir /w"
 LAUNCHERS = {
     "srun": (SrunLauncher(), ["srun", "--ntasks", "2", "-l"]),
     "aprun": (AprunLauncher(), ["aprun", "-n", "2", "-N", "1"]),
@@ -220,7 +220,7 @@ def test_executor_launch_command_with_container(runtime: str, paths: Dict[str, s
     if runtime == "docker":  # the key crosses into the container by name, its value stays off the line
         assert ("-e", "PARSL_FLUX_KEY_FILE") in zip(prefix, prefix[1:])
     inside = argv[len(prefix):]
-    assert inside[:7] == ["flux", "start", "flux", "env", "python3", "-m", "parsl_flux.manager"]
+    assert inside[:7] == ["flux", "start", "flux", "env", "python3", "-m", "parsl_flux.allocation.manager"]
     options = dict(zip(inside[7::2], inside[8::2]))
     assert {k: options.get(k) for k in ("--url", "--block-id", "--workdir")} == \
         {"--url": "tcp://host:1234", "--block-id": "0", "--workdir": str(tmp_path / "FluxExecutor")}

@@ -12,8 +12,8 @@ FLUX = "/root/.cache/parsl-flux/flux-core-0.88.0"
 
 @pytest.mark.parametrize("cmdline, comm, component", [
     ("/work/.venv/bin/python -m parsl_flux.tools.bench --child {}", "python", "driver"),
-    ("/work/.venv/bin/python -m parsl_flux.manager --url tcp://127.0.0.1:1 --block-id 0", "python", "parsl-flux manager"),
-    (f"{FLUX}/libexec/flux/cmd/flux-broker {FLUX}/bin/flux env python -m parsl_flux.manager", "flux-broker-0",
+    ("/work/.venv/bin/python -m parsl_flux.allocation.manager --url tcp://127.0.0.1:1 --block-id 0", "python", "parsl-flux manager"),
+    (f"{FLUX}/libexec/flux/cmd/flux-broker {FLUX}/bin/flux env python -m parsl_flux.allocation.manager", "flux-broker-0",
      "flux-broker"),
     (f"/usr/bin/python3 {FLUX}/libexec/flux/cmd/py-runner.py {FLUX}/libexec/flux/cmd/flux-module-python-exec.py "
      f"{FLUX}/lib/flux/modules/sched-simple.py", "python3", "flux python modules"),
@@ -35,7 +35,7 @@ def test_classify(cmdline, comm, component):
 
 def test_by_component_uses_the_polled_command_line_first():
     samples = Counter({(10, "python"): 5, (11, "python"): 3, (12, "python3"): 2, (0, "swapper"): 7})
-    cmdlines = {10: "python -m parsl_flux.tools.bench --child {}", 11: "python -m parsl_flux.manager --url x"}
+    cmdlines = {10: "python -m parsl_flux.tools.bench --child {}", 11: "python -m parsl_flux.allocation.manager --url x"}
     assert cpu_profile.by_component(samples, cmdlines) == {"driver": 5, "parsl-flux manager": 3, "job processes": 2,
                                                           "idle": 7}
 

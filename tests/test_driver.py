@@ -6,9 +6,9 @@ import threading
 
 import cloudpickle
 
-from parsl_flux import protocol
-from parsl_flux.driver import Driver, Task, TaskFuture
-from parsl_flux.resources import JobShape
+from parsl_flux.driver.io_loop import Driver, Task, TaskFuture
+from parsl_flux.driver.resources import JobShape
+from parsl_flux.wire import protocol
 
 
 class CancelledWhileResolved(TaskFuture):

@@ -10,9 +10,9 @@ import pytest
 import zmq
 from hostile import ZMTP_FLOOD, run_as_nobody
 
-from parsl_flux import protocol, zap
-from parsl_flux.driver import MAX_HANDSHAKES, Driver
-from parsl_flux.protocol import Kind
+from parsl_flux.driver.io_loop import MAX_HANDSHAKES, Driver
+from parsl_flux.wire import protocol, zap
+from parsl_flux.wire.protocol import Kind
 
 MiB = 1 << 20
 
@@ -36,7 +36,7 @@ def _manager(ctx, port, block_id, key, credentials_key=None):
     return sock
 
 
-def _recv(sock, timeout_ms=3000):
+def _recv(sock, timeout_ms=10000):
     return sock.recv_multipart() if sock.poll(timeout_ms) else None
 
 

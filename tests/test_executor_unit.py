@@ -14,9 +14,10 @@ from parsl.providers import LocalProvider
 from parsl.serialize.errors import SerializationError
 
 from conftest import wait_for
-from parsl_flux import FluxExecutor, protocol, zap
+from parsl_flux import FluxExecutor
+from parsl_flux.driver.executor import _unwrap_parsl_error_wrapper
 from parsl_flux.errors import ExecutorShutdown, InvalidResourceSpecification
-from parsl_flux.executor import _unwrap_parsl_error_wrapper
+from parsl_flux.wire import protocol, zap
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def test_launch_command_carries_the_key_file_url_and_block(executor):
 
 def _dealer(url, block=None, server_public=None):
     """A DEALER to the driver; with ``block`` ``(block_id, key)``, it
-    authenticates as that block's manager does (:mod:`parsl_flux.zap`)."""
+    authenticates as that block's manager does (:mod:`parsl_flux.wire.zap`)."""
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -255,7 +256,7 @@ def test_payload_over_the_limit_is_refused_at_submit(executor):
 def test_request_larger_than_live_instance_fails_at_once(executor):
     executor._get_launch_command("0")
     block = executor.blocks["0"]
-    from parsl_flux.resources import InstanceResources
+    from parsl_flux.driver.resources import InstanceResources
     block.resources = InstanceResources(1, 2, 0)
     with pytest.raises(InvalidResourceSpecification, match="num_nodes"):
         executor.submit(print, {"num_nodes": 2, "num_tasks": 2})
@@ -289,9 +290,9 @@ def test_each_executor_logs_to_its_own_file_and_leaves_the_package_logger_alone(
 
 def test_scale_in_picks_by_idle_time_not_launch_time():
     """A block that just finished work is not 'idle for max_idletime'; the longest idle goes first."""
-    from parsl_flux.driver import Block as _Block
-    from parsl_flux.executor import pick_scale_in
-    from parsl_flux.resources import InstanceResources
+    from parsl_flux.driver.io_loop import Block as _Block
+    from parsl_flux.driver.executor import pick_scale_in
+    from parsl_flux.driver.resources import InstanceResources
 
     def block(name, idle_since=None, busy=0, registered=True):
         b = _Block(name, b"k")
@@ -319,12 +320,12 @@ def test_a_loopback_address_for_remote_blocks_is_warned_about(monkeypatch, caplo
 
     from parsl.providers import SlurmProvider
 
-    monkeypatch.setattr("parsl_flux.executor.address_by_hostname", lambda: "127.0.1.1")
+    monkeypatch.setattr("parsl_flux.driver.executor.address_by_hostname", lambda: "127.0.1.1")
     with caplog.at_level(logging.WARNING):
         assert FluxExecutor(provider=SlurmProvider()).default_address() == "127.0.1.1"
     assert "127.0.1.1, which compute nodes cannot reach" in caplog.text
     caplog.clear()
-    monkeypatch.setattr("parsl_flux.executor.address_by_hostname", lambda: "10.1.2.3")
+    monkeypatch.setattr("parsl_flux.driver.executor.address_by_hostname", lambda: "10.1.2.3")
     with caplog.at_level(logging.WARNING):
         assert FluxExecutor(provider=SlurmProvider()).default_address() == "10.1.2.3"
         assert FluxExecutor(provider=LocalProvider()).default_address() == "127.0.0.1"
@@ -356,7 +357,7 @@ def test_the_console_shows_no_more_than_the_user_asked_for_while_the_log_file_ge
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     console = [line for line in proc.stderr.splitlines() if line.startswith("CONSOLE")]
-    assert console == ["CONSOLE WARNING parsl_flux.executor.quiet a warning line"]
+    assert console == ["CONSOLE WARNING parsl_flux.driver.executor.quiet a warning line"]
     log = (tmp_path / "quiet" / "executor.log").read_text()
     assert "INFO" in log and "quiet listening on tcp://127.0.0.1:" in log
     assert "DEBUG" in log and "a debug line" in log
@@ -366,7 +367,7 @@ def test_the_console_shows_no_more_than_the_user_asked_for_while_the_log_file_ge
 def test_the_executor_log_gives_the_logger_back_as_it_found_it(tmp_path, caplog):
     import logging
 
-    from parsl_flux.logfile import ExecutorLog
+    from parsl_flux.driver.logfile import ExecutorLog
 
     logger = logging.getLogger("test.executor_log.child")
     log = ExecutorLog(logger, str(tmp_path / "x.log"))

@@ -19,7 +19,7 @@ SCRIPT = """
 import json, os, signal, sys, time
 import flux
 from flux.job import JobspecV1
-from parsl_flux.flux_backend import FluxThreads
+from parsl_flux.allocation.flux_backend import FluxThreads
 
 events = []
 threads = FluxThreads(lambda *event: events.append([str(x) for x in event]))

@@ -41,7 +41,7 @@ def test_arrays_round_trip_on_a_local_block(make_executor, packing):
 
 def test_arrays_round_trip_over_tcp_with_task_credentials(make_executor):
     """Two brokers: the task server listens on TCP and every part is MAC'd with the task's credential."""
-    ex = make_executor(launch_cmd="{flux} start --test-size=2 {flux} env {python} -m parsl_flux.manager "
+    ex = make_executor(launch_cmd="{flux} start --test-size=2 {flux} env {python} -m parsl_flux.allocation.manager "
                                   "--url {url} --block-id {block_id} --workdir {workdir}")
     assert ex.blocks["0"].resources.nodes == 2
     _check(ex, [9 * MIB, 2 * MIB])

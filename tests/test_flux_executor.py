@@ -179,7 +179,7 @@ def test_two_blocks_share_the_work(make_executor):
 
 def test_multi_node_shape_on_test_instance(make_executor, flux_path, tmp_path):
     """num_nodes spreads tasks over brokers: a --test-size=2 instance has two."""
-    ex = make_executor(launch_cmd="{flux} start --test-size=2 " + "{flux} env {python} -m parsl_flux.manager "
+    ex = make_executor(launch_cmd="{flux} start --test-size=2 " + "{flux} env {python} -m parsl_flux.allocation.manager "
                        "--url {url} --block-id {block_id} --workdir {workdir}")
     assert ex.blocks["0"].resources.nodes == 2
     out = tmp_path / "ranks"

@@ -18,7 +18,7 @@ import cloudpickle
 import pytest
 
 from conftest import wait_for
-from parsl_flux import leftovers
+from parsl_flux.allocation import leftovers
 from parsl_flux.errors import BlockLost, FluxJobFailed
 
 pytestmark = pytest.mark.flux
@@ -165,7 +165,7 @@ def test_another_user_can_read_no_key(make_executor, tmp_path):
     now: the key dir is 0700 and holds nothing once the manager started; no
     submit script, broker argv or environment holds the key."""
     ex = make_executor()
-    key = bytes.hex(__import__("parsl_flux.protocol", fromlist=["x"]).block_key(ex._master, "0"))
+    key = bytes.hex(__import__("parsl_flux.wire.protocol", fromlist=["x"]).block_key(ex._master, "0"))
     os.chmod(tmp_path, 0o755)  # let the attacker walk the run directory
     for d in Path(ex.run_dir).parents:
         if str(d).startswith(str(tmp_path.parent)):
@@ -274,7 +274,7 @@ def test_init_blocks_start_with_the_executor_and_only_once(tmp_path, flux_path):
 # The rest of the fault sweep: each fault, every future resolves, nothing is left.
 def _runner_pids(task_env_value):
     """PIDs of runner processes of the task whose PARSL_FLUX_TASK is ``task_env_value``."""
-    from parsl_flux import leftovers
+    from parsl_flux.allocation import leftovers
 
     return leftovers.processes_with_env({"PARSL_FLUX_TASK": task_env_value})
 
@@ -334,7 +334,7 @@ def big_result(n):
 def test_a_result_over_the_limit_fails_with_a_clear_error(make_executor):
     """A result larger than max_message_bytes is refused in the job, naming both sizes;
     the block keeps serving (no starved heartbeats, no lost block)."""
-    from parsl_flux.runner import ResultTooLarge
+    from parsl_flux.job.runner import ResultTooLarge
 
     ex = make_executor(max_message_bytes=4 << 20)
     with pytest.raises(ResultTooLarge, match="exceeds the executor's max_message_bytes"):

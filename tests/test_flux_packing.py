@@ -103,7 +103,7 @@ def test_no_per_task_state_after_futures_resolve(make_executor):
     in the driver (the executor's dicts keep only their table capacity)."""
     import gc
 
-    from parsl_flux.driver import Task, TaskFuture
+    from parsl_flux.driver.io_loop import Task, TaskFuture
 
     ex = make_executor(packing=True)
     futures = [ex.submit(noop, {}) for _ in range(3000)]

@@ -24,7 +24,7 @@ HELLO_C = Path(__file__).parent / "data" / "mpi_hello.c"
 @pytest.fixture(scope="module")
 def dfk(flux_path, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runinfo")
-    launch = ("{flux} start --test-size=2 {flux} env {python} -m parsl_flux.manager --url {url} "
+    launch = ("{flux} start --test-size=2 {flux} env {python} -m parsl_flux.allocation.manager --url {url} "
               "--block-id {block_id} --workdir {workdir} --heartbeat-period {heartbeat_period} "
               "--driver-timeout {heartbeat_threshold}")
     executor = FluxExecutor(provider=LocalProvider(init_blocks=1, max_blocks=1), flux_path=flux_path,

@@ -14,7 +14,7 @@ import pytest
 from hostile import run_as_nobody
 
 from conftest import wait_for
-from parsl_flux import protocol
+from parsl_flux.wire import protocol
 
 pytestmark = pytest.mark.flux
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # jobs cannot import this test module
@@ -69,7 +69,8 @@ def forge(victim, flux):
     import os
     import subprocess
 
-    from parsl_flux import protocol, runner
+    from parsl_flux.wire import protocol
+    from parsl_flux.job import runner
 
     report = {"stolen": [], "fetched": False, "posted": False, "errors": []}
     jobs = subprocess.run([flux, "jobs", "-a", "-n", "-o", "{id} {name}"], capture_output=True, text=True).stdout
@@ -156,7 +157,8 @@ def test_blocks_end_with_the_interpreter_without_with(tmp_path, flux_path):
 def test_a_manager_python_without_the_flux_extra_is_one_clear_line(tmp_path):
     """An interpreter without site-packages (so without cffi) as the manager's:
     start() says so in one line, with the fix, before any block starts."""
-    from parsl_flux import FluxExecutor, preflight
+    from parsl_flux import FluxExecutor
+    from parsl_flux.driver import preflight
 
     bare = tmp_path / "bare-python"
     bare.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")

@@ -224,7 +224,7 @@ def test_debian_stock_sitecustomize_keeps_the_fast_runner_start(monkeypatch: pyt
                                                                    tmp_path: Path) -> None:
     """In the image /usr/lib/python3.11/sitecustomize.py always exists; it only
     installs apport's hook, which is absent there, so runners may still start with -S."""
-    from parsl_flux.flux_backend import site_adds_only_paths
+    from parsl_flux.allocation.flux_backend import site_adds_only_paths
 
     _with_sitecustomize(monkeypatch, tmp_path, _DEBIAN_SITECUSTOMIZE)
     assert site_adds_only_paths([])
@@ -233,7 +233,7 @@ def test_debian_stock_sitecustomize_keeps_the_fast_runner_start(monkeypatch: pyt
 
 
 def test_other_sitecustomize_still_turns_the_fast_start_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from parsl_flux.flux_backend import site_adds_only_paths
+    from parsl_flux.allocation.flux_backend import site_adds_only_paths
 
     _with_sitecustomize(monkeypatch, tmp_path, _DEBIAN_SITECUSTOMIZE + "import os\nos.environ['X'] = '1'\n")
     assert not site_adds_only_paths([])
@@ -251,7 +251,7 @@ def test_system_python3_of_debian_gets_the_fast_start() -> None:
     """The real file, read by the real interpreter (the image's, and Debian hosts')."""
     src = str(ROOT / "src")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-            "from parsl_flux.flux_backend import site_adds_only_paths; print(site_adds_only_paths([]))")
+            "from parsl_flux.allocation.flux_backend import site_adds_only_paths; print(site_adds_only_paths([]))")
     done = subprocess.run(["/usr/bin/python3", "-c", code, src], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True"

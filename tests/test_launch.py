@@ -4,9 +4,9 @@ import shlex
 
 import pytest
 
-from parsl_flux import launch
-from parsl_flux.manager import manager_key, parse_args
-from parsl_flux import protocol
+from parsl_flux.allocation.manager import manager_key, parse_args
+from parsl_flux.wire import launch
+from parsl_flux.wire import protocol
 
 FIELDS = {"flux": "/opt/flux bin/flux", "python": "/usr/bin/python3", "url": "tcp://h:1",
           "block_id": "3", "workdir": "/scratch/w", "flux_uri": "local:///run/flux/local",
@@ -17,7 +17,7 @@ def test_start_command_argv():
     argv = shlex.split(launch.render(launch.START_CMD, FIELDS))
     assert argv[:2] == ["/opt/flux bin/flux", "start"]
     assert argv[2:5] == ["/opt/flux bin/flux", "env", "/usr/bin/python3"]
-    assert argv[5:7] == ["-m", "parsl_flux.manager"]
+    assert argv[5:7] == ["-m", "parsl_flux.allocation.manager"]
     args = parse_args(argv[7:])
     assert (args.url, args.block_id, args.workdir) == ("tcp://h:1", "3", "/scratch/w")
     assert (args.heartbeat_period, args.driver_timeout) == (1.0, 10.0)
@@ -29,7 +29,7 @@ def test_start_command_argv():
 def test_attach_command_uses_flux_proxy():
     argv = shlex.split(launch.render(launch.ATTACH_CMD, FIELDS))
     assert argv[:3] == ["/opt/flux bin/flux", "proxy", "local:///run/flux/local"]
-    assert "parsl_flux.manager" in argv
+    assert "parsl_flux.allocation.manager" in argv
 
 
 def test_only_the_key_file_path_is_on_the_command_line():
@@ -71,7 +71,7 @@ def test_manager_refuses_a_key_file_others_can_read(tmp_path):
 
 
 def test_fast_runner_start_only_when_site_adds_only_paths(tmp_path):
-    from parsl_flux.flux_backend import runner_command, site_adds_only_paths
+    from parsl_flux.allocation.flux_backend import runner_command, site_adds_only_paths
 
     plain = tmp_path / "plain"
     plain.mkdir()
@@ -82,6 +82,6 @@ def test_fast_runner_start_only_when_site_adds_only_paths(tmp_path):
     hooked.mkdir()
     (hooked / "__editable__.pkg.pth").write_text("import __editable___pkg_finder; __editable___pkg_finder.install()\n")
     assert not site_adds_only_paths([str(plain), str(hooked)])
-    assert runner_command("/py", False) == ["/py", "-m", "parsl_flux.runner"]
+    assert runner_command("/py", False) == ["/py", "-m", "parsl_flux.job.runner"]
     fast = runner_command("/py", True)
     assert fast[:3] == ["/py", "-S", "-c"] and "PARSL_FLUX_SYS_PATH" in fast[3]

@@ -6,15 +6,15 @@ bookkeeping looks at. Real jobspecs are covered by the Flux tests."""
 
 import pytest
 
-from parsl_flux.flux_backend import FluxThreads
-from parsl_flux.manager import Manager, _Task
-from parsl_flux.resources import JobShape
+from parsl_flux.allocation.flux_backend import FluxThreads
+from parsl_flux.allocation.manager import Manager, _Task
+from parsl_flux.driver.resources import JobShape
 
 
 @pytest.fixture
 def manager(tmp_path, monkeypatch):
-    monkeypatch.setattr("parsl_flux.manager.build_jobspec", lambda *args: args[-1])
-    monkeypatch.setattr("parsl_flux.manager._f58", lambda jobid: None if jobid is None else f"f{jobid}")
+    monkeypatch.setattr("parsl_flux.allocation.manager.build_jobspec", lambda *args: args[-1])
+    monkeypatch.setattr("parsl_flux.allocation.manager._f58", lambda jobid: None if jobid is None else f"f{jobid}")
     m = Manager("tcp://127.0.0.1:9", "0", b"k" * 32, tmp_path, "python3", 1.0, 10.0, "127.0.0.1")
     m.flux = FluxThreads(lambda *event: None)  # its request queue only: the threads are not started
     m._configure({}, {"nodes": 1, "cores_per_node": 1, "gpus_per_node": 0}, broker_pid=1)

@@ -8,8 +8,8 @@ import sys
 from parsl.monitoring.message_type import MessageType
 from parsl.monitoring.remote import monitor_wrapper
 
-from parsl_flux import monitoring
-from parsl_flux.monitoring import FluxRadio
+from parsl_flux.driver import monitoring
+from parsl_flux.driver.monitoring import FluxRadio
 
 
 BURN = "import time\nend = time.process_time() + {0}\nwhile time.process_time() < end: pass\n"

@@ -36,11 +36,11 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
+from parsl_flux.allocation.mpi_allocation import PREFIX_VARS, allocation_env, launch_prefix
+from parsl_flux.driver.resources import InstanceResources, JobShape, check_fits, parse_spec
 from parsl_flux.errors import InvalidResourceSpecification
-from parsl_flux import mpi_launch
-from parsl_flux.mpi_allocation import PREFIX_VARS, allocation_env, launch_prefix
-from parsl_flux.mpi_job import expand_hostlist, nodelist_of
-from parsl_flux.resources import InstanceResources, JobShape, check_fits, parse_spec
+from parsl_flux.job import mpi_launch
+from parsl_flux.job.mpi_job import expand_hostlist, nodelist_of
 
 ROOT = Path(__file__).resolve().parents[1]
 MPI_HELLO_C = ROOT / "tests" / "data" / "mpi_hello.c"
@@ -173,7 +173,7 @@ def test_nodelist_of_R():
 
 
 # ----------------------------------------------------------- against Flux
-TWO_BROKERS = ("{flux} start --test-size=2 {flux} env {python} -m parsl_flux.manager "
+TWO_BROKERS = ("{flux} start --test-size=2 {flux} env {python} -m parsl_flux.allocation.manager "
                "--url {url} --block-id {block_id} --workdir {workdir}")
 
 

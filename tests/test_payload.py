@@ -10,7 +10,7 @@ import sys
 import cloudpickle
 import pytest
 
-from parsl_flux import payload
+from parsl_flux.wire import payload
 
 OFFSET = 10
 
@@ -44,7 +44,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 def _load_in_fresh_runner(blob: list, code: str) -> dict:
     """Load ``blob`` in a ``python -S`` interpreter, as a runner does; run ``code``."""
-    script = ("import _pickle, json, sys\nfrom parsl_flux.payload import loads\n"
+    script = ("import _pickle, json, sys\nfrom parsl_flux.wire.payload import loads\n"
               f"func, args, kwargs = loads(_pickle.loads(sys.stdin.buffer.read()))\n{code}")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     out = subprocess.run([sys.executable, "-S", "-c", script], input=pickle.dumps(blob), capture_output=True, env=env,
@@ -103,7 +103,7 @@ def test_unknown_persistent_id_is_refused():
 def test_self_check_guards_the_lean_reconstructors():
     class Broken(cloudpickle.Pickler):
         def persistent_id(self, obj):
-            return "parsl_flux.payload.nope" if obj is sys else None
+            return "parsl_flux.wire.payload.nope" if obj is sys else None
 
     assert not payload._self_check(Broken)
     assert payload._self_check(payload._lean_pickler_class())

@@ -4,7 +4,7 @@ caps on unauthenticated connections."""
 
 import pytest
 
-from parsl_flux.peers import Admission, flux_job_of, job_shell_of, parent_of
+from parsl_flux.allocation.peers import Admission, flux_job_of, job_shell_of, parent_of
 
 BROKER = 100
 

@@ -4,8 +4,8 @@ import pickle
 
 import pytest
 
-from parsl_flux import protocol
-from parsl_flux.protocol import AuthenticationError, Kind
+from parsl_flux.wire import protocol
+from parsl_flux.wire.protocol import AuthenticationError, Kind
 
 
 class _Bomb:
@@ -152,7 +152,7 @@ def test_hmac_matches_the_standard_library(key):
 
 
 def _blob(*sizes):
-    """A blob as :mod:`parsl_flux.payload` makes one: a pickle stream and writable buffers."""
+    """A blob as :mod:`parsl_flux.wire.payload` makes one: a pickle stream and writable buffers."""
     return [b"stream"] + [bytearray([i]) * n for i, n in enumerate(sizes, 1)]
 
 
@@ -218,7 +218,7 @@ def test_runner_side_imports_stay_small():
     import subprocess
     import sys
 
-    code = ("import sys, parsl_flux.runner; heavy = {'parsl', 'zmq', 'cloudpickle', 'hashlib', 'enum', 'typing',"
+    code = ("import sys, parsl_flux.job.runner; heavy = {'parsl', 'zmq', 'cloudpickle', 'hashlib', 'enum', 'typing',"
             " 'socket', 'pickle'} & set(sys.modules); print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -4,7 +4,7 @@ import pytest
 from parsl.providers import LocalProvider
 
 from parsl_flux import FluxExecutor
-from parsl_flux.relaunch import FIRST_DELAY, MAX_DELAY, failure_streak, relaunch_allowed, relaunch_delay
+from parsl_flux.driver.relaunch import FIRST_DELAY, MAX_DELAY, failure_streak, relaunch_allowed, relaunch_delay
 
 
 def test_the_streak_counts_failed_launches_back_to_the_newest_registered_block():
@@ -59,13 +59,13 @@ def test_scale_out_waits_after_launches_fail_in_a_row_and_a_registered_block_end
     assert executor.scale_out_facade(1) == [], "a second failure in a row must back off"
     assert len(executor.launched) == 2
     later = executor._failed_launches["1"] + FIRST_DELAY
-    monkeypatch.setattr("parsl_flux.executor.time.monotonic", lambda: later)
+    monkeypatch.setattr("parsl_flux.driver.executor.time.monotonic", lambda: later)
     assert executor.scale_out_facade(1) == ["2"], "the back-off is bounded: the block comes after the delay"
     _fail_launch(executor, "2")
     assert executor.scale_out_facade(1) == [], "the third failure waits longer"
     executor._driver.blocks["0"].resources = object()  # an older block that registered does not end the streak
     assert executor.scale_out_facade(1) == []
-    monkeypatch.setattr("parsl_flux.executor.time.monotonic", lambda: later + 2 * FIRST_DELAY)
+    monkeypatch.setattr("parsl_flux.driver.executor.time.monotonic", lambda: later + 2 * FIRST_DELAY)
     assert executor.scale_out_facade(1) == ["3"]
     executor._driver.blocks["3"].resources = object()  # it registered: the streak is over
     _fail_launch(executor, "3")  # lost after registering: not a failed launch

@@ -2,8 +2,8 @@
 
 import pytest
 
+from parsl_flux.driver.resources import DEFAULT_SHAPE, InstanceResources, JobShape, check_fits, parse_spec
 from parsl_flux.errors import InvalidResourceSpecification
-from parsl_flux.resources import DEFAULT_SHAPE, InstanceResources, JobShape, check_fits, parse_spec
 
 
 def test_empty_spec_is_one_core_no_gpu():

@@ -4,8 +4,8 @@ import sys
 
 import cloudpickle
 
-from parsl_flux.payload import dumps
-from parsl_flux.runner import dump_value, run_payload
+from parsl_flux.job.runner import dump_value, run_payload
+from parsl_flux.wire.payload import dumps
 
 
 def _payload(func, *args, **kwargs):

@@ -117,11 +117,11 @@ def assert_one_broker_per_node(script: str, launcher: str, nodes: int) -> None:
 
 
 def assert_manager_command(argv: list, rundir: str) -> None:
-    """``[env...] flux start flux env PYTHON -m parsl_flux.manager --url tcp://... --block-id 0 --workdir ...``"""
+    """``[env...] flux start flux env PYTHON -m parsl_flux.allocation.manager --url tcp://... --block-id 0 --workdir ...``"""
     start = argv.index("start")
     assert argv[start - 1].endswith("flux")
     assert argv[start + 1].endswith("flux") and argv[start + 2] == "env"
-    assert argv[start + 4:start + 6] == ["-m", "parsl_flux.manager"]
+    assert argv[start + 4:start + 6] == ["-m", "parsl_flux.allocation.manager"]
     opts = argv[start + 6:]
     assert opts[opts.index("--url") + 1].startswith("tcp://")
     assert opts[opts.index("--block-id") + 1] == "0"
@@ -330,7 +330,7 @@ def test_a_wheel_install_ships_and_lists_the_sites(tmp_path):
     assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ALL
     shown = cli("sites", "show", "local")
     assert shown.returncode == 0, shown.stderr
-    assert "export JOBNAME=" in shown.stdout and "parsl_flux.manager" in shown.stdout
+    assert "export JOBNAME=" in shown.stdout and "parsl_flux.allocation.manager" in shown.stdout
     # The recipe tools need the checkout's containers/: one line saying so, not a wrong path.
     env.pop("PARSL_FLUX_SOURCE", None)
     checked = cli("image", "check")
@@ -412,11 +412,11 @@ def test_render_patches_nothing_process_wide(monkeypatch):
     monkeypatch.setattr(unittest.mock, "patch", forbidden)
     monkeypatch.setattr(local_module, "execute_wait", forbidden)
     rendered = sites.render(sites.make_config("local"))
-    assert rendered.submit_command is None and "parsl_flux.manager" in rendered.script
+    assert rendered.submit_command is None and "parsl_flux.allocation.manager" in rendered.script
 
 
 def test_loopback_address_warns_for_remote_blocks(monkeypatch):
-    from parsl_flux.executor import FluxExecutor
+    from parsl_flux.driver.executor import FluxExecutor
 
     assert sites.render(sites.make_config("local")).warnings == ()  # blocks on this host: loopback is right
     assert sites.render(sites.make_config("slurm", address="10.1.2.3")).warnings == ()

@@ -14,9 +14,11 @@ import time
 import pytest
 from hostile import as_nobody, run_as_nobody
 
-from parsl_flux import protocol, runner, task_server
-from parsl_flux.rejects import RejectLog
-from parsl_flux.task_server import TaskServer
+from parsl_flux.allocation import task_server
+from parsl_flux.allocation.task_server import TaskServer
+from parsl_flux.job import runner
+from parsl_flux.wire import protocol
+from parsl_flux.wire.rejects import RejectLog
 
 
 @pytest.fixture

@@ -27,7 +27,8 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from parsl_flux import fluxpath, preflight, sites
+from parsl_flux import fluxpath, sites
+from parsl_flux.driver import preflight
 
 EXIT_FAILED = 1
 

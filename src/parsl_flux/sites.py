@@ -433,8 +433,8 @@ class Rendered:
 
 
 def flux_executor(config: Config) -> Any:
-    """The config's first :class:`~parsl_flux.executor.FluxExecutor`."""
-    from parsl_flux.executor import FluxExecutor
+    """The config's first :class:`~parsl_flux.driver.executor.FluxExecutor`."""
+    from parsl_flux.driver.executor import FluxExecutor
 
     for executor in config.executors:
         if isinstance(executor, FluxExecutor):

@@ -12,7 +12,7 @@ directory under the current directory.
 
 It is shaped like Parsl's ``htex_local.py``: one ``LocalProvider`` block
 (``init_blocks=1``, ``max_blocks=1``) and ``strategy='none'``, so the block --
-one ``flux start`` whose initial program is ``python -m parsl_flux.manager`` --
+one ``flux start`` whose initial program is ``python -m parsl_flux.allocation.manager`` --
 lives for the whole session. The ``flux`` command is the one
 :func:`parsl_flux.fluxpath.find_flux` finds (``$FLUX_PATH``, then ``PATH``,
 then the prefix ``make flux`` builds).

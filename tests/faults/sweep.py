@@ -81,9 +81,9 @@ def _kind(cmdline: List[str], comm: str) -> str:
     text = " ".join(cmdline)
     if cmdline and os.path.basename(cmdline[0]).startswith("flux-broker") or comm.startswith("flux-broker"):
         return "broker"
-    if "parsl_flux.manager" in text:
+    if "parsl_flux.allocation.manager" in text:
         return "manager"
-    if "parsl_flux.runner" in text:
+    if "parsl_flux.job.runner" in text:
         return "runner"
     if cmdline and os.path.basename(cmdline[0]) == "flux-shell":
         return "flux-shell"

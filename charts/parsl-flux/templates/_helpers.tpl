@@ -103,7 +103,7 @@ enforces that).
 */}}
 {{- define "parsl-flux.managerCommand" -}}
 {{- $m := .Values.manager -}}
-{{- $args := list "flux" "env" $m.python "-m" "parsl_flux.manager"
+{{- $args := list "flux" "env" $m.python "-m" "parsl_flux.allocation.manager"
       "--url" (include "parsl-flux.driverURL" .)
       "--block-id" (toString $m.blockId)
       "--workdir" $m.workdir

@@ -2,7 +2,7 @@
 
 Used when something else starts the Flux instance and its manager, such as the
 Helm chart in ``charts/parsl-flux`` (a Flux Operator MiniCluster whose initial
-program is ``python -m parsl_flux.manager --block-id 0 ...``). ``submit`` starts
+program is ``python -m parsl_flux.allocation.manager --block-id 0 ...``). ``submit`` starts
 nothing: it records the block, logs the manager command (without its key) and
 the executor then waits for that manager to dial in, as it would wait for a
 batch job to leave the queue.

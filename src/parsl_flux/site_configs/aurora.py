@@ -22,8 +22,8 @@ from parsl.config import Config
 from parsl.launchers import MpiExecLauncher
 from parsl.providers import PBSProProvider
 
+from parsl_flux import FluxExecutor
 from parsl_flux import sites
-from parsl_flux.executor import FluxExecutor
 
 SITE = sites.Site(
     name="aurora", summary="ALCF Aurora: PBS Pro + mpiexec (PALS) + Apptainer, Intel GPUs", batch="PBS Pro",

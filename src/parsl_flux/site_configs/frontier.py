@@ -21,8 +21,8 @@ from typing import Optional, Sequence
 from parsl.config import Config
 from parsl.launchers import SrunLauncher
 
+from parsl_flux import FluxExecutor
 from parsl_flux import sites
-from parsl_flux.executor import FluxExecutor
 from parsl_flux.providers import SlurmProvider
 
 SITE = sites.Site(

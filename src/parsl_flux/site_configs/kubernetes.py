@@ -31,8 +31,8 @@ from typing import Optional
 
 from parsl.config import Config
 
+from parsl_flux import FluxExecutor
 from parsl_flux import sites
-from parsl_flux.executor import FluxExecutor
 from parsl_flux.providers.external import ExternalProvider
 
 CHART_PORT = 54321

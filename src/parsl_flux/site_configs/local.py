@@ -19,8 +19,8 @@ from parsl.config import Config
 from parsl.launchers import SingleNodeLauncher
 from parsl.providers import LocalProvider
 
+from parsl_flux import FluxExecutor
 from parsl_flux import sites
-from parsl_flux.executor import FluxExecutor
 
 SITE = sites.Site(
     name="local", summary="This machine: LocalProvider, one Flux instance", batch="none", submit=None,

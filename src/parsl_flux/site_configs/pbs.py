@@ -25,8 +25,8 @@ from parsl.config import Config
 from parsl.launchers import MpiExecLauncher
 from parsl.providers import PBSProProvider
 
+from parsl_flux import FluxExecutor
 from parsl_flux import sites
-from parsl_flux.executor import FluxExecutor
 
 SITE = sites.Site(
     name="pbs", summary="Any PBS Pro cluster: qsub + Hydra mpiexec, host Flux or Apptainer", batch="PBS Pro",

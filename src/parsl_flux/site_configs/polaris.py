@@ -23,8 +23,8 @@ from parsl.config import Config
 from parsl.launchers import MpiExecLauncher
 from parsl.providers import PBSProProvider
 
+from parsl_flux import FluxExecutor
 from parsl_flux import sites
-from parsl_flux.executor import FluxExecutor
 
 SITE = sites.Site(
     name="polaris", summary="ALCF Polaris: PBS Pro + mpiexec (PALS) + Apptainer, NVIDIA GPUs", batch="PBS Pro",

@@ -27,8 +27,8 @@ from typing import Optional, Sequence
 from parsl.config import Config
 from parsl.launchers import SrunLauncher
 
+from parsl_flux import FluxExecutor
 from parsl_flux import sites
-from parsl_flux.executor import FluxExecutor
 from parsl_flux.providers import SlurmProvider
 
 SITE = sites.Site(
@@ -46,7 +46,7 @@ def make_config(*, account: Optional[str] = None, queue: Optional[str] = None, n
                 run_dir: Optional[str] = None, **executor_options) -> Config:
     """Config for a Slurm cluster; see the module docstring for defaults.
 
-    ``executor_options`` go to :class:`~parsl_flux.executor.FluxExecutor`
+    ``executor_options`` go to :class:`~parsl_flux.driver.executor.FluxExecutor`
     (e.g. ``heartbeat_threshold``).
     """
     name = SITE.name

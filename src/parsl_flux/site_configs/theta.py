@@ -22,8 +22,8 @@ from typing import Dict, Optional, Sequence
 from parsl.config import Config
 from parsl.launchers import AprunLauncher
 
+from parsl_flux import FluxExecutor
 from parsl_flux import sites
-from parsl_flux.executor import FluxExecutor
 from parsl_flux.providers import CobaltProvider
 
 SITE = sites.Site(

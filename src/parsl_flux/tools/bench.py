@@ -139,7 +139,7 @@ def suite_cases(suite: str, groups: Optional[List[str]] = None) -> List[Case]:
             if ex != "bare-flux":
                 cases += [Case("python-sleep10ms", ex, n) for n in ns if n in (100, 1000, 10000)]
     # Parsl's FluxExecutor imports Parsl in each bash app's job (~1 s of CPU here);
-    # parsl-flux runs the command without it (parsl_flux.bash)
+    # parsl-flux runs the command without it (parsl_flux.job.bash)
     for ex in ("bare-flux", "parsl-flux", "parsl-FluxExecutor"):
         cases += [Case("bash-noop", ex, n) for n in ([4 if ex == "parsl-FluxExecutor" else 20] if quick
                                                        else [20, 100])]
@@ -179,7 +179,8 @@ def _config(case: Case, ctx: Dict[str, Any], run_dir: str) -> Any:
     kind = case.executor
     flux = ctx["fluxion_flux"] if case.scheduler == "fluxion" else ctx["flux"]
     if kind.startswith("parsl-flux"):
-        from parsl_flux import FluxExecutor, launch
+        from parsl_flux import FluxExecutor
+        from parsl_flux.wire import launch
 
         kw: Dict[str, Any] = {}
         if case.attach:

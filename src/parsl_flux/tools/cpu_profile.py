@@ -52,7 +52,7 @@ COMPONENTS: List[Tuple[str, Callable[[str, str], bool]]] = [
     ("flux-broker", lambda cmd, comm: _program(cmd) == "flux-broker" or comm.startswith("flux-broker")),
     ("flux python modules", lambda cmd, comm: "flux-module-python-exec" in cmd),
     ("driver", lambda cmd, comm: "parsl_flux.tools.bench --child" in cmd),
-    ("parsl-flux manager", lambda cmd, comm: "parsl_flux.manager" in cmd),
+    ("parsl-flux manager", lambda cmd, comm: "parsl_flux.allocation.manager" in cmd),
     ("htex interchange", lambda cmd, comm: "interchange" in cmd),
     ("htex worker pool", lambda cmd, comm: "process_worker_pool" in cmd),
     ("flux-shell", lambda cmd, comm: comm == "flux-shell" or _program(cmd) == "flux-shell"),

@@ -11,7 +11,7 @@ runs on exactly the resources the allocation holds (its R, given as
 ``system.alloc-bypass.R``), without asking the scheduler for them again;
 Flux's ``alloc-bypass`` jobtap plugin, which the manager loads, allows that to
 the instance owner. The prefix is ``python -S .../mpi_launch.py``
-(:mod:`parsl_flux.mpi_launch`), which submits the ranks with Flux's C
+(:mod:`parsl_flux.job.mpi_launch`), which submits the ranks with Flux's C
 commands; with ``launcher_options`` it is ``flux run --setattr=^system.alloc-bypass.R=FILE
 -N nodes -n ranks [-c cores] [-g gpus] launcher_options``, since those are
 ``flux run`` options. The ranks get PMI from their job shells, so OpenMPI (its
@@ -40,8 +40,8 @@ there, as it already must for the job's stdout and stderr.
 
 This module is the manager's side: :func:`allocation_env`,
 :func:`allocation_jobspec`. In the job, before the unchanged runner,
-:mod:`parsl_flux.mpi_job` writes R and sets ``PARSL_MPI_NODELIST``, which only
-the allocation knows; ``$PARSL_MPI_PREFIX`` is :mod:`parsl_flux.mpi_launch`.
+:mod:`parsl_flux.job.mpi_job` writes R and sets ``PARSL_MPI_NODELIST``, which only
+the allocation knows; ``$PARSL_MPI_PREFIX`` is :mod:`parsl_flux.job.mpi_launch`.
 """
 
 from __future__ import annotations
@@ -51,11 +51,11 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
-from parsl_flux import mpi_launch
-from parsl_flux.mpi_launch import FLUX_ENV, R_FILE_ENV, TEMPLATE_ENV
+from parsl_flux.job import mpi_launch
+from parsl_flux.job.mpi_launch import FLUX_ENV, R_FILE_ENV, TEMPLATE_ENV
 
 if TYPE_CHECKING:  # the manager imports this module, and jobs run it: no Parsl
-    from parsl_flux.shape import JobShape
+    from parsl_flux.wire.shape import JobShape
 
 PREFIX_VARS = ("PARSL_MPI_PREFIX", "PARSL_MPIEXEC_PREFIX", "PARSL_SRUN_PREFIX", "PARSL_APRUN_PREFIX")
 """Parsl's launcher prefixes; here each is the Flux launch line (see the module doc)."""
@@ -70,7 +70,7 @@ def ranks_job_name(task_id: int) -> str:
 def ranks_template(shape: "JobShape", task_id: int) -> Dict[str, Any]:
     """The ranks' jobspec (RFC 25, as ``flux run -N nodes -n ranks -c cores -g gpus``
     writes it) but for the command, environment, cwd and R, which
-    :mod:`parsl_flux.mpi_launch` fills in."""
+    :mod:`parsl_flux.job.mpi_launch` fills in."""
     slot = [{"type": "core", "count": shape.cores_per_task}]
     if shape.gpus_per_task:
         slot.append({"type": "gpu", "count": shape.gpus_per_task})
@@ -106,7 +106,7 @@ def launch_prefix(shape: "JobShape", flux: str, python: str, r_file: str, task_i
 
 def allocation_env(shape: "JobShape", flux: str, python: str, r_file: Path, task_id: int) -> Dict[str, str]:
     """The ``PARSL_*`` variables Parsl's MPI workers set, with Parsl's meanings,
-    except ``PARSL_MPI_NODELIST`` (set in the job by :mod:`parsl_flux.mpi_job`), and what
+    except ``PARSL_MPI_NODELIST`` (set in the job by :mod:`parsl_flux.job.mpi_job`), and what
     the launcher reads.
 
     As Parsl's ``_init_mpi_env`` sets ``PARSL_<KEY>`` for each key of the
@@ -146,8 +146,8 @@ def allocation_jobspec(shape: "JobShape", command: List[str]) -> Any:
 
 def runner_command(python: str, fast_start: bool, sys_path_env: str) -> Sequence[str]:
     """How an allocation's job starts: as the runner does (see
-    :func:`parsl_flux.flux_backend.runner_command`), through :func:`parsl_flux.mpi_job.main`."""
+    :func:`parsl_flux.allocation.flux_backend.runner_command`), through :func:`parsl_flux.job.mpi_job.main`."""
     if fast_start:
         return [python, "-S", "-c", f"import os,sys;sys.path[1:]=os.environ.pop('{sys_path_env}').split(os.pathsep);"
-                "import parsl_flux.mpi_job as j;sys.exit(j.main())"]
-    return [python, "-m", "parsl_flux.mpi_job"]
+                "import parsl_flux.job.mpi_job as j;sys.exit(j.main())"]
+    return [python, "-m", "parsl_flux.job.mpi_job"]

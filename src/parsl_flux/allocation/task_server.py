@@ -1,6 +1,6 @@
 """The manager's task server: where runners fetch payloads and return results.
 
-Runners connect over a plain stream socket (:class:`parsl_flux.protocol.Stream`)
+Runners connect over a plain stream socket (:class:`parsl_flux.wire.protocol.Stream`)
 so that a Flux job imports nothing heavy. One thread per connection: a one-task
 runner connects for two short exchanges; a packing worker keeps its connection
 for its whole life.
@@ -10,14 +10,14 @@ Who may connect, and as whom:
 * One-node block (``unix=True``): an AF_UNIX socket in a fresh 0700
   directory, so the OS refuses every other user before we see a byte. The
   peer's pid (``SO_PEERCRED``) is mapped to its Flux job
-  (:func:`parsl_flux.peers.flux_job_of`) and the job to the task it was
+  (:func:`parsl_flux.allocation.peers.flux_job_of`) and the job to the task it was
   submitted for (:meth:`TaskServer.bind`); the connection then speaks for that
   task only. Jobs get no credential: a task that reads another job's jobspec
   or environment finds nothing it could use.
 * Multi-node block (TCP on the node's address): each job signs with its own
   task's credential. A stranger on the port is bounded: unauthenticated
   connections are capped per peer address and in total
-  (:class:`parsl_flux.peers.Admission`), each must authenticate within
+  (:class:`parsl_flux.allocation.peers.Admission`), each must authenticate within
   ``HANDSHAKE_TIMEOUT`` seconds overall (a byte now and then does not extend
   it), the MAC of a fixed-size header is checked before any body is read, and
   rejects are logged at a limited rate.
@@ -44,10 +44,10 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional, Set, Tuple
 
-from parsl_flux import protocol
-from parsl_flux.peers import Admission, peer_credentials
-from parsl_flux.protocol import Kind
-from parsl_flux.rejects import RejectLog
+from parsl_flux.allocation.peers import Admission, peer_credentials
+from parsl_flux.wire import protocol
+from parsl_flux.wire.protocol import Kind
+from parsl_flux.wire.rejects import RejectLog
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class TaskServer:
     ----------
     key : bytes
         Runner key of this instance; over TCP each principal signs with
-        :func:`~parsl_flux.protocol.task_credential` of it.
+        :func:`~parsl_flux.wire.protocol.task_credential` of it.
     emit : callable
         ``emit(*event)`` hands an event to the manager's main loop:
         ``("packed_done", task_id, outcome)``,

@@ -26,7 +26,7 @@ Parsl's MPI model (``MPIExecutor``'s keys) is the other way to ask for ranks:
 The app then runs once, in a Flux allocation of ``num_nodes`` x
 ``ranks_per_node`` slots (``cores_per_task``/``gpus_per_task`` size each
 rank), and starts its ranks itself through ``$PARSL_MPI_PREFIX``
-(:mod:`parsl_flux.mpi_allocation`). The two models do not mix: ``num_tasks``
+(:mod:`parsl_flux.allocation.mpi_allocation`). The two models do not mix: ``num_tasks``
 with any of Parsl's keys is refused, naming both.
 """
 
@@ -36,7 +36,7 @@ import math
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from parsl_flux.errors import InvalidResourceSpecification
-from parsl_flux.shape import DEFAULT_SHAPE, InstanceResources, JobShape, block_window  # noqa: F401 (the driver's names)
+from parsl_flux.wire.shape import DEFAULT_SHAPE, InstanceResources, JobShape, block_window  # noqa: F401 (the driver's names)
 
 _INT_KEYS = {"num_tasks": 1, "cores_per_task": 1, "gpus_per_task": 0, "num_nodes": 0}
 PARSL_MPI_KEYS = frozenset({"ranks_per_node", "num_ranks", "launcher_options"})

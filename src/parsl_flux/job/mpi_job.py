@@ -1,7 +1,7 @@
 """First program of an allocation's job (Parsl's MPI model), before the runner.
 
-``python -m parsl_flux.mpi_job`` (or the fast boot of
-:func:`parsl_flux.mpi_allocation.runner_command`). The allocation has one task
+``python -m parsl_flux.job.mpi_job`` (or the fast boot of
+:func:`parsl_flux.allocation.mpi_allocation.runner_command`). The allocation has one task
 per node; those on other nodes end at once (their nodes serve the ranks). The
 first writes the allocation's R where ``$PARSL_MPI_PREFIX`` reads it, sets
 ``PARSL_MPI_NODELIST`` from it, and runs the runner, unchanged. Lean like the
@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from parsl_flux.mpi_launch import FLUX_ENV, R_FILE_ENV, capture
+from parsl_flux.job.mpi_launch import FLUX_ENV, R_FILE_ENV, capture
 
 NODELIST_VAR = "PARSL_MPI_NODELIST"
 EXIT_NO_R = 97
@@ -68,7 +68,7 @@ def main() -> int:
     code = prepare()
     if code is not None:
         return code
-    from parsl_flux import runner
+    from parsl_flux.job import runner
 
     return runner.main()
 

@@ -26,11 +26,11 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from parsl_flux.mpi_allocation import allocation_jobspec
-from parsl_flux.wakeup import Waker
+from parsl_flux.allocation.mpi_allocation import allocation_jobspec
+from parsl_flux.wire.wakeup import Waker
 
 if TYPE_CHECKING:  # flux_backend must import without Parsl (checked with the system python3)
-    from parsl_flux.shape import JobShape
+    from parsl_flux.wire.shape import JobShape
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ SUBMIT_BATCH = 256
 STDERR_TAIL_BYTES = 4096
 SYS_PATH_ENV = "PARSL_FLUX_SYS_PATH"
 _FAST_BOOT = (f"import os,sys;sys.path[1:]=os.environ.pop('{SYS_PATH_ENV}').split(os.pathsep);"
-              "import parsl_flux.runner as r;sys.exit(r.main())")
+              "import parsl_flux.job.runner as r;sys.exit(r.main())")
 _BROKER_GONE = (errno.ECONNRESET, errno.EPIPE, errno.ENOSYS, errno.EHOSTUNREACH)
 
 
@@ -87,7 +87,7 @@ def runner_command(python: str, fast_start: bool) -> List[str]:
     """
     if fast_start:
         return [python, "-S", "-c", _FAST_BOOT]
-    return [python, "-m", "parsl_flux.runner"]
+    return [python, "-m", "parsl_flux.job.runner"]
 
 
 _STOCK_SITECUSTOMIZE = """\
@@ -160,7 +160,7 @@ def site_adds_only_paths(site_dirs: Iterable[str]) -> bool:
 def build_jobspec(shape: "JobShape", command: List[str], env: Mapping[str, str], cwd: Path,
                   stdout: Path, stderr: Path, name: str) -> Any:
     """The Flux jobspec (``JobspecV1``) of one runner job of the given shape
-    (an allocation, in Parsl's MPI model: :mod:`parsl_flux.mpi_allocation`)."""
+    (an allocation, in Parsl's MPI model: :mod:`parsl_flux.allocation.mpi_allocation`)."""
     from flux.job import JobspecV1
 
     if shape.allocation:

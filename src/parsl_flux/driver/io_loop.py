@@ -1,7 +1,7 @@
 """The driver's I/O loop: the socket, the blocks, the pending queue, heartbeats
 and result decoding, on a thread of their own.
 
-:class:`~parsl_flux.executor.FluxExecutor` keeps the Parsl surface
+:class:`~parsl_flux.driver.executor.FluxExecutor` keeps the Parsl surface
 (configuration, launch commands, scaling, status, shutdown) and hands tasks to
 a :class:`Driver`, as Parsl's HighThroughputExecutor keeps its interchange
 apart. The driver's lock guards only its own tables; futures are resolved
@@ -27,18 +27,18 @@ import zmq
 from parsl.serialize.errors import DeserializationError
 from zmq.utils import z85
 
-from parsl_flux import protocol
-from parsl_flux.bash import to_parsl_exception
-from parsl_flux.block_health import BlockHealth, reconnect_grace
+from parsl_flux.driver.block_health import BlockHealth, reconnect_grace
+from parsl_flux.job.bash import to_parsl_exception
+from parsl_flux.wire import protocol
 from parsl_flux.errors import (BlockLost, ExecutorShutdown, FluxJobFailed, InvalidResourceSpecification, NodeLost,
                                RemoteTaskError)
-from parsl_flux.protocol import Kind
-from parsl_flux.rejects import RejectLog
-from parsl_flux.resources import InstanceResources, JobShape, block_window, check_fits
-from parsl_flux.resume import resume_plan
-from parsl_flux.settle import set_exception, set_result
-from parsl_flux.wakeup import Waker
-from parsl_flux.zap import Gate
+from parsl_flux.driver.resources import InstanceResources, JobShape, block_window, check_fits
+from parsl_flux.driver.settle import set_exception, set_result
+from parsl_flux.wire.protocol import Kind
+from parsl_flux.wire.rejects import RejectLog
+from parsl_flux.wire.resume import resume_plan
+from parsl_flux.wire.wakeup import Waker
+from parsl_flux.wire.zap import Gate
 
 MAX_HANDSHAKES = 64
 """Handshakes in progress at once (each a hello that passed its MAC check).
@@ -68,7 +68,7 @@ class Task:
     future: TaskFuture
     shape: JobShape
     payload: Optional[list]
-    """A blob (:mod:`parsl_flux.payload`), kept to be sent again after a broken
+    """A blob (:mod:`parsl_flux.wire.payload`), kept to be sent again after a broken
     connection until the manager acknowledges it; then None (it holds the task)."""
     block_id: Optional[str] = None
 
@@ -99,7 +99,7 @@ class Block:
         return self.live and self.health.accepting
 
     def capacity(self) -> int:
-        """Tasks kept in flight on this block (:func:`~parsl_flux.resources.block_window`)."""
+        """Tasks kept in flight on this block (:func:`~parsl_flux.driver.resources.block_window`)."""
         assert self.resources is not None
         return block_window(self.resources.cores)
 
@@ -455,7 +455,7 @@ class Driver:
 
     def _resume(self, block: Block, route: bytes, session: protocol.Session, data: Dict[str, Any]) -> None:
         """Bind a registered ``block`` to the new connection whose fresh session
-        proved its key (:mod:`parsl_flux.resume`): the old connection is dropped,
+        proved its key (:mod:`parsl_flux.wire.resume`): the old connection is dropped,
         tasks lost on the way are sent again, tasks no longer wanted cancelled."""
         if block.route is None or not block.live:
             raise protocol.AuthenticationError(f"resume for block {block.block_id}, which has not registered")
@@ -601,7 +601,7 @@ def _resolve(task: Task, res: Dict[str, Any]) -> None:
     """Resolve a task's future from its outcome (see ``protocol.outcome_*``).
 
     A ``future.cancel()`` may land at any point of this; the future then keeps
-    its cancellation (:mod:`parsl_flux.settle`)."""
+    its cancellation (:mod:`parsl_flux.driver.settle`)."""
     fut = task.future
     kind = res["outcome"]
     if kind == protocol.VALUE:

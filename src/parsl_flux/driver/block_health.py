@@ -4,7 +4,7 @@ Two things make a block unfit for new work before its heartbeat runs out:
 
 * its connection is gone: ZMQ says the manager's route is unreachable (the TCP
   connection was reset or the link went down). The manager reconnects and
-  resumes its session (:mod:`parsl_flux.resume`) within a fraction of a
+  resumes its session (:mod:`parsl_flux.wire.resume`) within a fraction of a
   second when it can; when it has not within :func:`reconnect_grace`, the
   block is lost then, not a full ``heartbeat_threshold`` later;
 * it is degraded: its Flux instance lost a broker rank (a node died or was

@@ -1,16 +1,16 @@
 """The manager: initial program of each block's Flux instance.
 
-``flux start flux env python -m parsl_flux.manager --url tcp://DRIVER:PORT --block-id N``
+``flux start flux env python -m parsl_flux.allocation.manager --url tcp://DRIVER:PORT --block-id N``
 
 It dials back to the driver (the driver never reaches into the allocation and
 needs no ssh), reports the instance's resources, receives its configuration,
-and then runs each task either as its own Flux job (:mod:`parsl_flux.runner`,
+and then runs each task either as its own Flux job (:mod:`parsl_flux.job.runner`,
 shaped by the task's resource specification) or, in packing mode, on a pool of
 one-core worker jobs.
 
 The main thread runs one ZMQ loop over the driver connection and a wake-up
-pipe; Flux calls happen in :class:`~parsl_flux.flux_backend.FluxThreads` and
-runner traffic in :class:`~parsl_flux.task_server.TaskServer`, which both hand
+pipe; Flux calls happen in :class:`~parsl_flux.allocation.flux_backend.FluxThreads` and
+runner traffic in :class:`~parsl_flux.allocation.task_server.TaskServer`, which both hand
 events to the loop through a queue. State is kept per task only while the task
 is in flight.
 
@@ -40,25 +40,27 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Set, Tup
 import zmq
 from zmq.utils import z85
 
-from parsl_flux import launch, leftovers, mpi_allocation, peers, protocol, zap
-from parsl_flux.bytecode import write_job_bytecode
-from parsl_flux.linkwatch import LinkWatch
-from parsl_flux.node_watch import NodeWatch, died_with_a_node
-from parsl_flux.flux_backend import (SYS_PATH_ENV, FluxThreads, build_jobspec, instance_resources, read_tail,
+from parsl_flux.allocation import leftovers, mpi_allocation, peers
+from parsl_flux.allocation.bytecode import write_job_bytecode
+from parsl_flux.allocation.linkwatch import LinkWatch
+from parsl_flux.allocation.node_watch import NodeWatch, died_with_a_node
+from parsl_flux.wire import launch
+from parsl_flux.wire import protocol, zap
+from parsl_flux.allocation.flux_backend import (SYS_PATH_ENV, FluxThreads, build_jobspec, instance_resources, read_tail,
                                      runner_command, site_adds_only_paths, task_output, worker_output)
-from parsl_flux.protocol import Kind
-from parsl_flux.rejects import RejectLog
-from parsl_flux.shape import JobShape, block_window
-from parsl_flux.resume import ResultLedger
-from parsl_flux.task_server import TaskServer
-from parsl_flux.wakeup import Waker
+from parsl_flux.allocation.task_server import TaskServer
+from parsl_flux.wire.protocol import Kind
+from parsl_flux.wire.rejects import RejectLog
+from parsl_flux.wire.resume import ResultLedger
+from parsl_flux.wire.shape import JobShape, block_window
+from parsl_flux.wire.wakeup import Waker
 
-logger = logging.getLogger("parsl_flux.manager")
+logger = logging.getLogger("parsl_flux.allocation.manager")
 
 LEFTOVER_GRACE = 10.0
 """Seconds a task's Flux job may go on after rank 0 sent its outcome; then the
 task resolves with that outcome, and the job and what the task left running on
-this node are ended (:mod:`parsl_flux.leftovers`)."""
+this node are ended (:mod:`parsl_flux.allocation.leftovers`)."""
 
 RESUME_RETRY = 2.0
 """Seconds to wait for the driver's welcome after a reconnect before saying hello again."""
@@ -122,7 +124,7 @@ class Manager:
         self.ctx = zmq.Context()
         self.driver = self.ctx.socket(zmq.DEALER)  # no fixed identity: the driver binds us after the handshake
         self.driver.setsockopt(zmq.LINGER, 2000)
-        # the driver admits a connection only with this block's credentials (parsl_flux.zap);
+        # the driver admits a connection only with this block's credentials (parsl_flux.wire.zap);
         # CurveZMQ when it gave its public key, which authenticates the driver too
         zap.configure_client(self.driver, block_id, key,
                              z85.encode(bytes.fromhex(server_key)) if server_key else None)
@@ -192,7 +194,7 @@ class Manager:
             self.send(Kind.RESULTS, batch)
 
     def _start_resume(self, now: float) -> None:
-        """The connection came back (a new one, to the driver): hand-shake again (:mod:`parsl_flux.resume`)."""
+        """The connection came back (a new one, to the driver): hand-shake again (:mod:`parsl_flux.wire.resume`)."""
         self.resume_nonce = os.urandom(protocol.NONCE_BYTES)
         self.resume_sent_at = now
         logger.info("connected to the driver again; resuming the session of block %s", self.block_id)
@@ -260,7 +262,7 @@ class Manager:
         return code
 
     def _handshake(self) -> bool:
-        """Hello/welcome with the driver (see :mod:`parsl_flux.protocol`): True once a session is open."""
+        """Hello/welcome with the driver (see :mod:`parsl_flux.wire.protocol`): True once a session is open."""
         nonce = os.urandom(protocol.NONCE_BYTES)
         self.driver.send_multipart(protocol.hello(self.key, self.block_id, nonce))
         deadline = time.monotonic() + self.driver_timeout
@@ -621,7 +623,7 @@ class Manager:
 
 def job_identifier(broker_pid: int) -> Callable[[int], Optional[int]]:
     """``identify(pid)`` for the task server: the Flux job (of the broker
-    ``broker_pid``) a process runs in, by its job shell (:mod:`parsl_flux.peers`)."""
+    ``broker_pid``) a process runs in, by its job shell (:mod:`parsl_flux.allocation.peers`)."""
     def identify(pid: int) -> Optional[int]:
         text = peers.flux_job_of(pid, broker_pid)
         if text is None:
@@ -671,7 +673,7 @@ def _kill_own_broker() -> None:
 
 def _load_alloc_bypass(handle: Any, owner: bool) -> Optional[str]:
     """Load Flux's ``alloc-bypass`` jobtap plugin (Parsl's MPI model needs it,
-    see :mod:`parsl_flux.mpi_allocation`): None when loaded, else why not."""
+    see :mod:`parsl_flux.allocation.mpi_allocation`): None when loaded, else why not."""
     if not owner:
         return "this manager does not own the Flux instance (attach mode), and only the owner may bypass allocation"
     try:
@@ -735,7 +737,7 @@ def manager_key(environ: Mapping[str, str], block_id: str) -> bytes:
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m parsl_flux.manager",
+    p = argparse.ArgumentParser(prog="python -m parsl_flux.allocation.manager",
                                 description="parsl-flux manager: the initial program of a block's Flux instance")
     p.add_argument("--url", required=True, help="driver endpoint, tcp://HOST:PORT")
     p.add_argument("--block-id", required=True)

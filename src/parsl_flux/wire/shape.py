@@ -1,7 +1,7 @@
 """The shape of a task's Flux job and of a block's Flux instance: plain values.
 
 Both sides use them: the driver validates a ``resource_specification`` into a
-:class:`JobShape` (:mod:`parsl_flux.resources`, which raises Parsl's error
+:class:`JobShape` (:mod:`parsl_flux.driver.resources`, which raises Parsl's error
 types), the manager turns one into a jobspec. This module imports nothing but
 the standard library, so the allocation side (manager, Flux backend) never
 imports Parsl through it.

@@ -2,7 +2,7 @@
 
 libzmq buffers a whole message before the driver sees it, and the driver's
 socket must take messages up to ``max_message_bytes`` (256 MiB) from its
-managers, so the hello/welcome handshake of :mod:`parsl_flux.protocol` alone
+managers, so the hello/welcome handshake of :mod:`parsl_flux.wire.protocol` alone
 let any stranger who reached the port make the driver hold gigabytes. Here a
 connection proves it speaks for a block *before* any message is accepted,
 through ZMQ's own authentication (ZAP, RFC 27), which libzmq runs during the
@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import zmq
 from zmq.utils import z85
 
-from parsl_flux import protocol
+from parsl_flux.wire import protocol
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 """Where libzmq sends its authentication requests (RFC 27)."""

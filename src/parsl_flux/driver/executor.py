@@ -1,9 +1,9 @@
 """Driver side of parsl-flux: :class:`FluxExecutor`.
 
 It never imports ``flux``. Each block is a Flux instance started by the
-provider; the instance's initial program (:mod:`parsl_flux.manager`) dials back
+provider; the instance's initial program (:mod:`parsl_flux.allocation.manager`) dials back
 to the socket this executor listens on, and tasks and results travel over that
-one connection (see :mod:`parsl_flux.protocol`).
+one connection (see :mod:`parsl_flux.wire.protocol`).
 """
 
 from __future__ import annotations
@@ -30,15 +30,18 @@ from parsl.providers.base import ExecutionProvider
 from parsl.serialize.errors import SerializationError
 from parsl.utils import RepresentationMixin
 
-from parsl_flux import fluxpath, launch, preflight, protocol, relaunch
-from parsl_flux.bash import lean_bash
+from parsl_flux import fluxpath
 from parsl_flux.container import Container
-from parsl_flux.driver import Block, Driver, Task, TaskFuture, remove_key_file
+from parsl_flux.driver import preflight, relaunch
+from parsl_flux.driver.io_loop import Block, Driver, Task, TaskFuture, remove_key_file
+from parsl_flux.driver.logfile import ExecutorLog
+from parsl_flux.driver.monitoring import FluxRadio
+from parsl_flux.driver.resources import parse_spec
 from parsl_flux.errors import ExecutorShutdown, PayloadTooLarge
-from parsl_flux.logfile import ExecutorLog
-from parsl_flux.monitoring import FluxRadio
-from parsl_flux.payload import dumps as dump_payload
-from parsl_flux.resources import parse_spec
+from parsl_flux.job.bash import lean_bash
+from parsl_flux.wire import launch
+from parsl_flux.wire import protocol
+from parsl_flux.wire.payload import dumps as dump_payload
 
 FLUX_EXECUTOR_KWARGS = frozenset({"threads", "thread_name_prefix", "poll_interval", "handle_args", "handle_kwargs"})
 
@@ -106,7 +109,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         Template of the block command; placeholders ``{flux} {python} {url}
         {block_id} {workdir} {flux_uri} {heartbeat_period} {heartbeat_threshold}
         {server_key}`` (the driver's CurveZMQ public key, or
-        :data:`parsl_flux.launch.NO_SERVER_KEY` when unencrypted). Default
+        :data:`parsl_flux.wire.launch.NO_SERVER_KEY` when unencrypted). Default
         :attr:`DEFAULT_LAUNCH_CMD`, or :attr:`ATTACH_LAUNCH_CMD` in attach mode.
     flux_uri : str, optional
         Attach mode: run the manager against this existing instance via
@@ -166,7 +169,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         definition can then read the key (docs/reference/trust.md).
     remote_monitoring_radio : RadioConfig, optional
         How Parsl's monitoring wrapper, inside each Flux job, reports to the
-        DFK's ``MonitoringHub``. Default :class:`parsl_flux.monitoring.FluxRadio`:
+        DFK's ``MonitoringHub``. Default :class:`parsl_flux.driver.monitoring.FluxRadio`:
         messages return with the task's result over the executor's own
         channel. With resource monitoring on, every job imports Parsl for the
         wrapper (about 1 s of CPU per job); ``MonitoringHub(...,
@@ -193,7 +196,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
       remain for the page's callers; the DFK uses ``scale_out_facade``.
     * ``monitor_resources()`` is False: Parsl's psutil sampler would fork a
       process in every job. The ``resource`` table is filled all the same
-      from what each job measures of itself (:mod:`parsl_flux.monitoring`).
+      from what each job measures of itself (:mod:`parsl_flux.driver.monitoring`).
     """
 
     DEFAULT_LAUNCH_CMD = launch.START_CMD
@@ -441,7 +444,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         """False: no psutil sampling process per Flux job. With resource
         monitoring on, the job measures its own CPU time, peak memory and wall
         time instead and the ``resource`` table gets them
-        (:mod:`parsl_flux.monitoring`)."""
+        (:mod:`parsl_flux.driver.monitoring`)."""
         return False
 
     # ----------------------------------------------------------------- submit
@@ -531,7 +534,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
 
     def _relaunch_backing_off(self) -> bool:
         """Whether launches failed often enough in a row, and recently enough,
-        that no block is launched now (:mod:`parsl_flux.relaunch`): a node cut
+        that no block is launched now (:mod:`parsl_flux.driver.relaunch`): a node cut
         off from the driver then costs a batch job every few minutes at most,
         not one per strategy tick. The strategy asks again at its next tick."""
         if not self._failed_launches:

@@ -23,9 +23,9 @@ import io
 import sys
 import types  # already loaded by _pickle (through functools): free in the runner
 
-from parsl_flux.protocol import PICKLE_PROTOCOL
+from parsl_flux.wire.protocol import PICKLE_PROTOCOL
 
-_PID_PREFIX = "parsl_flux.payload."
+_PID_PREFIX = "parsl_flux.wire.payload."
 _MIRRORED_CLOUDPICKLE_MAJOR = "3"
 
 
@@ -160,7 +160,7 @@ def _lean_pickler_class() -> type:
 
 def dumps(obj: object) -> list:
     """Pickle ``obj`` (on the driver) with cloudpickle, for :func:`loads`: a blob
-    (:func:`parsl_flux.protocol.out_of_band`) whose buffers are the data of the
+    (:func:`parsl_flux.wire.protocol.out_of_band`) whose buffers are the data of the
     arrays in ``obj`` (pickle protocol 5), each copied once, here, so that the
     task runs on the arguments as they were when it was submitted, as in Parsl's
     other executors, and a resent payload is the same. Copies are writable, so

@@ -1,9 +1,9 @@
-"""What Flux jobs run: ``python -m parsl_flux.runner``.
+"""What Flux jobs run: ``python -m parsl_flux.job.runner``.
 
 Kept lean on purpose, because its start-up is paid once per Flux job: it
 imports a few C modules of the standard library, never Parsl, never pyzmq, and
 loads apps defined in a workflow script without cloudpickle
-(:mod:`parsl_flux.payload`); tblib is loaded only when an app raises. A no-op
+(:mod:`parsl_flux.wire.payload`); tblib is loaded only when an app raises. A no-op
 job costs ~15 ms of CPU more than ``python -S -c pass`` on a 2-core machine.
 It talks to its manager over a plain stream socket (no file per task): an
 AF_UNIX socket on a one-node block, where the manager knows the job by the
@@ -27,9 +27,9 @@ import os
 import sys
 from time import monotonic, sleep
 
-from parsl_flux import protocol
-from parsl_flux.payload import loads as load_payload
-from parsl_flux.protocol import Kind
+from parsl_flux.wire import protocol
+from parsl_flux.wire.payload import loads as load_payload
+from parsl_flux.wire.protocol import Kind
 
 CONNECT_TIMEOUT = 60.0
 """Seconds a runner keeps trying to reach its manager before its task fails."""
@@ -87,9 +87,9 @@ class ResultTooLarge(Exception):
 def run_payload(payload: bytes, max_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES) -> dict:
     """Unpack and run one app; return the outcome dict sent to the manager,
     with the messages of Parsl's monitoring wrapper when it ran (see
-    :mod:`parsl_flux.monitoring`)."""
+    :mod:`parsl_flux.driver.monitoring`)."""
     outcome = _run(payload, max_bytes)
-    monitoring = sys.modules.get("parsl_flux.monitoring")  # imported only by a wrapped app's radio
+    monitoring = sys.modules.get("parsl_flux.driver.monitoring")  # imported only by a wrapped app's radio
     if monitoring is not None:
         outcome["monitoring"] = monitoring.drain()
     return outcome

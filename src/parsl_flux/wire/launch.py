@@ -10,9 +10,9 @@ import shlex
 import string
 from typing import Mapping, Optional
 
-from parsl_flux.protocol import KEY_ENV, KEY_FILE_ENV
+from parsl_flux.wire.protocol import KEY_ENV, KEY_FILE_ENV
 
-MANAGER = ("{flux} env {python} -m parsl_flux.manager --url {url} --block-id {block_id} --workdir {workdir}"
+MANAGER = ("{flux} env {python} -m parsl_flux.allocation.manager --url {url} --block-id {block_id} --workdir {workdir}"
            " --heartbeat-period {heartbeat_period} --driver-timeout {heartbeat_threshold}"
            " --server-key {server_key}")
 START_CMD = "{flux} start " + MANAGER

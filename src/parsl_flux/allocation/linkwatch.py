@@ -2,7 +2,7 @@
 
 ZMQ reconnects a DEALER by itself after a reset, silently. The manager must
 know, because the driver sees the new connection as a stranger: it has to
-hand-shake again and resume its session (:mod:`parsl_flux.resume`), and hold
+hand-shake again and resume its session (:mod:`parsl_flux.wire.resume`), and hold
 its messages while there is no connection to send them on.
 """
 

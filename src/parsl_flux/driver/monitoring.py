@@ -15,7 +15,7 @@ executors.
 
 Resource usage: the executor's ``monitor_resources()`` is False, so the wrapper
 starts no psutil process in the job. Instead the sender measures the task
-itself (:class:`~parsl_flux.usage.TaskUsage`) between the wrapper's first and
+itself (:class:`~parsl_flux.job.usage.TaskUsage`) between the wrapper's first and
 last message, and adds ``RESOURCE_INFO`` messages, one at the start and one at
 the end, with the ids of the wrapper's messages: the ``resource`` table gets
 rows as it does under Parsl's HighThroughputExecutor. The manager sets
@@ -34,7 +34,7 @@ from parsl.monitoring.message_type import MessageType
 from parsl.monitoring.radios.base import MonitoringRadioReceiver, MonitoringRadioSender, RadioConfig
 from parsl.utils import RepresentationMixin
 
-from parsl_flux.usage import TaskUsage
+from parsl_flux.job.usage import TaskUsage
 
 OUTBOX: List[bytes] = []
 """Pickled messages sent by this process's monitoring wrapper, not yet shipped."""

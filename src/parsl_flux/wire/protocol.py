@@ -12,7 +12,7 @@ Trust (docs/reference/trust.md says what holds):
 * Keys. The executor holds a master secret; block ``N`` gets
   ``block_key(master, N)``, handed over in a 0600 file (never on a command line
   or in a file others can read); the manager's connection is admitted with
-  credentials derived from it (:mod:`parsl_flux.zap`). Over TCP (multi-node
+  credentials derived from it (:mod:`parsl_flux.wire.zap`). Over TCP (multi-node
   blocks) the manager makes a fresh runner key and a Flux job gets only
   :func:`task_credential` of its own task id, packing workers the worker
   credential; over AF_UNIX a job gets no key at all (below).
@@ -27,7 +27,7 @@ Trust (docs/reference/trust.md says what holds):
 * Runner <-> manager (:class:`Stream`). One-node blocks: an AF_UNIX socket
   in a directory only the workflow's user can enter; the kernel names the
   connecting process, and the task server maps it to its Flux job
-  (:mod:`parsl_flux.peers`). No credential is in any jobspec or environment
+  (:mod:`parsl_flux.allocation.peers`). No credential is in any jobspec or environment
   there, so none can be stolen; messages are framed with
   :data:`PEER_VERIFIED` as their key. Multi-node blocks: TCP, and each job
   signs with :func:`task_credential` of its own task. The task server sends a

@@ -1,6 +1,6 @@
 """Bytecode of the modules every Flux job imports, written once per block.
 
-Each job's interpreter imports ``parsl_flux.runner`` (with ``protocol`` and
+Each job's interpreter imports ``parsl_flux.job.runner`` (with ``protocol`` and
 ``payload``; ``bash`` for bash apps). Python caches their compiled form in
 ``__pycache__`` on first import, except when ``PYTHONDONTWRITEBYTECODE`` is
 set (some sites and CI systems set it): then every job compiles the four
@@ -23,8 +23,9 @@ from typing import List
 
 logger = logging.getLogger(__name__)
 
-JOB_MODULES = ("__init__.py", "runner.py", "protocol.py", "payload.py", "bash.py", "mpi_job.py", "mpi_launch.py")
-"""The package's modules a Flux job imports (see the runner's import-light test; mpi_*: Parsl's MPI model)."""
+JOB_MODULES = ("__init__.py", "job/__init__.py", "job/runner.py", "job/bash.py", "job/mpi_job.py", "job/mpi_launch.py",
+               "wire/__init__.py", "wire/protocol.py", "wire/payload.py")
+"""The package's modules a Flux job imports, relative to the package root (see the runner's import-light test; mpi_*: Parsl's MPI model)."""
 
 
 def write_job_bytecode(python: str) -> List[str]:
@@ -47,7 +48,7 @@ def write_job_bytecode(python: str) -> List[str]:
     if os.path.realpath(python) != os.path.realpath(sys.executable):
         logger.debug("jobs run %s, not this interpreter: their bytecode is theirs to write", python)
         return []
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent  # parsl_flux/, above allocation/
     failed = []
     for name in JOB_MODULES:
         source = package / name

@@ -25,7 +25,7 @@ class _AsParentWould(logging.Handler):
     ancestors') when the parent is enabled for the record's level.
 
     The parent is looked up per record: ``logging`` re-parents a logger when
-    an intermediate one (``parsl_flux.executor``) is created later.
+    an intermediate one (``parsl_flux.driver.executor``) is created later.
     """
 
     def __init__(self, child: logging.Logger) -> None:
