@@ -290,17 +290,11 @@ def test_each_executor_logs_to_its_own_file_and_leaves_the_package_logger_alone(
 
 def test_scale_in_picks_by_idle_time_not_launch_time():
     """A block that just finished work is not 'idle for max_idletime'; the longest idle goes first."""
-    from parsl_flux.driver.io_loop import Block as _Block
     from parsl_flux.driver.executor import pick_scale_in
-    from parsl_flux.driver.resources import InstanceResources
+    from parsl_flux.driver.io_loop import BlockView
 
     def block(name, idle_since=None, busy=0, registered=True):
-        b = _Block(name, b"k")
-        if registered:
-            b.resources = InstanceResources(1, 2, 0)
-        b.idle_since = idle_since
-        b.in_flight = set(range(busy))
-        return b
+        return BlockView(name, registered, registered, False, idle_since, busy)
 
     now = 1000.0
     just_done = block("just-done", idle_since=999.5)  # launched long ago, idle for 0.5 s

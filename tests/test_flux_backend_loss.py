@@ -19,15 +19,16 @@ SCRIPT = """
 import json, os, signal, sys, time
 import flux
 from flux.job import JobspecV1
+from parsl_flux.allocation.events import Submit
 from parsl_flux.allocation.flux_backend import FluxThreads
 
 events = []
-threads = FluxThreads(lambda *event: events.append([str(x) for x in event]))
+threads = FluxThreads(lambda event: events.append(type(event).__name__))
 threads.start(ping_period=600, ping_timeout=5)  # the pinger stays out of it
 handle = flux.Flux()
 jobspec = JobspecV1.from_command(["true"])
 os.kill(int(handle.attr_get("broker.pid")), signal.SIGKILL)
-threads.requests.put(("submit", 7, jobspec))
+threads.put(Submit(7, jobspec))
 deadline = time.monotonic() + 20
 while not events and time.monotonic() < deadline:
     time.sleep(0.05)
@@ -42,5 +43,5 @@ def test_a_submit_that_fails_because_the_broker_died_is_fatal_not_a_rejected_job
     assert lines, f"the script reported nothing (rc {proc.returncode}): {proc.stderr[-2000:]}"
     events = json.loads(lines[0][len("EVENTS "):])
     assert events, "no event within 20 s of the submit"
-    assert events[0][0] == "fatal", f"the job was failed as rejected by Flux, not the broker lost: {events}"
-    assert not any(e[0] == "submit_failed" for e in events), events
+    assert events[0] == "BrokerLost", f"the job was failed as rejected by Flux, not the broker lost: {events}"
+    assert "SubmitFailed" not in events, events

@@ -95,14 +95,14 @@ def forge(victim, flux):
     for key in keys:
         try:
             link = runner.ManagerLink(url, key, victim, protocol.DEFAULT_MAX_MESSAGE_BYTES)
-            kind, payload = link.request(protocol.Kind.FETCH, victim, timeout=10)
-            report["fetched"] = report["fetched"] or payload is not None
+            kind, body = link.request(protocol.Kind.FETCH, protocol.fetch_body(victim), timeout=10)
+            report["fetched"] = report["fetched"] or (kind == protocol.Kind.PAYLOAD and body["payload"] is not None)
         except Exception as exc:
             report["errors"].append(f"fetch: {type(exc).__name__}: {exc}")
         try:
             link = runner.ManagerLink(url, key, victim, protocol.DEFAULT_MAX_MESSAGE_BYTES)
             forged = protocol.outcome_value([runner._dumps("forged")])
-            report["posted"] = link.request(protocol.Kind.RESULT, (victim, forged), timeout=10)[0] == "ack"
+            report["posted"] = link.request(protocol.Kind.RESULT, protocol.runner_result_body(victim, forged), timeout=10)[0] == "ack"
         except Exception as exc:
             report["errors"].append(f"result: {type(exc).__name__}: {exc}")
     return report

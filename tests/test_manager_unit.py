@@ -6,9 +6,11 @@ bookkeeping looks at. Real jobspecs are covered by the Flux tests."""
 
 import pytest
 
+from parsl_flux.allocation.events import JobDone, Submit, SubmitFailed, Submitted
 from parsl_flux.allocation.flux_backend import FluxThreads
 from parsl_flux.allocation.manager import Manager, _Task
 from parsl_flux.driver.resources import JobShape
+from parsl_flux.wire.shape import InstanceResources
 
 
 @pytest.fixture
@@ -16,8 +18,8 @@ def manager(tmp_path, monkeypatch):
     monkeypatch.setattr("parsl_flux.allocation.manager.build_jobspec", lambda *args: args[-1])
     monkeypatch.setattr("parsl_flux.allocation.manager._f58", lambda jobid: None if jobid is None else f"f{jobid}")
     m = Manager("tcp://127.0.0.1:9", "0", b"k" * 32, tmp_path, "python3", 1.0, 10.0, "127.0.0.1")
-    m.flux = FluxThreads(lambda *event: None)  # its request queue only: the threads are not started
-    m._configure({}, {"nodes": 1, "cores_per_node": 1, "gpus_per_node": 0}, broker_pid=1)
+    m.flux = FluxThreads(lambda event: None)  # its request queue only: the threads are not started
+    m._configure({}, InstanceResources(1, 1, 0), broker_pid=1)
     m.refill_at = 2
     yield m
     m.server.stop()
@@ -36,17 +38,17 @@ def _hold(m, *ids):
 
 def _submitted(m):
     out = []
-    while not m.flux.requests.empty():
-        op, task_id, jobspec = m.flux.requests.get_nowait()
-        assert op == "submit" and jobspec == f"parsl-task-{task_id}"
-        out.append(task_id)
+    while not m.flux._requests.empty():
+        request = m.flux._requests.get_nowait()
+        assert isinstance(request, Submit) and request.jobspec == f"parsl-task-{request.task_id}"
+        out.append(request.task_id)
     return out
 
 
 def _end_jobs(m, *ids):
     for i in ids:
-        m.events.put(("submitted", i, 1000 + i))
-        m.events.put(("done", 1000 + i, True, ""))
+        m.events.put(Submitted(i, 1000 + i))
+        m.events.put(JobDone(1000 + i, True, ""))
     assert m._drain_events() is None
 
 
@@ -80,6 +82,6 @@ def test_a_failed_submission_frees_its_place(manager):
     _hold(manager, 0, 1, 2)
     manager._release_held()
     _submitted(manager)
-    manager.events.put(("submit_failed", 0, "Flux rejected the job: bad"))
+    manager.events.put(SubmitFailed(0, "Flux rejected the job: bad"))
     manager._drain_events()
     assert manager.task_jobs == 2 and manager.results[0]["outcome"] == "job_failed"

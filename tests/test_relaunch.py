@@ -1,6 +1,9 @@
 """Back-off for replacing blocks whose launches keep failing (issue 20, item 4)."""
 
+import threading
+
 import pytest
+from parsl.jobs.states import JobState
 from parsl.providers import LocalProvider
 
 from parsl_flux import FluxExecutor
@@ -47,8 +50,7 @@ def executor(tmp_path, monkeypatch):
 
 def _fail_launch(ex, block_id):
     """The block's manager never connected and its batch job ended."""
-    ex._driver.lose(ex._driver.blocks[block_id], "its batch job is COMPLETED and its manager never connected",
-                    mark_failed=True)
+    ex._driver.end_block(block_id, "its batch job is COMPLETED and its manager never connected", mark_failed=True)
 
 
 def test_scale_out_waits_after_launches_fail_in_a_row_and_a_registered_block_ends_the_wait(executor, monkeypatch):
@@ -70,3 +72,18 @@ def test_scale_out_waits_after_launches_fail_in_a_row_and_a_registered_block_end
     executor._driver.blocks["3"].resources = object()  # it registered: the streak is over
     _fail_launch(executor, "3")  # lost after registering: not a failed launch
     assert executor.scale_out_facade(1) == ["4"]
+
+
+def test_parsl_s_block_status_is_written_by_the_strategy_thread_only(executor):
+    """A block the driver's I/O thread ends reaches Parsl's ``_simulated_status``
+    when the strategy next asks (scale-out or status), on its own thread: the
+    I/O thread never writes the dicts Parsl replaces from the strategy thread."""
+    assert executor.scale_out_facade(1) == ["0"]
+    seen = []
+    io = threading.Thread(target=lambda: (_fail_launch(executor, "0"), seen.append(dict(executor._simulated_status))))
+    io.start()
+    io.join()
+    assert seen == [{}], "the I/O thread wrote Parsl's status"
+    executor.scale_out_facade(1)
+    assert executor._simulated_status["0"].state == JobState.FAILED
+    assert "0" in executor._failed_launches

@@ -24,7 +24,7 @@ from parsl_flux.wire.rejects import RejectLog
 @pytest.fixture
 def server(monkeypatch):
     monkeypatch.setattr(task_server, "HANDSHAKE_TIMEOUT", 0.5)
-    srv = TaskServer(protocol.new_secret(), lambda *event: None, host="127.0.0.1", max_connections=4)
+    srv = TaskServer(protocol.new_secret(), lambda event: None, host="127.0.0.1", max_connections=4)
     srv.start()
     yield srv
     srv.stop()
@@ -124,7 +124,7 @@ print(round(time.monotonic() - start, 2))
 def test_a_stranger_trickling_bytes_is_dropped_at_the_overall_deadline(monkeypatch):
     """One byte every 0.3 s kept a connection open past a per-read timeout; the deadline is overall."""
     monkeypatch.setattr(task_server, "HANDSHAKE_TIMEOUT", 1.0)
-    srv = TaskServer(protocol.new_secret(), lambda *event: None, host="127.0.0.1")
+    srv = TaskServer(protocol.new_secret(), lambda event: None, host="127.0.0.1")
     srv.start()
     try:
         done = run_as_nobody(TRICKLE, str(_port(srv)), timeout=30)
@@ -151,7 +151,7 @@ def test_a_stranger_holding_connections_cannot_starve_runners(monkeypatch):
     """A stranger opens more connections than the cap; a runner of the block is still served."""
     monkeypatch.setattr(task_server, "HANDSHAKE_TIMEOUT", 30)
     key = protocol.new_secret()
-    srv = TaskServer(key, lambda *event: None, host="127.0.0.1", max_connections=64)
+    srv = TaskServer(key, lambda event: None, host="127.0.0.1", max_connections=64)
     srv.add(3, [b"the payload"], packed=False)
     srv.start()
     stranger = as_nobody(HOLD, str(_port(srv)), "100")
@@ -161,7 +161,8 @@ def test_a_stranger_holding_connections_cannot_starve_runners(monkeypatch):
         assert srv.admission.held("127.0.0.2") == task_server.PER_PEER_UNAUTHENTICATED
         link = runner.ManagerLink(srv.url, srv.credential(3), 3, protocol.DEFAULT_MAX_MESSAGE_BYTES)
         try:
-            assert link.request(protocol.Kind.FETCH, 3, timeout=10) == (protocol.Kind.PAYLOAD, [b"the payload"])
+            assert link.request(protocol.Kind.FETCH, protocol.fetch_body(3), timeout=10) == (
+                protocol.Kind.PAYLOAD, protocol.payload_body(3, [b"the payload"]))
         finally:
             link.close()
     finally:
@@ -199,7 +200,7 @@ JOB = 4242
 @pytest.fixture
 def unix_server():
     """A task server that knows this test process as a runner of Flux job JOB."""
-    srv = TaskServer(protocol.new_secret(), lambda *event: None,
+    srv = TaskServer(protocol.new_secret(), lambda event: None,
                      identify=lambda pid: JOB if pid == os.getpid() else None)
     srv.add(5, [b"payload of 5"], packed=False)
     srv.add(7, [b"payload of 7"], packed=False)
@@ -237,7 +238,8 @@ def test_another_user_cannot_connect_at_all(unix_server):
     assert done.stdout.strip() == "300"
     link = runner.ManagerLink(unix_server.url, protocol.PEER_VERIFIED, 5, protocol.DEFAULT_MAX_MESSAGE_BYTES)
     try:
-        assert link.request(protocol.Kind.FETCH, 5, timeout=10) == (protocol.Kind.PAYLOAD, [b"payload of 5"])
+        assert link.request(protocol.Kind.FETCH, protocol.fetch_body(5), timeout=10) == (
+            protocol.Kind.PAYLOAD, protocol.payload_body(5, [b"payload of 5"]))
     finally:
         link.close()
 
@@ -247,7 +249,7 @@ def _fetch_refused(server, task_id: int) -> None:
     link = runner.ManagerLink(server.url, protocol.PEER_VERIFIED, task_id, protocol.DEFAULT_MAX_MESSAGE_BYTES)
     try:
         with pytest.raises(ConnectionError):
-            link.request(protocol.Kind.FETCH, task_id, timeout=10)
+            link.request(protocol.Kind.FETCH, protocol.fetch_body(task_id), timeout=10)
     finally:
         link.close()
 

@@ -23,14 +23,15 @@ import logging
 import os
 import queue
 import threading
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Mapping, Optional
 
+from parsl_flux.allocation.events import (BrokerLost, CancelNamed, Event, FluxRequest, JobDone, Submit, SubmitFailed,
+                                          Submitted)
 from parsl_flux.allocation.mpi_allocation import allocation_jobspec
+from parsl_flux.wire.shape import InstanceResources, JobShape
 from parsl_flux.wire.wakeup import Waker
-
-if TYPE_CHECKING:  # flux_backend must import without Parsl (checked with the system python3)
-    from parsl_flux.wire.shape import JobShape
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +64,13 @@ def worker_output(workdir: Path, worker: int, stream: str) -> Path:
     return workdir / "workers" / f"{worker}.{stream}"
 
 
-def instance_resources(handle: Any) -> Dict[str, int]:
+def instance_resources(handle: Any) -> InstanceResources:
     """Nodes, and the smallest per-node core and GPU counts, of the instance."""
     import flux.resource
 
     rset = flux.resource.resource_list(handle).get().all
     per_rank = [rset.copy_ranks(str(r)) for r in rset.ranks]
-    return {
-        "nodes": len(per_rank),
-        "cores_per_node": min(r.ncores for r in per_rank),
-        "gpus_per_node": min(r.ngpus for r in per_rank),
-    }
+    return InstanceResources(len(per_rank), min(r.ncores for r in per_rank), min(r.ngpus for r in per_rank))
 
 
 def runner_command(python: str, fast_start: bool) -> List[str]:
@@ -157,7 +154,7 @@ def site_adds_only_paths(site_dirs: Iterable[str]) -> bool:
     return True
 
 
-def build_jobspec(shape: "JobShape", command: List[str], env: Mapping[str, str], cwd: Path,
+def build_jobspec(shape: JobShape, command: List[str], env: Mapping[str, str], cwd: Path,
                   stdout: Path, stderr: Path, name: str) -> Any:
     """The Flux jobspec (``JobspecV1``) of one runner job of the given shape
     (an allocation, in Parsl's MPI model: :mod:`parsl_flux.allocation.mpi_allocation`)."""
@@ -190,19 +187,20 @@ class FluxThreads:
     ``novalidate`` skips the ingest validator (a Python worker in the broker)
     for jobspecs this module built itself; only the instance owner may ask.
 
-    Requests (``("submit", tag, jobspec)``, ``("cancel", tag, jobid)``,
-    ``("cancel_named", None, job name)``: the active jobs of that name) go in
-    through :attr:`requests`; events come out through ``emit``:
-    ``("submitted", tag, jobid)``, ``("submit_failed", tag, error)``,
-    ``("done", jobid, success, errstr)`` and ``("fatal", reason)``.
+    The main loop's requests (:data:`~parsl_flux.allocation.events.FluxRequest`)
+    go in through :meth:`put` and are sent to Flux in batches; events come out
+    through ``emit``: :class:`~parsl_flux.allocation.events.Submitted`,
+    :class:`~parsl_flux.allocation.events.SubmitFailed`,
+    :class:`~parsl_flux.allocation.events.JobDone` and
+    :class:`~parsl_flux.allocation.events.BrokerLost`.
     """
 
-    def __init__(self, emit: Callable[..., None], handle_kwargs: Optional[Mapping[str, Any]] = None,
+    def __init__(self, emit: Callable[[Event], None], handle_kwargs: Optional[Mapping[str, Any]] = None,
                  novalidate: bool = False) -> None:
         self._emit = emit
         self._novalidate = novalidate
         self._handle_kwargs = dict(handle_kwargs or {})
-        self.requests: "queue.Queue[Tuple]" = queue.Queue()
+        self._requests: "queue.Queue[FluxRequest]" = queue.Queue()
         self._to_wait: "queue.SimpleQueue[int]" = queue.SimpleQueue()
         self._waiter_wake = Waker()
         self._stop = threading.Event()
@@ -215,6 +213,19 @@ class FluxThreads:
         for name, loop in (("flux-submit", self._submit_loop), ("flux-wait", self._wait_loop),
                            ("flux-ping", self._ping_loop)):
             threading.Thread(target=self._guard, args=(loop,), name=name, daemon=True).start()
+
+    def put(self, request: FluxRequest) -> None:
+        """Queue a request for the submit thread (any thread may call it)."""
+        self._requests.put(request)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the queued requests to be sent; True when they were."""
+        deadline = time.monotonic() + timeout
+        while not self._requests.empty():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def stop(self) -> None:
         self._stop.set()
@@ -231,7 +242,7 @@ class FluxThreads:
         except Exception as exc:  # a lost broker surfaces here as OSError
             if not self._stop.is_set():
                 logger.exception("Flux thread failed")
-                self._emit("fatal", f"{type(exc).__name__}: {exc}")
+                self._emit(BrokerLost(f"{type(exc).__name__}: {exc}"))
 
     def _ping_loop(self) -> None:
         handle = self._handle()
@@ -248,7 +259,7 @@ class FluxThreads:
         handle = self._handle()
         while not self._stop.is_set():
             try:
-                batch = [self.requests.get(timeout=2.0)]
+                batch = [self._requests.get(timeout=2.0)]
             except queue.Empty:
                 handle.rpc("broker.ping", {"seq": 0, "pad": ""}).get()  # proves the broker is alive
                 continue
@@ -258,24 +269,24 @@ class FluxThreads:
                 except queue.Empty:
                     break
             futures = []
-            for op, tag, arg in batch:
-                if op == "submit":
-                    futures.append((tag, flux.job.submit_async(handle, arg, waitable=True,
-                                                               novalidate=self._novalidate)))
-                elif op == "cancel_named":
-                    for job in flux.job.JobList(handle, filters=["pending", "running"], name=arg).jobs():
+            for request in batch:
+                if isinstance(request, Submit):
+                    futures.append((request.task_id, flux.job.submit_async(handle, request.jobspec, waitable=True,
+                                                                           novalidate=self._novalidate)))
+                elif isinstance(request, CancelNamed):
+                    for job in flux.job.JobList(handle, filters=["pending", "running"], name=request.name).jobs():
                         flux.job.cancel_async(handle, job.id, "its allocation ended")
                 else:
-                    flux.job.cancel_async(handle, arg, "cancelled by parsl-flux")
+                    flux.job.cancel_async(handle, request.jobid, "cancelled by parsl-flux")
             for tag, fut in futures:
                 try:
                     jobid = int(fut.get_id())
                 except OSError as exc:
                     if exc.errno in _BROKER_GONE or not self._broker_answers(handle):
                         raise
-                    self._emit("submit_failed", tag, f"Flux rejected the job: {exc.strerror or exc}")
+                    self._emit(SubmitFailed(tag, f"Flux rejected the job: {exc.strerror or exc}"))
                     continue
-                self._emit("submitted", tag, jobid)
+                self._emit(Submitted(tag, jobid))
                 self._to_wait.put(jobid)
                 self._waiter_wake.wake()
 
@@ -302,7 +313,7 @@ class FluxThreads:
         def on_done(future: Any, jobid: int) -> None:
             res = future.get_status()  # raises OSError when the broker is gone
             errstr = res.errstr.decode(errors="replace") if isinstance(res.errstr, bytes) else str(res.errstr)
-            self._emit("done", jobid, bool(res.success), errstr)
+            self._emit(JobDone(jobid, bool(res.success), errstr))
 
         def on_wake(h: Any, *_: Any) -> None:
             self._waiter_wake.drain()

@@ -42,6 +42,8 @@ from zmq.utils import z85
 
 from parsl_flux.allocation import leftovers, mpi_allocation, peers
 from parsl_flux.allocation.bytecode import write_job_bytecode
+from parsl_flux.allocation.events import (BrokerLost, Cancel, CancelNamed, Event, JobDone, PackedDone, PackedLost,
+                                          RanksLost, ResultIn, Submit, SubmitFailed, Submitted)
 from parsl_flux.allocation.linkwatch import LinkWatch
 from parsl_flux.allocation.node_watch import NodeWatch, died_with_a_node
 from parsl_flux.wire import launch
@@ -52,7 +54,7 @@ from parsl_flux.allocation.task_server import TaskServer
 from parsl_flux.wire.protocol import Kind
 from parsl_flux.wire.rejects import RejectLog
 from parsl_flux.wire.resume import ResultLedger
-from parsl_flux.wire.shape import JobShape, block_window
+from parsl_flux.wire.shape import InstanceResources, JobShape, block_window
 from parsl_flux.wire.wakeup import Waker
 
 logger = logging.getLogger("parsl_flux.allocation.manager")
@@ -134,7 +136,11 @@ class Manager:
         driver_host = url.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
         self.mac_buffers = not protocol.guarded_path(bool(server_key), driver_host)
         self.waker = Waker()
-        self.events: "queue.SimpleQueue[Tuple]" = queue.SimpleQueue()
+        self.events: "queue.SimpleQueue[Event]" = queue.SimpleQueue()
+        self._on: Dict[type, Callable[[Any], None]] = {  # what the main loop does with each event but BrokerLost
+            Submitted: self._on_submitted, SubmitFailed: self._on_submit_failed, JobDone: self._on_job_done,
+            PackedDone: self._on_packed_done, PackedLost: self._on_packed_lost, ResultIn: self._on_result_in,
+            RanksLost: lambda event: self._ranks_lost(event.ranks, event.hosts)}
         self.server: Optional[TaskServer] = None
         self.job_env = {k: v for k, v in os.environ.items()
                         if k not in (protocol.KEY_FILE_ENV, protocol.KEY_ENV, protocol.SECRET_ENV)}
@@ -152,15 +158,14 @@ class Manager:
         write_job_bytecode(python)
         self.flux: Optional[FluxThreads] = None
 
-    def _emit(self, *event: Any) -> None:
+    def _emit(self, event: Event) -> None:
         """Called from other threads: queue an event and wake the main loop.
 
         A submitted job is bound to its task in the task server at once,
         from the submitting thread: its runner may connect before the main
         loop sees the event."""
-        if event[0] == "submitted" and self.server is not None:
-            _, task_id, jobid = event
-            self.server.bind(jobid, protocol.WORKER if task_id is None else task_id)
+        if isinstance(event, Submitted) and self.server is not None:
+            self.server.bind(event.jobid, protocol.WORKER if event.task_id is None else event.task_id)
         self.events.put(event)
         self.waker.wake()
 
@@ -236,7 +241,7 @@ class Manager:
             self.driver.close(linger=0)
             self.ctx.term()
             return 2
-        self.send(Kind.REGISTER, protocol.register_body(resources, socket.gethostname(), os.getpid(),
+        self.send(Kind.REGISTER, protocol.register_body(resources.to_wire(), socket.gethostname(), os.getpid(),
                                                         handle.attr_get("local-uri"), handle.attr_get("version")))
         del handle
         logger.info("block %s registered: %s", self.block_id, resources)
@@ -296,12 +301,12 @@ class Manager:
             self.rejects.reject("dropped a driver message: %s", exc)
             return None
 
-    def _configure(self, config: Mapping[str, Any], resources: Mapping[str, int],
+    def _configure(self, config: Mapping[str, Any], resources: InstanceResources,
                    broker_pid: Optional[int]) -> None:
         """Apply the driver's CONFIG: pool size, limits, where jobs run; open the task server:
         on AF_UNIX, knowing runners by their job, when the block is this one
         broker (``broker_pid``), else on TCP."""
-        cores = resources["nodes"] * resources["cores_per_node"]
+        cores = resources.cores
         self.refill_at = block_window(cores) // 2
         self.pool.limit = cores if config.get("packing_workers") == -1 else int(config.get("packing_workers", 0))
         self.max_bytes = int(config.get("max_message_bytes", protocol.DEFAULT_MAX_MESSAGE_BYTES))
@@ -365,14 +370,12 @@ class Manager:
         logger.info("manager of block %s exiting: %s", self.block_id, reason)
         self.rejects.flush()
         if broker_lost:
-            self.send(Kind.BYE, {"reason": reason})
+            self.send(Kind.BYE, protocol.bye_body(reason))
             _kill_own_broker()
         elif self.flux is not None:
             for jobid in self.by_jobid:
-                self.flux.requests.put(("cancel", None, jobid))
-            deadline = time.monotonic() + 5
-            while not self.flux.requests.empty() and time.monotonic() < deadline:
-                time.sleep(0.05)
+                self.flux.put(Cancel(jobid))
+            self.flux.flush(timeout=5)
         if self.flux is not None:
             self.flux.stop()
         if self.nodes is not None:
@@ -385,7 +388,7 @@ class Manager:
             if left:
                 logger.warning("killed %d process(es) that tasks left running", left)
         if not broker_lost:
-            self.send(Kind.BYE, {"reason": reason})
+            self.send(Kind.BYE, protocol.bye_body(reason))
         self.link.close()
         self.driver.close()
         self.ctx.term()
@@ -458,7 +461,7 @@ class Manager:
                                     task_output(self.workdir, task.task_id, "out"),
                                     task_output(self.workdir, task.task_id, "err"), f"parsl-task-{task.task_id}")
             self.task_jobs += 1
-            self.flux.requests.put(("submit", task.task_id, jobspec))
+            self.flux.put(Submit(task.task_id, jobspec))
 
     def _allocation_env(self, task: _Task) -> Dict[str, str]:
         """The variables of Parsl's MPI model for ``task``; ValueError when it cannot run here."""
@@ -487,9 +490,9 @@ class Manager:
             if worker_job is None:
                 self._finish(task, protocol.outcome_cancelled())
             elif worker_job:
-                self.flux.requests.put(("cancel", None, _jobid(worker_job)))
+                self.flux.put(Cancel(_jobid(worker_job)))
         elif task.jobid is not None:
-            self.flux.requests.put(("cancel", task_id, task.jobid))
+            self.flux.put(Cancel(task.jobid))
 
     # ---------------------------------------------------------- pool sizing
     def _grow_pool(self) -> None:
@@ -510,67 +513,67 @@ class Manager:
             jobspec = build_jobspec(WORKER_SHAPE, self.runner, env, self.job_cwd,
                                     worker_output(self.workdir, n, "out"), worker_output(self.workdir, n, "err"),
                                     f"parsl-worker-{n}")
-            self.flux.requests.put(("submit", None, jobspec))
+            self.flux.put(Submit(None, jobspec))
 
     # ------------------------------------------------------------ events
     def _drain_events(self) -> Optional[str]:
-        """Apply events from the Flux threads and the task server; return a
-        reason if the broker is gone."""
+        """Apply events from the Flux threads, the node watch and the task
+        server; return a reason if the broker is gone."""
         while True:
             try:
                 event = self.events.get_nowait()
             except queue.Empty:
                 return None
-            op = event[0]
-            if op == "submitted":
-                _, task_id, jobid = event
-                task = self.tasks.get(task_id) if task_id is not None else None
-                self.by_jobid[jobid] = task
-                if task is not None:
-                    task.jobid = jobid
-                    if task.cancelled:
-                        self._cancel(task_id)
-            elif op == "submit_failed":
-                _, task_id, error = event
-                if task_id is None:
-                    self.pool.jobs -= 1
-                    logger.error("packing worker not started: %s", error)
-                    continue
-                self.task_jobs -= 1
-                if task_id in self.tasks:
-                    self._finish(self.tasks[task_id], protocol.outcome_job_failed(error))
-            elif op == "done":
-                _, jobid, success, errstr = event
-                if jobid not in self.by_jobid:
-                    continue
-                task = self.by_jobid.pop(jobid)
-                self.server.unbind(jobid)
-                if task is None:
-                    self.pool.jobs -= 1
-                    continue
-                self.task_jobs -= 1
-                if task.shape.allocation:  # ranks its app launched do not end with it
-                    self.flux.requests.put(("cancel_named", None, mpi_allocation.ranks_job_name(task.task_id)))
-                if task.task_id in self.tasks:
-                    self._job_done(task, success, errstr)
-            elif op == "packed_done":
-                _, task_id, outcome = event
-                if task_id in self.tasks:
-                    self._finish(self.tasks[task_id], outcome)
-            elif op == "packed_lost":
-                _, task_id, worker_job, reason = event
-                task = self.tasks.get(task_id)
-                if task is not None:
-                    self._finish(task, protocol.outcome_cancelled() if task.cancelled else
-                                 protocol.outcome_job_failed(reason, _f58(_jobid(worker_job)) if worker_job
-                                                             else None))
-            elif op == "result_in":
-                if event[1] in self.tasks:
-                    self.outcome_at[event[1]] = time.monotonic()
-            elif op == "ranks_lost":
-                self._ranks_lost(event[1], event[2])
-            elif op == "fatal":
-                return str(event[1])
+            if isinstance(event, BrokerLost):
+                return event.reason
+            self._on[type(event)](event)
+
+    def _on_submitted(self, event: Submitted) -> None:
+        task = self.tasks.get(event.task_id) if event.task_id is not None else None
+        self.by_jobid[event.jobid] = task
+        if task is not None:
+            task.jobid = event.jobid
+            if task.cancelled:
+                self._cancel(task.task_id)
+
+    def _on_submit_failed(self, event: SubmitFailed) -> None:
+        if event.task_id is None:
+            self.pool.jobs -= 1
+            logger.error("packing worker not started: %s", event.reason)
+            return
+        self.task_jobs -= 1
+        if event.task_id in self.tasks:
+            self._finish(self.tasks[event.task_id], protocol.outcome_job_failed(event.reason))
+
+    def _on_job_done(self, event: JobDone) -> None:
+        if event.jobid not in self.by_jobid:
+            return
+        task = self.by_jobid.pop(event.jobid)
+        assert self.server is not None and self.flux is not None
+        self.server.unbind(event.jobid)
+        if task is None:
+            self.pool.jobs -= 1
+            return
+        self.task_jobs -= 1
+        if task.shape.allocation:  # ranks its app launched do not end with it
+            self.flux.put(CancelNamed(mpi_allocation.ranks_job_name(task.task_id)))
+        if task.task_id in self.tasks:
+            self._job_done(task, event.success, event.errstr)
+
+    def _on_packed_done(self, event: PackedDone) -> None:
+        if event.task_id in self.tasks:
+            self._finish(self.tasks[event.task_id], event.outcome)
+
+    def _on_packed_lost(self, event: PackedLost) -> None:
+        task = self.tasks.get(event.task_id)
+        if task is not None:
+            worker = _f58(_jobid(event.worker_job)) if event.worker_job else None
+            self._finish(task, protocol.outcome_cancelled() if task.cancelled else
+                         protocol.outcome_job_failed(event.reason, worker))
+
+    def _on_result_in(self, event: ResultIn) -> None:
+        if event.task_id in self.tasks:
+            self.outcome_at[event.task_id] = time.monotonic()
 
     def _end_lingering_jobs(self, now: float) -> None:
         """Resolve tasks whose job outlives rank 0's outcome by LEFTOVER_GRACE
@@ -586,7 +589,7 @@ class Manager:
             logger.warning("task %s: its job still ran %.0fs after the app returned; ending it "
                            "(%d leftover process(es) killed)", task.task_id, LEFTOVER_GRACE, killed)
             if task.jobid is not None:
-                self.flux.requests.put(("cancel", None, task.jobid))
+                self.flux.put(Cancel(task.jobid))
             self._finish(task, outcome if outcome is not None else
                          protocol.outcome_job_failed("job outlived its result", _f58(task.jobid)))
 

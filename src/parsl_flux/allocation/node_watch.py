@@ -14,6 +14,8 @@ import logging
 import threading
 from typing import Any, Callable, List, Optional, Set
 
+from parsl_flux.allocation.events import Event, RanksLost
+
 logger = logging.getLogger(__name__)
 
 NODE_FAILURE_MARKS = ("node failure", "node-failure")
@@ -55,14 +57,14 @@ class NodeWatch:
     Parameters
     ----------
     emit : callable
-        ``emit("ranks_lost", ranks idset string, hosts)`` for each new loss.
+        Called with a :class:`~parsl_flux.allocation.events.RanksLost` for each new loss.
     handle_factory : callable
         Makes the thread's Flux handle (handles are not shared between threads).
     period : float
         Seconds between polls.
     """
 
-    def __init__(self, emit: Callable[..., None], handle_factory: Callable[[], Any], period: float) -> None:
+    def __init__(self, emit: Callable[[Event], None], handle_factory: Callable[[], Any], period: float) -> None:
         self._emit, self._factory, self._period = emit, handle_factory, period
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -85,6 +87,6 @@ class NodeWatch:
                 lost = offline_ranks(status) - known
                 if lost:
                     known |= lost
-                    self._emit("ranks_lost", str(IDset(sorted(lost))), hosts_of(status, lost))
+                    self._emit(RanksLost(str(IDset(sorted(lost))), hosts_of(status, lost)))
         except Exception as exc:  # the broker ping (flux_backend) reports a dead broker; this only watches
             logger.warning("node watch stopped: %s: %s", type(exc).__name__, exc)

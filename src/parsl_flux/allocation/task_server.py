@@ -44,6 +44,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional, Set, Tuple
 
+from parsl_flux.allocation.events import Event, PackedDone, PackedLost, ResultIn
 from parsl_flux.allocation.peers import Admission, peer_credentials
 from parsl_flux.wire import protocol
 from parsl_flux.wire.protocol import Kind
@@ -104,10 +105,10 @@ class TaskServer:
         Runner key of this instance; over TCP each principal signs with
         :func:`~parsl_flux.wire.protocol.task_credential` of it.
     emit : callable
-        ``emit(*event)`` hands an event to the manager's main loop:
-        ``("packed_done", task_id, outcome)``,
-        ``("packed_lost", task_id, worker_jobid, reason)`` or
-        ``("result_in", task_id)`` (rank 0 of a task's job sent its outcome).
+        ``emit(event)`` hands an event to the manager's main loop:
+        :class:`~parsl_flux.allocation.events.PackedDone`,
+        :class:`~parsl_flux.allocation.events.PackedLost` or
+        :class:`~parsl_flux.allocation.events.ResultIn`.
     host : str
         TCP address to listen on (multi-node blocks: this node's).
     identify : callable, optional
@@ -121,7 +122,7 @@ class TaskServer:
         Largest message body accepted from a runner.
     """
 
-    def __init__(self, key: bytes, emit: Callable[..., None], host: str = "127.0.0.1",
+    def __init__(self, key: bytes, emit: Callable[[Event], None], host: str = "127.0.0.1",
                  identify: Optional[Callable[[int], Optional[int]]] = None, idle_timeout: float = 5.0,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  max_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES) -> None:
@@ -290,33 +291,32 @@ class TaskServer:
                         admitted = False
                 credential = self._credential(principal)
                 if principal == protocol.WORKER:
-                    if kind == Kind.FETCH and worker_job is None and isinstance(data, dict):
-                        worker_job = str(jobid if jobid is not None else data.get("worker", ""))
+                    if kind == Kind.FETCH and worker_job is None and data["task"] == protocol.WORKER:
+                        worker_job = str(jobid if jobid is not None else data["worker"])
                         with self._lock:
                             self.connected_workers += 1
-                    elif not (kind == Kind.RESULT and worker_job is not None and data[0] == holding):
+                    elif not (kind == Kind.RESULT and worker_job is not None and data["task"] == holding):
                         raise _Refused(f"a packing worker sent {kind} out of turn")
                     if kind == Kind.RESULT:
-                        task_id, outcome = data
                         holding = None
                         with self._lock:
-                            self._running_packed.pop(task_id, None)
-                        self.emit("packed_done", task_id, outcome)
+                            self._running_packed.pop(data["task"], None)
+                        self.emit(PackedDone(data["task"], data["outcome"]))
                     # the answer to a result is the next task: one round trip
                     holding = self._next_packed(stream, credential, worker_job)
                     if holding is None:
                         return
-                elif kind == Kind.FETCH and data == principal:
+                elif kind == Kind.FETCH and data["task"] == principal:
                     with self._lock:
                         self._unstarted_large.discard(principal)
-                        reply: Any = self._payloads.get(principal)
-                    stream.send(credential, principal, Kind.PAYLOAD, reply)
-                elif kind == Kind.RESULT and data[0] == principal:
+                        payload = self._payloads.get(principal)
+                    stream.send(credential, principal, Kind.PAYLOAD, protocol.payload_body(principal, payload))
+                elif kind == Kind.RESULT and data["task"] == principal:
                     with self._lock:
                         if principal in self._payloads:
-                            self._outcomes[principal] = data[1]
+                            self._outcomes[principal] = data["outcome"]
                     stream.send(credential, principal, Kind.ACK)
-                    self.emit("result_in", principal)
+                    self.emit(ResultIn(principal))
                 else:
                     raise _Refused(f"task {principal}'s runner sent {kind} for {data!r:.40}")
         except (protocol.AuthenticationError, protocol.MessageTooLarge, _Refused,
@@ -328,7 +328,7 @@ class TaskServer:
             if admitted:
                 self.admission.leave(peer)
             if holding is not None:
-                self.emit("packed_lost", holding, worker_job, "its packing worker died while running it")
+                self.emit(PackedLost(holding, worker_job, "its packing worker died while running it"))
             if worker_job is not None:
                 with self._lock:
                     self.connected_workers -= 1
@@ -367,7 +367,7 @@ class TaskServer:
                     if payload is None:  # cancelled while queued
                         continue
                     self._running_packed[task_id] = worker_job
-                stream.send(credential, protocol.WORKER, Kind.PAYLOAD, (task_id, payload))
+                stream.send(credential, protocol.WORKER, Kind.PAYLOAD, protocol.payload_body(task_id, payload))
                 return task_id
         finally:
             with self._lock:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import queue
 import sys
 import threading
 import time
@@ -18,7 +19,7 @@ import weakref
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from types import MappingProxyType
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from parsl.addresses import address_by_hostname
 from parsl.app.errors import wrap_error
@@ -33,7 +34,7 @@ from parsl.utils import RepresentationMixin
 from parsl_flux import fluxpath
 from parsl_flux.container import Container
 from parsl_flux.driver import preflight, relaunch
-from parsl_flux.driver.io_loop import Block, Driver, Task, TaskFuture, remove_key_file
+from parsl_flux.driver.io_loop import Block, BlockView, Driver, Task, TaskFuture
 from parsl_flux.driver.logfile import ExecutorLog
 from parsl_flux.driver.monitoring import FluxRadio
 from parsl_flux.driver.resources import parse_spec
@@ -285,6 +286,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._server_public: str = ""
         self._early_blocks = 0  # blocks start() launched that the strategy's first scale-out would repeat
         self._cancelled_jobs: Set[Any] = set()
+        # blocks the driver's I/O thread ended -> Parsl's strategy thread (see _take_ended)
+        self._ended: "queue.SimpleQueue[Tuple[str, JobStatus, float]]" = queue.SimpleQueue()
         self._failed_launches: Dict[str, float] = {}  # block id -> when it ended without registering
         self._backoff_logged = 0.0  # the failure whose back-off was last logged: once per failure, not per tick
         self._at_exit: Optional[weakref.finalize] = None
@@ -489,13 +492,24 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         the strategy replaces it."""
         if not mark_failed:
             return
-        if block.resources is None and not self._shutting_down:
-            self._failed_launches[block.block_id] = time.monotonic()
         if not self._shutting_down:
             state = JobState.FAILED if block.resources is None else JobState.CANCELLED
-            self._simulated_status[block.block_id] = self._status[block.block_id] = \
-                JobStatus(state, f"Flux instance lost: {reason}")
+            self._ended.put((block.block_id, JobStatus(state, f"Flux instance lost: {reason}"), time.monotonic()))
         self._cancel_block_job(block.block_id)
+
+    def _take_ended(self) -> None:
+        """Record the blocks the driver ended since last asked, on the calling
+        thread (Parsl's strategy, through :meth:`status` or scale-out): Parsl's
+        ``_simulated_status`` and this executor's failed launches are written
+        by that thread only, never by the driver's."""
+        while True:
+            try:
+                block_id, status, when = self._ended.get_nowait()
+            except queue.Empty:
+                return
+            self._simulated_status[block_id] = status
+            if status.state == JobState.FAILED:
+                self._failed_launches[block_id] = when
 
     def _cancel_block_job(self, block_id: str) -> None:
         """Have the provider end a lost block's batch job (its broker and jobs
@@ -537,11 +551,11 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         that no block is launched now (:mod:`parsl_flux.driver.relaunch`): a node cut
         off from the driver then costs a batch job every few minutes at most,
         not one per strategy tick. The strategy asks again at its next tick."""
+        self._take_ended()
         if not self._failed_launches:
             return False
-        with self._driver.lock:
-            blocks = [(int(b), b in self._failed_launches, block.resources is not None)
-                      for b, block in self._driver.blocks.items() if b.isdigit()]
+        blocks = [(int(v.block_id), v.block_id in self._failed_launches, v.registered)
+                  for v in self._driver.snapshot() if v.block_id.isdigit()]
         streak = relaunch.failure_streak(blocks)
         last = max(self._failed_launches.values())
         if relaunch.relaunch_allowed(streak, last, time.monotonic()):
@@ -566,20 +580,23 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         """Provider status of each block, overridden by what the executor knows
         (a block whose manager stopped talking is FAILED even if its batch job
         still runs). A block the provider reports as ended loses its tasks."""
+        self._take_ended()
         status = super().status()
+        views = {v.block_id: v for v in self._driver.snapshot()}
         for block_id, s in status.items():
-            block = self._driver.blocks.get(block_id)
-            if block is not None and not block.closed and s.state in TERMINAL_STATES:
+            view = views.get(block_id)
+            if view is not None and not view.closed and s.state in TERMINAL_STATES:
                 # a batch job that ended before its manager ever connected is a failed block,
                 # whatever exit state the batch system reports, so Parsl's error handler sees it
-                never_connected = block.resources is None
-                reason = f"its batch job is {s.state.name}" + (" and its manager never connected"
-                                                               if never_connected else "")
-                self._driver.lose(block, reason, mark_failed=never_connected)
-                if not never_connected and not self._shutting_down:
+                reason = f"its batch job is {s.state.name}" + ("" if view.registered
+                                                               else " and its manager never connected")
+                self._driver.end_block(block_id, reason, mark_failed=not view.registered)
+                self._take_ended()
+                if view.registered and not self._shutting_down:
                     # it ran: whatever exit state the batch system reports, it is not a failed launch
-                    status[block_id] = self._simulated_status[block_id] = self._status[block_id] = \
+                    status[block_id] = self._simulated_status[block_id] = \
                         JobStatus(JobState.CANCELLED, f"Flux instance lost: {reason}")
+        status.update({b: s for b, s in self._simulated_status.items() if b in status})
         return status
 
     def scale_in(self, blocks: int, max_idletime: Optional[float] = None) -> List[str]:
@@ -595,16 +612,13 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         list of str
             Ids of the blocks that were stopped.
         """
-        with self._driver.lock:
-            candidates = [b for b in self._driver.blocks.values() if not b.closed
-                          and self._status.get(b.block_id, JobStatus(JobState.PENDING)).state not in TERMINAL_STATES]
-            chosen = pick_scale_in(candidates, blocks, max_idletime, time.monotonic())
-        self._driver.stop_blocks(chosen, SCALE_IN_WAIT)
-        for block in chosen:
-            self._driver.lose(block, "scaled in", mark_failed=False)
-        job_ids = [self.blocks_to_job_id[b.block_id] for b in chosen if b.block_id in self.blocks_to_job_id]
+        candidates = [v for v in self._driver.snapshot() if not v.closed
+                      and self._status.get(v.block_id, JobStatus(JobState.PENDING)).state not in TERMINAL_STATES]
+        chosen = [v.block_id for v in pick_scale_in(candidates, blocks, max_idletime, time.monotonic())]
+        self._driver.scale_in(chosen, SCALE_IN_WAIT)
+        job_ids = [self.blocks_to_job_id[b] for b in chosen if b in self.blocks_to_job_id]
         if not job_ids:
-            return [b.block_id for b in chosen]
+            return chosen
         killed = self.provider.cancel(job_ids) if self.provider else [False] * len(job_ids)
         return [self.job_ids_to_block[j] for j in self._filter_scale_in_ids(job_ids, killed)]
 
@@ -637,8 +651,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         if self._at_exit is not None:
             self._at_exit.detach()
         while wait:
-            with self._driver.lock:
-                futures = [t.future for t in self._driver.live_tasks.values()]
+            futures = self._driver.live_futures()
             if not futures or not self._driver.live_blocks():
                 break
             wait_futures(futures, timeout=self.heartbeat_period)
@@ -649,8 +662,6 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         if failed:
             self._logger.warning("shutdown: failed %d unfinished task(s) with ExecutorShutdown", failed)
         self._driver.close()
-        for block in self._driver.blocks.values():
-            remove_key_file(block.key_file)
         left = _wait_for_groups(groups, LOCAL_BLOCK_END_WAIT)
         if left:
             self._logger.warning("shutdown: process group(s) %s of local blocks still running after %.0fs",
@@ -731,15 +742,16 @@ SHUTDOWN_WAIT = 10.0
 """Seconds shutdown waits for the managers' BYE before the provider cancels their jobs."""
 
 
-def pick_scale_in(blocks: Sequence[Block], n: int, max_idletime: Optional[float], now: float) -> List[Block]:
+def pick_scale_in(blocks: Sequence[BlockView], n: int, max_idletime: Optional[float],
+                  now: float) -> List[BlockView]:
     """The ``n`` blocks to scale in: idle (longest idle first), then starting, then busy (least loaded first).
 
     With ``max_idletime`` only registered blocks idle for at least that long qualify."""
-    def idle_for(b: Block) -> float:
-        return now - b.idle_since if b.live and not b.in_flight and b.idle_since is not None else -1.0
+    def idle_for(b: BlockView) -> float:
+        return now - b.idle_since if b.live and not b.busy and b.idle_since is not None else -1.0
 
     if max_idletime is not None:
         blocks = [b for b in blocks if idle_for(b) >= max_idletime]
-    rank = sorted(blocks, key=lambda b: (0 if idle_for(b) >= 0 else 1 if b.resources is None else 2,
-                                         -idle_for(b), len(b.in_flight)))
+    rank = sorted(blocks, key=lambda b: (0 if idle_for(b) >= 0 else 1 if not b.registered else 2,
+                                         -idle_for(b), b.busy))
     return rank[:n]

@@ -104,8 +104,29 @@ class Block:
         return block_window(self.resources.cores)
 
 
+@dataclass(frozen=True)
+class BlockView:
+    """A block as it was when :meth:`Driver.snapshot` copied it: what the
+    executor's scaling decisions read, without touching the I/O thread's state."""
+
+    block_id: str
+    registered: bool  # its manager registered (it reported its resources)
+    live: bool
+    closed: bool
+    idle_since: Optional[float]
+    busy: int  # tasks in flight on it
+
+
 class Driver:
     """Socket, blocks and tasks of one executor, served by one I/O thread.
+
+    Ownership: ``blocks``, ``pending`` and ``live_tasks`` belong to the driver.
+    The I/O thread changes them under ``lock``; other threads (the user's
+    ``submit``, Parsl's strategy, ``shutdown``) come in only through the
+    methods under "called by the executor", which take the lock, and read them
+    only through :meth:`snapshot` and :meth:`live_futures`. The executor's own
+    state (Parsl's ``_status`` and ``_simulated_status``) is never written
+    here: ``on_lost`` only hands the executor the news.
 
     Parameters
     ----------
@@ -200,6 +221,10 @@ class Driver:
             self._waker.close()
             self._waker = None
             self._thread = None
+        with self.lock:
+            key_files = [b.key_file for b in self.blocks.values()]
+        for key_file in key_files:  # a manager that never started leaves its key file behind
+            remove_key_file(key_file)
 
     def _admissible_keys(self) -> Dict[str, bytes]:
         """Keys of the blocks whose managers may connect: launched, not closed."""
@@ -220,6 +245,33 @@ class Driver:
     def live_blocks(self) -> List[Block]:
         with self.lock:
             return [b for b in self.blocks.values() if b.live]
+
+    def snapshot(self) -> List[BlockView]:
+        """Every block launched so far, as it is now."""
+        with self.lock:
+            return [BlockView(b.block_id, b.resources is not None, b.live, b.closed, b.idle_since, len(b.in_flight))
+                    for b in self.blocks.values()]
+
+    def live_futures(self) -> List[Future]:
+        """The futures of every task not resolved yet."""
+        with self.lock:
+            return [t.future for t in self.live_tasks.values()]
+
+    def scale_in(self, block_ids: Sequence[str], timeout: float) -> None:
+        """Drain and end the blocks ``block_ids`` (their managers say BYE, waited
+        for up to ``timeout`` seconds); tasks still on them fail with ``BlockLost``."""
+        with self.lock:
+            blocks = [self.blocks[b] for b in block_ids]
+        self.stop_blocks(blocks, timeout)
+        for block in blocks:
+            self.lose(block, "scaled in", mark_failed=False)
+
+    def end_block(self, block_id: str, reason: str, mark_failed: bool) -> None:
+        """End block ``block_id`` from outside (its batch job ended), as :meth:`lose`."""
+        with self.lock:
+            block = self.blocks.get(block_id)
+        if block is not None:
+            self.lose(block, reason, mark_failed)
 
     def submit(self, task: Task) -> None:
         """Queue a task; raise at once if no live block could ever hold it."""
@@ -445,10 +497,9 @@ class Driver:
         block.route, block.session = route, session
         self._routes[route] = block
         block.last_seen = block.idle_since = time.monotonic()
-        r = data["resources"]
         self._send(block, Kind.CONFIG, self.block_config())
         with self.lock:
-            block.resources = InstanceResources(r["nodes"], r["cores_per_node"], r["gpus_per_node"])
+            block.resources = InstanceResources.from_wire(data["resources"])
             block.info = data
         self.logger.info("block %s registered from %s (manager pid %s, %s): %s, Flux %s", block.block_id,
                          data["hostname"], data["pid"], data["flux_uri"], block.resources, data["flux_version"])

@@ -91,7 +91,7 @@ def run_payload(payload: bytes, max_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BY
     outcome = _run(payload, max_bytes)
     monitoring = sys.modules.get("parsl_flux.driver.monitoring")  # imported only by a wrapped app's radio
     if monitoring is not None:
-        outcome["monitoring"] = monitoring.drain()
+        outcome = protocol.with_monitoring(outcome, monitoring.drain())
     return outcome
 
 
@@ -184,13 +184,14 @@ class ManagerLink:
 
 
 def run_one(link: ManagerLink, task_id: int, rank: int, max_bytes: int) -> int:
-    kind, payload = link.request(Kind.FETCH, task_id)
-    if kind != Kind.PAYLOAD or payload is None:
+    kind, body = link.request(Kind.FETCH, protocol.fetch_body(task_id))
+    payload = body["payload"] if kind == Kind.PAYLOAD else None
+    if payload is None:
         print(f"parsl-flux runner: no payload for task {task_id} (cancelled?)", file=sys.stderr)
         return EXIT_PROTOCOL_ERROR
     outcome = run_payload(payload, max_bytes)
     if rank == 0:
-        link.request(Kind.RESULT, (task_id, outcome))
+        link.request(Kind.RESULT, protocol.runner_result_body(task_id, outcome))
         return 0
     if outcome["outcome"] == protocol.RAISED:
         sys.stderr.write(outcome["traceback"])
@@ -200,11 +201,12 @@ def run_one(link: ManagerLink, task_id: int, rank: int, max_bytes: int) -> int:
 
 def run_worker(link: ManagerLink, max_bytes: int) -> int:
     """Packing worker: fetch, run, report, until told to exit."""
-    kind, data = link.request(Kind.FETCH, {"worker": os.environ.get("FLUX_JOB_ID", "")}, timeout=None)
+    kind, body = link.request(Kind.FETCH, protocol.fetch_body(protocol.WORKER, os.environ.get("FLUX_JOB_ID", "")),
+                              timeout=None)
     while kind == Kind.PAYLOAD:
-        task_id, payload = data
+        outcome = run_payload(body["payload"], max_bytes)
         # the answer to a result is the next task, or EXIT when idle or when cores are wanted
-        kind, data = link.request(Kind.RESULT, (task_id, run_payload(payload, max_bytes)), timeout=None)
+        kind, body = link.request(Kind.RESULT, protocol.runner_result_body(body["task"], outcome), timeout=None)
     return 0
 
 

@@ -52,7 +52,7 @@ except ImportError:  # pragma: no cover - depends on the interpreter
     except ImportError:
         from hashlib import sha256
 
-VERSION = b"parsl-flux/4"
+VERSION = b"parsl-flux/5"
 
 KEY_FILE_ENV = "PARSL_FLUX_KEY_FILE"
 """Environment variable naming the 0600 file that holds the block key (hex).
@@ -119,7 +119,8 @@ KINDS = frozenset(v for k, v in vars(Kind).items() if k.isupper())
 # Message bodies: one constructor each, so every field written is one that a
 # reader uses (plain dicts, pickled; no dataclasses: the runner stays lean).
 def register_body(resources: dict, hostname: str, pid: int, flux_uri: str, flux_version: str) -> dict:
-    """M->D REGISTER: the instance's size and where it runs (the driver logs all of it)."""
+    """M->D REGISTER: the instance's size (``InstanceResources.to_wire()``) and
+    where it runs (the driver logs all of it)."""
     return {"resources": resources, "hostname": hostname, "pid": pid, "flux_uri": flux_uri,
             "flux_version": flux_version}
 
@@ -133,6 +134,11 @@ def resume_body(tasks: list, done: list) -> dict:
 def degraded_body(ranks: str, hosts: list, reason: str) -> dict:
     """M->D DEGRADED: the broker ranks (an idset) the instance lost, their hosts, and why."""
     return {"ranks": ranks, "hosts": hosts, "reason": reason}
+
+
+def bye_body(reason: str) -> dict:
+    """M->D BYE: the manager is ending its block, and why."""
+    return {"reason": reason}
 
 
 def config_body(packing_workers: int, idle_timeout: float, handle_kwargs: dict, max_message_bytes: int,
@@ -161,6 +167,25 @@ def blob_size(blob: list) -> int:
 def task_body(task_id: int, payload: list, shape: dict, packable: bool) -> dict:
     """One entry of D->M TASKS (``payload``: a blob; ``shape``: ``JobShape.to_wire()``)."""
     return {"id": task_id, "payload": out_of_band(payload), "shape": shape, "packable": packable}
+
+
+# Runner <-> task server (over :class:`Stream`). A task's own job fetches its
+# payload and sends its outcome; a packing worker (principal ``WORKER``)
+# fetches its first task, and each result it sends is answered with its next.
+def fetch_body(task_id: int, worker_job: str = "") -> dict:
+    """R->M FETCH: ``task_id``'s payload, or (``task_id`` ``WORKER``) a packing
+    worker's first task; ``worker_job``: the worker's ``FLUX_JOB_ID``."""
+    return {"task": task_id, "worker": worker_job}
+
+
+def payload_body(task_id: int, payload: "list | None") -> dict:
+    """M->R PAYLOAD: what task ``task_id`` runs (a blob's parts; None: withdrawn, as by a cancel)."""
+    return {"task": task_id, "payload": payload}
+
+
+def runner_result_body(task_id: int, outcome: dict) -> dict:
+    """R->M RESULT: the outcome of ``task_id`` from its rank 0 or its packing worker."""
+    return {"task": task_id, "outcome": outcome}
 
 
 # What became of a task: built here only, read by the driver (executor._resolve)
@@ -194,6 +219,12 @@ def outcome_node_lost(status: str, jobid: "str | None" = None, stderr: str = "")
     """The job died with a node of the instance: not the app's fault, so the
     driver fails it as a lost block (Parsl retries it elsewhere)."""
     return {"outcome": NODE_LOST, "status": status, "jobid": jobid, "stderr": stderr}
+
+
+def with_monitoring(outcome: dict, messages: list) -> dict:
+    """``outcome`` with the pickled messages of Parsl's monitoring wrapper (see
+    :mod:`parsl_flux.driver.monitoring`), which the driver hands to Parsl's radio."""
+    return {**outcome, "monitoring": messages}
 
 
 def outcome_bytes(outcome: dict) -> int:

@@ -72,6 +72,13 @@ class InstanceResources:
     def cores(self) -> int:
         return self.nodes * self.cores_per_node
 
+    @classmethod
+    def from_wire(cls, wire: Dict[str, Any]) -> "InstanceResources":
+        return cls(int(wire["nodes"]), int(wire["cores_per_node"]), int(wire.get("gpus_per_node", 0)))
+
+    def to_wire(self) -> Dict[str, int]:
+        return {"nodes": self.nodes, "cores_per_node": self.cores_per_node, "gpus_per_node": self.gpus_per_node}
+
 
 def block_window(cores: int) -> int:
     """Tasks the driver keeps in flight on a block of ``cores`` cores.
