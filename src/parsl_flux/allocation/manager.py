@@ -11,8 +11,8 @@ one-core worker jobs.
 The main thread runs one ZMQ loop over the driver connection and a wake-up
 pipe; Flux calls happen in :class:`~parsl_flux.allocation.flux_backend.FluxThreads` and
 runner traffic in :class:`~parsl_flux.allocation.task_server.TaskServer`, which both hand
-events to the loop through a queue. State is kept per task only while the task
-is in flight.
+typed events (:mod:`parsl_flux.allocation.events`) to the loop through a queue;
+the loop alone owns the tasks' state, kept per task only while it is in flight.
 
 The manager exits (and so the Flux instance ends) when the driver says
 shutdown, when the driver has been silent for ``--driver-timeout`` seconds, or
