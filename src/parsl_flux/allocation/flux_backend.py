@@ -265,7 +265,7 @@ class FluxThreads:
                 continue
             while len(batch) < SUBMIT_BATCH:
                 try:
-                    batch.append(self.requests.get_nowait())
+                    batch.append(self._requests.get_nowait())
                 except queue.Empty:
                     break
             futures = []
