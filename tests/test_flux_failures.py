@@ -49,6 +49,8 @@ def _script(tmp_path, body, flux_path):
     """A workflow script as a user writes it: apps defined in it, FluxExecutor defaults."""
     path = tmp_path / "workflow.py"
     path.write_text(textwrap.dedent(f"""
+        import faulthandler, signal
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for stacks if it hangs
         import os, sys, time
         import parsl
         from parsl.config import Config
@@ -64,6 +66,19 @@ def _script(tmp_path, body, flux_path):
                         run_dir={str(tmp_path / "runinfo")!r})
     """) + textwrap.dedent(body))
     return path
+
+
+def _exit_or_stacks(proc, timeout):
+    """``proc.communicate(timeout)``; if the script has not exited by then, fail
+    with every thread's stack (its SIGUSR1 handler prints them) instead of a bare timeout."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"the script did not exit within {timeout}s; its threads:\n{(err or '')[-6000:]}")
 
 
 def _no_broker_left(tmp_path):
@@ -103,7 +118,7 @@ def test_sigint_while_the_block_starts_exits_and_resolves(tmp_path, flux_path):
                             text=True, cwd=tmp_path)
     time.sleep(2.5)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = _exit_or_stacks(proc, 60)
     assert "KeyboardInterrupt" in err, err[-2000:]
     wait_for(lambda: _no_broker_left(tmp_path), 15, "the block's processes to end")
 
@@ -322,7 +337,7 @@ def test_sigint_half_a_second_after_load(tmp_path, flux_path):
     proc = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     time.sleep(0.5 + 1.5)  # interpreter and Parsl import take ~1.5 s here before parsl.load
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = _exit_or_stacks(proc, 60)
     assert "KeyboardInterrupt" in err, err[-2000:]
     wait_for(lambda: _no_broker_left(tmp_path), 15, "the block's processes to end")
 
