@@ -12,7 +12,7 @@ which is all the driver owes it.
 from __future__ import annotations
 
 from concurrent.futures import Future, InvalidStateError
-from typing import Any
+from typing import Any, Callable
 
 
 def set_result(future: Future, value: Any) -> bool:
@@ -23,11 +23,7 @@ def set_result(future: Future, value: Any) -> bool:
     bool
         True if this call resolved it.
     """
-    try:
-        future.set_result(value)
-        return True
-    except InvalidStateError:  # cancelled (or resolved) meanwhile: it has its outcome
-        return False
+    return _settle(future.set_result, value)
 
 
 def set_exception(future: Future, exc: BaseException) -> bool:
@@ -38,8 +34,12 @@ def set_exception(future: Future, exc: BaseException) -> bool:
     bool
         True if this call resolved it.
     """
+    return _settle(future.set_exception, exc)
+
+
+def _settle(resolve: Callable[[Any], None], outcome: Any) -> bool:
     try:
-        future.set_exception(exc)
+        resolve(outcome)
         return True
     except InvalidStateError:  # cancelled (or resolved) meanwhile: it has its outcome
         return False
