@@ -26,8 +26,11 @@ The process helpers are the fault sweep's (``tests/faults/sweep.py``).
 On ``--target cluster`` (the 2-node virtual Slurm cluster of ``.ci/cluster``,
 blocks of 2 nodes from the slurm site with Apptainer and ``--sif``), also: a
 node cut off from the driver (iptables drop rule in its network namespace)
-for 3 s or 30 s, then healed; every process of the run on one node killed;
-and Slurm jobs and drop rules left after the run count as leftovers.
+for 3 s or 30 s, then healed; the two nodes cut from each other for 15 s,
+then healed; every process of the run on one node killed; one node's slurmd
+restarted; and Slurm jobs and drop rules left after the run count as
+leftovers. Not injected yet: the driver killed and restarted from Parsl's
+checkpoints.
 
 Usage: ``python tests/soak/soak.py --minutes M --seed S [--target local|cluster] [--sif PATH] [--out DIR]``
 """
@@ -166,15 +169,20 @@ LOCAL_FAULTS: Dict[str, Callable] = {
 # ------------------------------------------------------------------ the 2-node cluster (.ci/cluster)
 NODES = ("pfnode1", "pfnode2")
 DRIVER_ADDRESS = "10.213.77.1"  # the bridge's address on this host: .ci/cluster/env.sh
-SLURM_CONF = "/var/lib/parsl-flux-cluster/slurm.conf"
+CLUSTER_DIR = "/var/lib/parsl-flux-cluster"
+SLURM_CONF = f"{CLUSTER_DIR}/slurm.conf"
 
 
 def _netns(node: str) -> List[str]:
     return ["ip", "netns", "exec", f"pf-{node}"]
 
 
-def _drop_rule(node: str, op: str) -> List[str]:
-    return [*_netns(node), "iptables", op, "OUTPUT", "-d", DRIVER_ADDRESS, "-j", "DROP"]
+def _node_address(node: str) -> str:
+    return f"10.213.77.{10 + int(node[-1])}"  # node_addr in .ci/cluster/env.sh
+
+
+def _drop_rule(node: str, op: str, to: str = DRIVER_ADDRESS) -> List[str]:
+    return [*_netns(node), "iptables", op, "OUTPUT", "-d", to, "-j", "DROP"]
 
 
 def _partition(seconds: float) -> Callable:
@@ -189,6 +197,38 @@ def _partition(seconds: float) -> Callable:
             subprocess.run(_drop_rule(node, "-D"), check=True, capture_output=True, timeout=10)
         return fault
     return inject
+
+
+def _nodes_cut(seconds: float) -> Callable:
+    """Cut the two nodes from each other (each drops its packets to the other) for
+    ``seconds``, then heal; both still reach the driver."""
+    def inject(rng: random.Random, marker: str, run: Run) -> Fault:
+        pairs = [(NODES[0], NODES[1]), (NODES[1], NODES[0])]
+        fault = Fault(time.time(), f"{NODES[0]} <-> {NODES[1]} for {seconds:.0f}s")
+        for node, other in pairs:
+            subprocess.run(_drop_rule(node, "-I", _node_address(other)), check=True, capture_output=True, timeout=10)
+        try:
+            time.sleep(seconds)
+        finally:
+            for node, other in pairs:
+                subprocess.run(_drop_rule(node, "-D", _node_address(other)), check=True, capture_output=True,
+                               timeout=10)
+        return fault
+    return inject
+
+
+def _slurmd_restart(rng: random.Random, marker: str, run: Run) -> Fault:
+    """Stop one node's slurmd (SIGTERM: its job steps live on) and start it again
+    the way the cluster starts it (``.ci/cluster/up.sh``, which waits for the node)."""
+    node = rng.choice(NODES)
+    pid = int(Path(CLUSTER_DIR, "run", f"slurmd-{node}.pid").read_text())
+    fault = Fault(time.time(), f"slurmd on {node}")
+    _kill(pid, signal.SIGTERM)
+    if not wait_until(lambda: not Path(f"/proc/{pid}").exists(), 30, 0.2):
+        raise RuntimeError(f"slurmd {pid} on {node} did not stop within 30s")
+    subprocess.run(["bash", str(HERE.parents[1] / ".ci" / "cluster" / "up.sh")], check=True, capture_output=True,
+                   timeout=120)
+    return fault
 
 
 def _node_pids(node: str) -> set:
@@ -214,6 +254,8 @@ CLUSTER_FAULTS: Dict[str, Callable] = {
     "partition_3s": _partition(3),
     "partition_30s": _partition(30),
     "node_kill": _node_kill,
+    "nodes_cut_15s": _nodes_cut(15),
+    "slurmd_restart": _slurmd_restart,
 }
 
 
@@ -226,7 +268,8 @@ def cluster_leftovers(marker: str) -> List[str]:
     for node in NODES:
         rules = subprocess.run([*_netns(node), "iptables", "-S", "OUTPUT"], capture_output=True, text=True,
                                timeout=10).stdout
-        left += [f"{node}: {rule}" for rule in rules.splitlines() if DRIVER_ADDRESS in rule]
+        addresses = [DRIVER_ADDRESS, *(_node_address(n) for n in NODES)]
+        left += [f"{node}: {rule}" for rule in rules.splitlines() if any(a in rule for a in addresses)]
     return left
 
 
