@@ -189,6 +189,16 @@ def test_block_runs_fluxion(cluster, tmp_path):
     assert "sched-fluxion-qmanager" in names and "sched-simple" not in names, names
 
 
+def test_blocks_stderr_has_no_squeue_error(cluster):
+    """The image has no ``squeue``: ``flux start`` runs without ``SLURM_JOB_ID``,
+    so flux-core's ``slurm-expiration-sync`` does not fail on every block."""
+    assert where_am_i().result(timeout=START_S)[1]
+    stderrs = list(Path(cluster.run_dir).glob("**/submit_scripts/*.stderr"))
+    assert stderrs, f"no block stderr under {cluster.run_dir}"
+    for path in stderrs:
+        assert "squeue" not in path.read_text(), f"{path}:\n{path.read_text()[-2000:]}"
+
+
 def test_parsl_style_mpi_app_spans_both_nodes(cluster, tmp_path):
     """Issue 23's app, unchanged from an MPIExecutor workflow: {"num_nodes": 2, "ranks_per_node": 2}."""
     out, err = tmp_path / "mpi.out", tmp_path / "mpi.err"

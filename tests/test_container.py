@@ -126,6 +126,9 @@ def test_launch_line_order(runtime: str, full: bool, launcher_name: str, paths: 
     prefix = expected_prefix(runtime, image, paths, full)
     assert argv[:len(prefix)] == prefix
     inside = argv[len(prefix):]
+    if runtime != "none":  # the host's Slurm job id stays outside: the image has no squeue to poll
+        assert inside[:3] == ["env", "-u", "SLURM_JOB_ID"]
+        inside = inside[3:]
     assert inside[:2] == ["flux", "start"]
     assert inside[2:] == shlex.split(MANAGER)[2:]
     assert inside == shlex.split(Container("none").wrap(MANAGER))
@@ -134,7 +137,8 @@ def test_launch_line_order(runtime: str, full: bool, launcher_name: str, paths: 
 @pytest.mark.parametrize("runtime", [r for r in RUNTIMES if r != "none"])
 def test_runtime_prefix_matches_wrap(runtime: str, paths: Dict[str, str]) -> None:
     container = Container(runtime, image_for(runtime, paths), binds=[paths["data"]], env={"A": "1"})
-    assert container.wrap(MANAGER, pass_env=["K"]) == shlex.join(container.prefix(["K"])) + " " + MANAGER
+    assert container.wrap(MANAGER, pass_env=["K"]) == \
+        shlex.join(container.prefix(["K"])) + " env -u SLURM_JOB_ID " + MANAGER
 
 
 def test_amd_gpus(paths: Dict[str, str]) -> None:
@@ -220,13 +224,14 @@ def test_executor_launch_command_with_container(runtime: str, paths: Dict[str, s
     if runtime == "docker":  # the key crosses into the container by name, its value stays off the line
         assert ("-e", "PARSL_FLUX_KEY_FILE") in zip(prefix, prefix[1:])
     inside = argv[len(prefix):]
-    assert inside[:7] == ["flux", "start", "flux", "env", "python3", "-m", "parsl_flux.allocation.manager"]
-    options = dict(zip(inside[7::2], inside[8::2]))
+    assert inside[:10] == ["env", "-u", "SLURM_JOB_ID", "flux", "start", "flux", "env", "python3", "-m",
+                           "parsl_flux.allocation.manager"]
+    options = dict(zip(inside[10::2], inside[11::2]))
     assert {k: options.get(k) for k in ("--url", "--block-id", "--workdir")} == \
         {"--url": "tcp://host:1234", "--block-id": "0", "--workdir": str(tmp_path / "FluxExecutor")}
 
     bare = _executor(Container("none"), SlurmProvider(launcher=SrunLauncher()), tmp_path)
-    assert inside == split_launch(bare._get_launch_command("0"))[2]
+    assert inside[3:] == split_launch(bare._get_launch_command("0"))[2]
 
 
 def test_executor_local_provider_uses_python3_in_image(paths: Dict[str, str], tmp_path: Path,
@@ -237,4 +242,4 @@ def test_executor_local_provider_uses_python3_in_image(paths: Dict[str, str], tm
     _, _, argv = split_launch(ex._get_launch_command("1"))
     workdir = str(tmp_path / "FluxExecutor")
     assert argv[:5] == ["apptainer", "exec", "--bind", f"{workdir}:{workdir}", paths["sif"]]
-    assert argv[5:10] == ["flux", "start", "flux", "env", "python3"]
+    assert argv[5:13] == ["env", "-u", "SLURM_JOB_ID", "flux", "start", "flux", "env", "python3"]

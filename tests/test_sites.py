@@ -173,7 +173,8 @@ def test_builds_and_renders_with_defaults(name, monkeypatch, image):
         assert argv[i + 1] == ("run" if runtime == "podman-hpc" else "exec")
         assert i < argv.index("start")
         assert rundir in binds_of(argv, runtime), "the run directory must be visible inside the image"
-        assert argv[argv.index("start") - 2] == sites.flux_executor(config).container.image
+        start = argv.index("start")
+        assert argv[start - 5:start - 1] == [sites.flux_executor(config).container.image, "env", "-u", "SLURM_JOB_ID"]
     else:
         assert not {"apptainer", "singularity", "podman-hpc"} & set(argv)
     if name in LAUNCHERS:

@@ -42,8 +42,14 @@ GPU_VENDORS = ("nvidia", "amd")
 PMI_ENV = ("PMI_FD", "PMI_RANK", "PMI_SIZE", "PMI_SPAWNED", "PMI_JOBID", "PMIX_RANK", "PMIX_NAMESPACE",
            "PMIX_SERVER_URI2", "PMIX_SERVER_URI3", "PMIX_SERVER_URI4", "PMIX_SECURITY_MODE",
            "PALS_RANKID", "PALS_NODEID", "PALS_APINFO", "PALS_APID", "PMI_CONTROL_PORT",
-           "SLURM_PROCID", "SLURM_NODEID", "SLURM_JOB_ID", "SLURM_STEP_ID", "FLUX_PMI_CLIENT_METHODS")
+           "SLURM_PROCID", "SLURM_NODEID", "SLURM_STEP_ID", "FLUX_PMI_CLIENT_METHODS")
 """Variables a containerized ``flux start`` needs from the launcher to bootstrap."""
+
+INSIDE_UNSET = ("SLURM_JOB_ID",)
+"""Host variables removed before the command runs inside the image. With
+``SLURM_JOB_ID`` set, ``flux start`` runs ``flux slurm-expiration-sync``,
+which polls ``squeue``: a Slurm client no image of this project has, so it
+fails on every block's stderr. The block's end is the provider's walltime."""
 
 CLEAN_ENV_OPTIONS = ("-e", "--cleanenv", "-C", "--containall")
 """Apptainer/Singularity options that drop the host environment, and with it
@@ -254,10 +260,12 @@ class Container:
 
         ``pass_env`` names host variables the command needs inside (the block
         key); runtimes that keep the host environment need nothing for them.
+        Inside the image ``env`` first removes :data:`INSIDE_UNSET`.
         For ``none`` only ``env`` is added, as ``env K=V`` before the command.
         """
         if self.runtime == "none":
             if not self.env:
                 return command
             return "env " + " ".join(shlex.quote(f"{k}={v}") for k, v in self.env.items()) + " " + command
-        return shlex.join(self.prefix(pass_env)) + " " + command
+        unset = [arg for name in INSIDE_UNSET for arg in ("-u", name)]
+        return shlex.join([*self.prefix(pass_env), "env", *unset]) + " " + command
