@@ -3,7 +3,7 @@
 import threading
 
 import pytest
-from parsl.jobs.states import JobState
+from parsl.jobs.states import JobState, JobStatus
 from parsl.providers import LocalProvider
 
 from parsl_flux import FluxExecutor
@@ -87,3 +87,18 @@ def test_parsl_s_block_status_is_written_by_the_strategy_thread_only(executor):
     executor.scale_out_facade(1)
     assert executor._simulated_status["0"].state == JobState.FAILED
     assert "0" in executor._failed_launches
+
+
+def test_a_block_that_never_connected_keeps_its_batch_job_s_stderr(executor, tmp_path, monkeypatch):
+    """Parsl's error handler shows the tail of the batch job's stderr, which names
+    what kept the block from starting (a missing flux): the executor's own FAILED
+    status for the block keeps the provider's files."""
+    assert executor.scale_out_facade(1) == ["0"]
+    err = tmp_path / "block.err"
+    err.write_text("bash: line 3: /nonexistent/flux: No such file or directory\n")
+    monkeypatch.setattr(executor.provider, "status",
+                        lambda job_ids: [JobStatus(JobState.FAILED, stderr_path=str(err))] * len(job_ids))
+    status = executor.status()["0"]
+    assert status.state == JobState.FAILED and "never connected" in status.message
+    assert "/nonexistent/flux" in (status.stderr_summary or "")
+    assert executor.status()["0"].stderr_path == str(err), "a later poll must keep them too"

@@ -579,11 +579,16 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
     def status(self) -> Dict[str, JobStatus]:
         """Provider status of each block, overridden by what the executor knows
         (a block whose manager stopped talking is FAILED even if its batch job
-        still runs). A block the provider reports as ended loses its tasks."""
+        still runs). A block the provider reports as ended loses its tasks.
+        An overridden status keeps the batch job's stdout and stderr files, whose
+        tails Parsl's error handler shows (a block that could not start says why there)."""
         self._take_ended()
-        status = super().status()
+        provider: Dict[str, JobStatus] = {}
+        if self.provider is not None:
+            block_ids, job_ids = self._get_block_and_job_ids()
+            provider = self._make_status_dict(block_ids, self.provider.status(job_ids))
         views = {v.block_id: v for v in self._driver.snapshot()}
-        for block_id, s in status.items():
+        for block_id, s in provider.items():
             view = views.get(block_id)
             if view is not None and not view.closed and s.state in TERMINAL_STATES:
                 # a batch job that ended before its manager ever connected is a failed block,
@@ -594,10 +599,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                 self._take_ended()
                 if view.registered and not self._shutting_down:
                     # it ran: whatever exit state the batch system reports, it is not a failed launch
-                    status[block_id] = self._simulated_status[block_id] = \
-                        JobStatus(JobState.CANCELLED, f"Flux instance lost: {reason}")
-        status.update({b: s for b, s in self._simulated_status.items() if b in status})
-        return status
+                    self._simulated_status[block_id] = JobStatus(JobState.CANCELLED, f"Flux instance lost: {reason}")
+        return {**provider, **{b: _with_job_files(s, provider.get(b)) for b, s in self._simulated_status.items()}}
 
     def scale_in(self, blocks: int, max_idletime: Optional[float] = None) -> List[str]:
         """Stop ``blocks`` blocks: idle ones first (longest idle first, as
@@ -725,6 +728,13 @@ def _wait_for_groups(groups: Sequence[int], timeout: float) -> List[int]:
             return left
         time.sleep(0.05)
     return left
+
+
+def _with_job_files(ours: JobStatus, provider: Optional[JobStatus]) -> JobStatus:
+    """``ours`` with the batch job's stdout/stderr files from the provider's status."""
+    if provider is None or ours.stdout_path or ours.stderr_path:
+        return ours
+    return JobStatus(ours.state, ours.message, ours.exit_code, provider.stdout_path, provider.stderr_path)
 
 
 def _shutdown_at_exit(shutdown: "weakref.WeakMethod") -> None:
