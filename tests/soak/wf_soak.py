@@ -109,7 +109,11 @@ WEIGHTS = (4, 4, 2, 1, 1, 1)
 
 
 class Soak:
-    """Submits apps while the clock runs, keeping ``inflight`` outstanding, and reports each."""
+    """Submits apps while the clock runs, keeping ``inflight`` outstanding, and reports each.
+
+    Only unresolved futures are kept (a resolved one is reported, then dropped),
+    so the driver's memory measures the executor, not a list of every result.
+    """
 
     def __init__(self, rng: random.Random, out_dir: Path, mpi_spec: dict) -> None:
         self.rng = rng
@@ -148,13 +152,15 @@ class Soak:
         fields = {"key": key, "kind": kind, "tries": record.get("fail_count", 0), "final_task": final_task}
         if exc is not None:
             faultkit.say("resolved", outcome=type(exc).__name__, detail=str(exc)[:200], **fields)
-            return
-        if kind == "bash":
-            text = (self.out_dir / f"{key}.txt").read_text().split()
-            value = [text[0], text[1] if len(text) > 1 else None]
         else:
-            value = list(fut.result())
-        faultkit.say("resolved", outcome="value", value=value[0], task=value[1], **fields)
+            if kind == "bash":
+                text = (self.out_dir / f"{key}.txt").read_text().split()
+                value = [text[0], text[1] if len(text) > 1 else None]
+            else:
+                value = list(fut.result())
+            faultkit.say("resolved", outcome="value", value=value[0], task=value[1], **fields)
+        self.futures.pop(key, None)
+        self.tids.pop(fut.tid, None)
 
     def on_try_failed(self, exc: Exception, record: dict) -> float:
         """Parsl's retry handler: each failed try, as it happens (each costs one retry)."""
@@ -183,20 +189,20 @@ def main() -> None:
         deadline = time.monotonic() + 60 * args.minutes
         n = 0
         while time.monotonic() < deadline:
-            if sum(not f.done() for f in soak.futures.values()) < args.inflight:
+            if len(soak.futures) < args.inflight:  # resolved futures leave the dict
                 soak.submit(n)
                 n += 1
             else:
                 time.sleep(0.1)
         faultkit.say("submitting_done", submitted=n)
         end = time.monotonic() + args.drain
-        for fut in soak.futures.values():
+        for fut in list(soak.futures.values()):
             try:
                 fut.exception(timeout=max(0.0, end - time.monotonic()))
             except Exception:
                 pass
-        unresolved = [k for k, f in soak.futures.items() if not f.done()]
-        faultkit.say("summary", submitted=len(soak.futures), unresolved=unresolved)
+        unresolved = [k for k, f in list(soak.futures.items()) if not f.done()]
+        faultkit.say("summary", submitted=n, unresolved=unresolved)
 
 
 if __name__ == "__main__":
