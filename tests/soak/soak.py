@@ -111,6 +111,15 @@ def _pick(rng: random.Random, marker: str, kind: str, min_age: float) -> Optiona
     return rng.choice(found) if found else None
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (a daemon's exit may wait for a slow reaper)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _kill(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
@@ -224,7 +233,7 @@ def _slurmd_restart(rng: random.Random, marker: str, run: Run) -> Fault:
     pid = int(Path(CLUSTER_DIR, "run", f"slurmd-{node}.pid").read_text())
     fault = Fault(time.time(), f"slurmd on {node}")
     _kill(pid, signal.SIGTERM)
-    if not wait_until(lambda: not Path(f"/proc/{pid}").exists(), 30, 0.2):
+    if not wait_until(lambda: not _running(pid), 30, 0.2):
         raise RuntimeError(f"slurmd {pid} on {node} did not stop within 30s")
     subprocess.run(["bash", str(HERE.parents[1] / ".ci" / "cluster" / "up.sh")], check=True, capture_output=True,
                    timeout=120)
@@ -291,7 +300,10 @@ def inject_faults(wf: Workflow, run: Run, faults: Dict[str, Callable], rng: rand
         if time.time() >= until or wf.proc.poll() is not None:
             return
         name = next(order)
-        fault = faults[name](rng, str(wf.dir), run)
+        try:
+            fault = faults[name](rng, str(wf.dir), run)
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:  # one failed injection ends no soak
+            fault = Fault(time.time(), skipped=f"could not inject: {exc}")
         fault.kind = name
         run.faults.append(fault)
         print(f"soak: {time.strftime('%H:%M:%S')} {name} {fault.target or fault.skipped}", flush=True)
