@@ -177,7 +177,8 @@ LOCAL_FAULTS: Dict[str, Callable] = {
 
 # ------------------------------------------------------------------ the 2-node cluster (.ci/cluster)
 NODES = ("pfnode1", "pfnode2")
-DRIVER_ADDRESS = "10.213.77.1"  # the bridge's address on this host: .ci/cluster/env.sh
+SUBNET = "10.213.77"  # SUBNET_PREFIX in .ci/cluster/env.sh
+DRIVER_ADDRESS = f"{SUBNET}.1"  # the bridge's address on this host
 CLUSTER_DIR = "/var/lib/parsl-flux-cluster"
 SLURM_CONF = f"{CLUSTER_DIR}/slurm.conf"
 
@@ -187,7 +188,7 @@ def _netns(node: str) -> List[str]:
 
 
 def _node_address(node: str) -> str:
-    return f"10.213.77.{10 + int(node[-1])}"  # node_addr in .ci/cluster/env.sh
+    return f"{SUBNET}.{10 + int(node[-1])}"  # node_addr in .ci/cluster/env.sh
 
 
 def _drop_rule(node: str, op: str, to: str = DRIVER_ADDRESS) -> List[str]:
@@ -274,10 +275,10 @@ def cluster_leftovers(marker: str) -> List[str]:
     jobs = subprocess.run(["squeue", "-h", "-o", "%i %j %Z"], capture_output=True, text=True, timeout=20,
                           env=env).stdout.splitlines()
     left = [f"Slurm job {line}" for line in jobs if marker in line]
+    addresses = [DRIVER_ADDRESS, *(_node_address(n) for n in NODES)]
     for node in NODES:
         rules = subprocess.run([*_netns(node), "iptables", "-S", "OUTPUT"], capture_output=True, text=True,
                                timeout=10).stdout
-        addresses = [DRIVER_ADDRESS, *(_node_address(n) for n in NODES)]
         left += [f"{node}: {rule}" for rule in rules.splitlines() if any(a in rule for a in addresses)]
     return left
 
