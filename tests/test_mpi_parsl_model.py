@@ -36,7 +36,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-from parsl_flux.allocation.mpi_allocation import PREFIX_VARS, allocation_env, launch_prefix
+from parsl_flux.allocation.mpi_allocation import PREFIX_VARS, allocation_env, job_command, launch_prefix
 from parsl_flux.driver.resources import InstanceResources, JobShape, check_fits, parse_spec
 from parsl_flux.errors import InvalidResourceSpecification
 from parsl_flux.job import mpi_launch
@@ -114,8 +114,8 @@ R_FILE = Path("/w/tasks/7.R")
 
 
 def test_variables_have_parsl_meanings():
-    env = allocation_env(parse_spec({"num_nodes": 2, "ranks_per_node": 2}), "/opt/flux/bin/flux", "/venv/python",
-                         R_FILE, 7)
+    env = allocation_env(parse_spec({"num_nodes": 2, "ranks_per_node": 2}), "/opt/flux/bin/flux",
+                         "/opt/flux/libexec/flux/cmd/flux-job", "/venv/python", R_FILE, 7)
     assert env["PARSL_NUM_NODES"] == "2" and env["PARSL_RANKS_PER_NODE"] == "2" and env["PARSL_NUM_RANKS"] == "4"
     assert env["PARSL_MPI_PREFIX"] == f"/venv/python -S {mpi_launch.__file__}"
     assert {env[name] for name in PREFIX_VARS} == {env["PARSL_MPI_PREFIX"]}  # test_mpi_prefix.py
@@ -126,10 +126,10 @@ def test_variables_have_parsl_meanings():
 def test_ranks_jobspec_is_what_flux_run_writes():
     """``flux run --dry-run -N2 -n4 -c2 -g1 --job-name=parsl-task-7-ranks`` (flux-core 0.88), less rlimits."""
     shape = parse_spec({"num_nodes": 2, "ranks_per_node": 2, "cores_per_task": 2, "gpus_per_task": 1})
-    env = allocation_env(shape, "flux", "/py", R_FILE, 7)
-    jobspec = mpi_launch.ranks_jobspec(json.loads(env[mpi_launch.TEMPLATE_ENV]), ["./a.out", "x"], {"A": "1"},
-                                       "/w", {"version": 1})
-    assert jobspec == {
+    env = allocation_env(shape, "flux", "flux", "/py", R_FILE, 7)
+    jobspec = mpi_launch.ranks_jobspec(env[mpi_launch.TEMPLATE_ENV], ["./a.out", "x"], {"A": "1"}, "/w",
+                                       '{"version": 1}\n')
+    assert json.loads(jobspec) == {
         "version": 1,
         "resources": [{"type": "node", "count": 2, "with": [{"type": "slot", "count": 2, "label": "task", "with": [
             {"type": "core", "count": 2}, {"type": "gpu", "count": 1}]}]}],
@@ -139,18 +139,61 @@ def test_ranks_jobspec_is_what_flux_run_writes():
     }
 
 
+def test_ranks_jobspec_carries_any_environment_exactly():
+    """The launcher writes JSON without ``json``: quotes, backslashes, control
+    characters, non-ASCII text and a variable named like a marker survive."""
+    template = allocation_env(parse_spec({"num_ranks": 2}), "flux", "flux", "/py", R_FILE, 1)[mpi_launch.TEMPLATE_ENV]
+    environ = {"Q": 'say "hi"\\n', "CTRL": "a\x01\tb\nc", "TEXT": "\u00e9\u4e2d\U0001f600",
+               mpi_launch.CWD_MARK: mpi_launch.quote(mpi_launch.R_MARK), "EMPTY": ""}
+    argv = ["./a out", "--x=\"1\"", mpi_launch.quote(mpi_launch.COMMAND_MARK)]
+    jobspec = json.loads(mpi_launch.ranks_jobspec(template, argv, environ, "/w/\u00e9 dir", '{"version": 1}'))
+    system = jobspec["attributes"]["system"]
+    assert (jobspec["tasks"][0]["command"], system["environment"], system["cwd"]) == (argv, environ, "/w/\u00e9 dir")
+    assert system["alloc-bypass"] == {"R": {"version": 1}}
+
+
+def test_launcher_reads_json_as_json_does():
+    R = '{"version": 1, "execution": {"R_lite": [{"rank": "0-1", "children": {"core": "0-1"}}], ' \
+        '"nodelist": ["a[0-1]"], "starttime": 1.5e9, "expiration": 0.0}}\n'
+    assert mpi_launch.loads(R) == json.loads(R) and mpi_launch.loads(R.encode()) == json.loads(R)
+    for bad in ("", "{", '{"a": 1} {"b": 2}', "NaN"):
+        with pytest.raises(ValueError):
+            mpi_launch.loads(bad)
+
+
+@pytest.mark.parametrize("argv", [[mpi_launch.__file__], ["-c", "import parsl_flux.job.mpi_job"]])
+def test_job_side_of_the_mpi_model_imports_no_json_package(argv):
+    """The launcher and the allocation's first program start once per app:
+    ``json`` (with ``re`` and ``enum``) would cost 8 ms of CPU each time."""
+    out = subprocess.run([sys.executable, "-S", "-X", "importtime", *argv], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(mpi_launch.__file__).parents[2])})
+    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "_json" in imported and "os" in imported, out.stderr  # the trace is read right
+    assert imported & {"json", "re", "enum", "subprocess", "flux"} == set()
+
+
+def test_launcher_calls_flux_job_directly_when_it_can(tmp_path):
+    assert mpi_launch.job_argv("/opt/flux/libexec/flux/cmd/flux-job") == ["/opt/flux/libexec/flux/cmd/flux-job"]
+    assert mpi_launch.job_argv("/opt/flux/bin/flux") == ["/opt/flux/bin/flux", "job"]
+    (tmp_path / "flux-job").write_text("#!/bin/sh\n")
+    assert job_command("/bin/flux", {"FLUX_EXEC_PATH": f"/nonexistent:{tmp_path}"}) == "/bin/flux"  # not executable
+    (tmp_path / "flux-job").chmod(0o755)
+    assert job_command("/bin/flux", {"FLUX_EXEC_PATH": f"/nonexistent:{tmp_path}"}) == str(tmp_path / "flux-job")
+    assert job_command("/bin/flux", {}) == "/bin/flux"
+
+
 def test_launcher_options_make_a_flux_run_line():
     shape = parse_spec({"num_nodes": 1, "num_ranks": 2, "cores_per_task": 2, "gpus_per_task": 1,
                         "launcher_options": "-o cpu-affinity=per-task"})
     assert launch_prefix(shape, "flux", "/py", "/w/1.R", 1) == (
         "flux run --setattr=^system.alloc-bypass.R=/w/1.R --job-name=parsl-task-1-ranks "
         "-N 1 -n 2 -c 2 -g 1 -o cpu-affinity=per-task")
-    assert allocation_env(shape, "flux", "/py", R_FILE, 1)["PARSL_LAUNCHER_OPTIONS"] == "-o cpu-affinity=per-task"
+    assert allocation_env(shape, "flux", "flux", "/py", R_FILE, 1)["PARSL_LAUNCHER_OPTIONS"] == "-o cpu-affinity=per-task"
 
 
 def test_prefix_refuses_a_path_that_would_split():
     with pytest.raises(ValueError, match="whitespace"):
-        allocation_env(parse_spec({"num_ranks": 2}), "flux", "/py", Path("/my runs/tasks/1.R"), 1)
+        allocation_env(parse_spec({"num_ranks": 2}), "flux", "flux", "/py", Path("/my runs/tasks/1.R"), 1)
 
 
 @pytest.mark.parametrize("hostlist,hosts", [

@@ -22,7 +22,6 @@ when its Flux broker is gone; in each case it tells the driver why, if it can.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import queue
@@ -40,7 +39,7 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Set, Tup
 import zmq
 from zmq.utils import z85
 
-from parsl_flux.allocation import leftovers, mpi_allocation, peers
+from parsl_flux.allocation import instance_setup, leftovers, mpi_allocation, peers
 from parsl_flux.allocation.bytecode import write_job_bytecode
 from parsl_flux.allocation.events import (BrokerLost, Cancel, CancelNamed, Event, JobDone, PackedDone, PackedLost,
                                           RanksLost, ResultIn, Submit, SubmitFailed, Submitted)
@@ -154,6 +153,7 @@ class Manager:
         self.runner = runner_command(python, fast)
         self.allocation_runner = list(mpi_allocation.runner_command(python, fast, SYS_PATH_ENV))
         self.flux_command = shutil.which("flux") or "flux"  # flux puts its bindir on PATH
+        self.flux_job = mpi_allocation.job_command(self.flux_command, os.environ)
         self.bypass: Optional[str] = None  # why Parsl's MPI model cannot run here; None once it can
         write_job_bytecode(python)
         self.flux: Optional[FluxThreads] = None
@@ -232,8 +232,14 @@ class Manager:
         handle = flux.Flux()
         resources = instance_resources(handle)
         owner = int(handle.attr_get("security.owner")) == os.getuid()
-        self.bypass = _load_alloc_bypass(handle, owner)
-        one_node = int(handle.attr_get("size")) == 1
+        size = int(handle.attr_get("size"))
+        if owner:
+            self.bypass = instance_setup.load_alloc_bypass(handle)
+            instance_setup.tune_latency(handle, size)
+        else:
+            self.bypass = ("this manager does not own the Flux instance (attach mode), "
+                           "and only the owner may bypass allocation")
+        one_node = size == 1
         broker_pid = int(handle.attr_get("broker.pid"))
         if not self._handshake():
             logger.error("no valid answer from the driver within %.0fs; exiting", self.driver_timeout)
@@ -467,7 +473,7 @@ class Manager:
         """The variables of Parsl's MPI model for ``task``; ValueError when it cannot run here."""
         if self.bypass is not None:
             raise ValueError(f"Parsl's MPI model (ranks_per_node/num_ranks) cannot run here: {self.bypass}")
-        return mpi_allocation.allocation_env(task.shape, self.flux_command, self.python,
+        return mpi_allocation.allocation_env(task.shape, self.flux_command, self.flux_job, self.python,
                                              task_output(self.workdir, task.task_id, "R"), task.task_id)
 
     def _credential_env(self, principal: int) -> Dict[str, str]:
@@ -672,20 +678,6 @@ def _kill_own_broker() -> None:
             os.kill(parent, signal.SIGKILL)
         except OSError as exc:
             logger.warning("could not kill the broker: %s", exc)
-
-
-def _load_alloc_bypass(handle: Any, owner: bool) -> Optional[str]:
-    """Load Flux's ``alloc-bypass`` jobtap plugin (Parsl's MPI model needs it,
-    see :mod:`parsl_flux.allocation.mpi_allocation`): None when loaded, else why not."""
-    if not owner:
-        return "this manager does not own the Flux instance (attach mode), and only the owner may bypass allocation"
-    try:
-        handle.rpc("job-manager.jobtap", {"load": mpi_allocation.BYPASS_PLUGIN}).get()
-    except OSError as exc:
-        if exc.errno != errno.EEXIST:  # another manager of this instance loaded it
-            logger.warning("cannot load %s: %s", mpi_allocation.BYPASS_PLUGIN, exc)
-            return f"Flux's {mpi_allocation.BYPASS_PLUGIN} jobtap plugin did not load: {exc.strerror or exc}"
-    return None
 
 
 def _f58(jobid: Optional[int]) -> Optional[str]:

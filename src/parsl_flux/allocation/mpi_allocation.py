@@ -47,19 +47,19 @@ the allocation knows; ``$PARSL_MPI_PREFIX`` is :mod:`parsl_flux.job.mpi_launch`.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Sequence
 
 from parsl_flux.job import mpi_launch
-from parsl_flux.job.mpi_launch import FLUX_ENV, R_FILE_ENV, TEMPLATE_ENV
+from parsl_flux.job.mpi_launch import JOB_COMMAND_ENV, R_FILE_ENV, TEMPLATE_ENV
 
 if TYPE_CHECKING:  # the manager imports this module, and jobs run it: no Parsl
     from parsl_flux.wire.shape import JobShape
 
 PREFIX_VARS = ("PARSL_MPI_PREFIX", "PARSL_MPIEXEC_PREFIX", "PARSL_SRUN_PREFIX", "PARSL_APRUN_PREFIX")
 """Parsl's launcher prefixes; here each is the Flux launch line (see the module doc)."""
-BYPASS_PLUGIN = "alloc-bypass.so"
 
 
 def ranks_job_name(task_id: int) -> str:
@@ -67,10 +67,22 @@ def ranks_job_name(task_id: int) -> str:
     return f"parsl-task-{task_id}-ranks"
 
 
+def job_command(flux: str, environ: Mapping[str, str]) -> str:
+    """Flux's ``flux-job`` program, which ``flux job`` runs once the ``flux``
+    front end has set up the environment (``FLUX_EXEC_PATH`` and the rest) the
+    manager already runs in, under ``flux env``: the launcher calls it directly
+    (see :mod:`parsl_flux.job.mpi_launch`). ``flux`` itself where it is not found."""
+    for directory in environ.get("FLUX_EXEC_PATH", "").split(os.pathsep):
+        candidate = os.path.join(directory, "flux-job")
+        if directory and os.access(candidate, os.X_OK):
+            return candidate
+    return flux
+
+
 def ranks_template(shape: "JobShape", task_id: int) -> Dict[str, Any]:
     """The ranks' jobspec (RFC 25, as ``flux run -N nodes -n ranks -c cores -g gpus``
-    writes it) but for the command, environment, cwd and R, which
-    :mod:`parsl_flux.job.mpi_launch` fills in."""
+    writes it) with markers where :mod:`parsl_flux.job.mpi_launch` puts the
+    command, environment, cwd and R."""
     slot = [{"type": "core", "count": shape.cores_per_task}]
     if shape.gpus_per_task:
         slot.append({"type": "gpu", "count": shape.gpus_per_task})
@@ -78,8 +90,10 @@ def ranks_template(shape: "JobShape", task_id: int) -> Dict[str, Any]:
         "version": 1,
         "resources": [{"type": "node", "count": shape.num_nodes, "with": [
             {"type": "slot", "count": shape.ranks_per_node, "label": "task", "with": slot}]}],
-        "tasks": [{"command": [], "slot": "task", "count": {"per_slot": 1}}],
-        "attributes": {"system": {"duration": 0, "job": {"name": ranks_job_name(task_id)}}},
+        "tasks": [{"command": mpi_launch.COMMAND_MARK, "slot": "task", "count": {"per_slot": 1}}],
+        "attributes": {"system": {"duration": 0, "job": {"name": ranks_job_name(task_id)},
+                                  "environment": mpi_launch.ENVIRONMENT_MARK, "cwd": mpi_launch.CWD_MARK,
+                                  "alloc-bypass": {"R": mpi_launch.R_MARK}}},
     }
 
 
@@ -104,7 +118,8 @@ def launch_prefix(shape: "JobShape", flux: str, python: str, r_file: str, task_i
     return " ".join(args)
 
 
-def allocation_env(shape: "JobShape", flux: str, python: str, r_file: Path, task_id: int) -> Dict[str, str]:
+def allocation_env(shape: "JobShape", flux: str, flux_job: str, python: str, r_file: Path,
+                   task_id: int) -> Dict[str, str]:
     """The ``PARSL_*`` variables Parsl's MPI workers set, with Parsl's meanings,
     except ``PARSL_MPI_NODELIST`` (set in the job by :mod:`parsl_flux.job.mpi_job`), and what
     the launcher reads.
@@ -124,7 +139,7 @@ def allocation_env(shape: "JobShape", flux: str, python: str, r_file: Path, task
         "PARSL_NUM_RANKS": str(shape.num_tasks),
         **{name: prefix for name in PREFIX_VARS},
         R_FILE_ENV: str(r_file),
-        FLUX_ENV: flux,
+        JOB_COMMAND_ENV: flux_job,
         TEMPLATE_ENV: json.dumps(ranks_template(shape, task_id), separators=(",", ":")),
     }
     if shape.launcher_options:
