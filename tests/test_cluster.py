@@ -4,8 +4,9 @@ network namespaces on this machine, started by ``make cluster-up``).
 A block goes SlurmProvider -> sbatch -> ``srun --ntasks 2 --ntasks-per-node=1
 --mpi=pmi2`` -> ``apptainer exec parsl-flux.sif flux start`` on each node ->
 two brokers bootstrapped by PMI -> the manager (rank 0) dials the driver.
-Then: an MPI app across both nodes, python, bash and failing apps, and the
-loss of one node's broker (BlockLost, then a new block serves).
+Then: an MPI app across both nodes, python, bash and failing apps, a
+connection reset the block survives, and the loss of one node's broker
+(BlockLost, then a new block serves).
 
 Needs: the cluster (``make cluster-up``: .ci/cluster/up.sh), Apptainer
 (``make apptainer-tool``) and the SIF (``make image sif``, or
@@ -229,6 +230,53 @@ def test_failing_apps_fail_their_futures(cluster):
     assert isinstance(error, ValueError) and "on purpose" in str(error)
     error = exits_3().exception(timeout=START_S)
     assert error is not None and "3" in str(error), repr(error)
+
+
+def _in_node(node: str, *argv: str) -> List[str]:
+    return ["ip", "netns", "exec", f"pf-{node}", *argv]
+
+
+def _refuse_driver_port(port: str, op: str) -> None:
+    """Insert (``-I``) or delete (``-D``) on both nodes a rule that answers every
+    packet to the driver's port with a TCP reset."""
+    for node in NODES:
+        subprocess.run(_in_node(node, "iptables", op, "OUTPUT", "-d", DRIVER_ADDRESS, "-p", "tcp", "--dport", port,
+                                "-j", "REJECT", "--reject-with", "tcp-reset"), check=True, capture_output=True,
+                       timeout=10)
+
+
+def _sessions_resumed(run_dir: str) -> int:
+    """Sessions the run's managers resumed after a reconnect, from their logs."""
+    return sum(log.read_text().count("session of block") for log in Path(run_dir).rglob("manager.log"))
+
+
+def test_a_one_second_connection_reset_costs_nothing(cluster, tmp_path):
+    """Issue 20, item 1: the manager's connection to the driver is reset, and
+    for 1 s every new one is answered with a TCP reset. The manager reconnects,
+    proves its key again and resumes its session: the running 2-node app ends
+    with its value, having run once, and the block is not replaced."""
+    executor = cluster.executors["flux"]
+    marker = tmp_path / "started"
+    app = sleeps(str(marker), 20, parsl_resource_specification={"num_nodes": 2, "num_tasks": 2})
+    deadline = time.monotonic() + START_S
+    while not (marker.exists() and len(marker.read_text().split()) == 2) and time.monotonic() < deadline:
+        assert not app.done(), f"the app ended early: {app.exception()!r}"
+        time.sleep(0.5)
+    blocks_before = dict(executor.blocks_to_job_id)
+    resumed_before = _sessions_resumed(cluster.run_dir)
+    port = executor.url.rsplit(":", 1)[1]
+    _refuse_driver_port(port, "-I")
+    try:
+        for node in NODES:
+            subprocess.run(_in_node(node, "ss", "-K", "dst", DRIVER_ADDRESS, "dport", "=", f":{port}"),
+                           capture_output=True, timeout=10)
+        time.sleep(1)
+    finally:
+        _refuse_driver_port(port, "-D")
+    assert app.result(timeout=120) == "slept"
+    assert len(marker.read_text().split()) == 2, "the app ran again"
+    assert dict(executor.blocks_to_job_id) == blocks_before, "the block was replaced"
+    assert _sessions_resumed(cluster.run_dir) > resumed_before, "no session was resumed: the reset did not happen"
 
 
 def _broker_pids(node: str) -> List[int]:

@@ -32,6 +32,8 @@ INGEST_BATCH_COUNT = 1
 """Jobs per ``job-ingest`` KVS commit: 1, so that no new job waits for a timer."""
 EVENT_BATCH_TIMEOUT = 0.001
 """Seconds the job manager gathers job events into one KVS commit (Flux's default: 0.01)."""
+RPC_TIMEOUT = 10.0
+"""Seconds to wait for a broker's answer while setting up."""
 
 
 def load_alloc_bypass(handle: Any) -> Optional[str]:
@@ -52,27 +54,26 @@ def with_ingest_batch_count(config: dict, count: int) -> dict:
     return {**config, "ingest": ingest}
 
 
-def tune_latency(handle: Any, size: int) -> List[str]:
-    """Commit each new job at once on every broker, and shorten the job
-    manager's event batching (see the module docstring). Returns what could
-    not be set, each as a sentence; the instance works either way, only slower."""
+def _answer(future: Any) -> Any:
+    """A Flux RPC's answer within :data:`RPC_TIMEOUT` (OSError ETIMEDOUT after it:
+    a broker stopped at the block's start must not hold the manager)."""
+    future.wait_for(RPC_TIMEOUT)
+    return future.get()
+
+
+def tune_latency(handle: Any) -> List[str]:
+    """Commit each new job at once, on every broker (a configuration loaded on
+    rank 0 reaches them all), and shorten the job manager's event batching (see
+    the module docstring). Returns what could not be set, each as a sentence;
+    the instance works either way, only slower."""
     failures = []
-    # each broker's job-ingest batches the jobs submitted on its node; all brokers are asked at once
-    configs = [handle.rpc("config.get", nodeid=rank) for rank in range(size)]
-    loads = []
-    for rank, config in enumerate(configs):
-        try:
-            loads.append((rank, handle.rpc("config.load", with_ingest_batch_count(config.get(), INGEST_BATCH_COUNT),
-                                           nodeid=rank)))
-        except OSError as exc:
-            failures.append(f"[ingest] batch-count on broker rank {rank}: {exc.strerror or exc}")
-    for rank, load in loads:
-        try:
-            load.get()
-        except OSError as exc:
-            failures.append(f"[ingest] batch-count on broker rank {rank}: {exc.strerror or exc}")
     try:
-        handle.rpc("job-manager.set-batch-timeout", {"timeout": EVENT_BATCH_TIMEOUT}).get()
+        config = _answer(handle.rpc("config.get"))
+        _answer(handle.rpc("config.load", with_ingest_batch_count(config, INGEST_BATCH_COUNT)))
+    except OSError as exc:
+        failures.append(f"[ingest] batch-count: {exc.strerror or exc}")
+    try:
+        _answer(handle.rpc("job-manager.set-batch-timeout", {"timeout": EVENT_BATCH_TIMEOUT}))
     except OSError as exc:
         failures.append(f"the job manager's batch timeout: {exc.strerror or exc}")
     for failure in failures:

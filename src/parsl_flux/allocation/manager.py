@@ -235,7 +235,7 @@ class Manager:
         size = int(handle.attr_get("size"))
         if owner:
             self.bypass = instance_setup.load_alloc_bypass(handle)
-            instance_setup.tune_latency(handle, size)
+            instance_setup.tune_latency(handle)
         else:
             self.bypass = ("this manager does not own the Flux instance (attach mode), "
                            "and only the owner may bypass allocation")
