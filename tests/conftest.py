@@ -48,6 +48,15 @@ def clean_site_env(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
 
 
+AS_FROM_A_TERMINAL = ["env", "--default-signal=INT"]
+"""Prefix for a workflow script that a test interrupts with SIGINT, as Ctrl-C
+in a terminal does. A shell that starts a command in the background (``&``,
+as a CI runner or ``nohup ... &`` may) makes it ignore SIGINT, its children
+inherit that, and Python then installs no KeyboardInterrupt handler: the
+script would never see the test's SIGINT (what made two SIGINT tests time
+out in runs started that way)."""
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> None:
     """Poll ``predicate`` until true; fail the test naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout

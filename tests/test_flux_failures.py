@@ -17,7 +17,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-from conftest import wait_for
+from conftest import AS_FROM_A_TERMINAL, wait_for
 from parsl_flux.allocation import leftovers
 from parsl_flux.errors import BlockLost, FluxJobFailed
 
@@ -114,8 +114,8 @@ def test_sigint_while_the_block_starts_exits_and_resolves(tmp_path, flux_path):
                 print("interrupted; unresolved:", sum(not f.done() for f in futures), flush=True)
                 raise
     """, flux_path)
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path)
+    proc = subprocess.Popen([*AS_FROM_A_TERMINAL, sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     time.sleep(2.5)
     proc.send_signal(signal.SIGINT)
     out, err = _exit_or_stacks(proc, 60)
@@ -392,7 +392,8 @@ def test_sigint_half_a_second_after_load(tmp_path, flux_path):
             futures = [nap(30) for _ in range(5)]
             time.sleep(60)
     """, flux_path)
-    proc = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    proc = subprocess.Popen([*AS_FROM_A_TERMINAL, sys.executable, str(script)], stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
     time.sleep(0.5 + 1.5)  # interpreter and Parsl import take ~1.5 s here before parsl.load
     proc.send_signal(signal.SIGINT)
     _, err = _exit_or_stacks(proc, 60)

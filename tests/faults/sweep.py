@@ -164,7 +164,9 @@ class Workflow:
         self.stdout_log = open(directory / "stdout.txt", "w")
         self.stderr_log = open(directory / "stderr.txt", "w")
         self.started = time.time()
-        self.proc = subprocess.Popen([sys.executable, str(HERE / script), *args], cwd=directory, env=env,
+        # SIGINT as from a terminal: a harness started in the background (``&``) would pass on ignoring it
+        self.proc = subprocess.Popen(["env", "--default-signal=INT", sys.executable, str(HERE / script), *args],
+                                     cwd=directory, env=env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr_log,
                                      text=True, start_new_session=True)
         self.exited_at: Optional[float] = None
