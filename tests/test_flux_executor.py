@@ -1,5 +1,6 @@
 """FluxExecutor against a real Flux instance, through the executor API."""
 
+import json
 import os
 import signal
 import subprocess
@@ -205,13 +206,16 @@ def external_instance(flux_path, tmp_path):
         instance.wait()
 
 
-def test_attach_mode_uses_existing_instance(make_executor, external_instance):
+def test_attach_mode_uses_existing_instance(make_executor, external_instance, flux_path):
     uri, instance = external_instance
     ex = make_executor(flux_uri=uri)
     assert ex.blocks["0"].info["flux_uri"] == uri
     assert ex.submit(env_of, {}, "FLUX_URI").result(timeout=60) == uri
     ex.shutdown()
     assert instance.poll() is None, "attach mode must not stop the instance it attached to"
+    config = subprocess.run([flux_path, "config", "get"], env={**os.environ, "FLUX_URI": uri}, capture_output=True,
+                            text=True, timeout=30, check=True).stdout
+    assert json.loads(config) == {}, "attach mode must leave the instance's settings as they were"
 
 
 def test_two_executors_on_one_instance_do_not_steal_job_ends(make_executor, external_instance):

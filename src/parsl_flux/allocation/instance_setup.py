@@ -1,15 +1,14 @@
-"""What the manager sets up in the Flux instance it owns (start mode), before the first job.
-
-Both settings change the instance, so the manager makes them only where it
-started the instance itself (``flux start``); in attach mode the instance is
-someone else's and is used as it is.
+"""What the manager sets up in a Flux instance, before the first job.
 
 - Flux's ``alloc-bypass`` jobtap plugin, which Parsl's MPI model needs
-  (:mod:`parsl_flux.allocation.mpi_allocation`).
-- Lower job-submission latency. Flux batches new jobs and their events for
-  throughput: ``job-ingest`` holds each new job up to 10 ms to commit several
-  in one KVS transaction, and the job manager holds each job's state change
-  up to another 10 ms for the same reason. A task here is a Flux job whose
+  (:mod:`parsl_flux.allocation.mpi_allocation`), wherever the manager's user
+  owns the instance (only the owner may bypass the scheduler).
+- Lower job-submission latency, only where the manager is the instance's
+  initial program (start mode: an instance the block started for itself; in
+  attach mode the instance is used as it is). Flux batches new jobs and
+  their events for throughput: ``job-ingest`` holds each new job up to 10 ms
+  to commit several in one KVS transaction, and the job manager holds each
+  job's state change up to another 10 ms for the same reason. A task here is a Flux job whose
   latency the user waits for, and Parsl's MPI model puts a second job (the
   ranks) on every app's critical path, where measured on a 2-core machine the
   two timers were 22 of the 29 ms from a ranks job's submit to its start.

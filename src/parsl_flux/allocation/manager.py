@@ -235,7 +235,8 @@ class Manager:
         size = int(handle.attr_get("size"))
         if owner:
             self.bypass = instance_setup.load_alloc_bypass(handle)
-            instance_setup.tune_latency(handle)
+            if _is_broker(os.getppid()):  # an instance this block started: its settings are ours to choose
+                instance_setup.tune_latency(handle)
         else:
             self.bypass = ("this manager does not own the Flux instance (attach mode), "
                            "and only the owner may bypass allocation")
@@ -662,22 +663,28 @@ def runner_endpoint(runner_host: str) -> Tuple[str, str]:
 EXIT_BROKER_LOST = 1
 
 
-def _kill_own_broker() -> None:
-    """SIGKILL the broker whose initial program this manager is (start mode:
-    our parent is ``flux-broker``); in attach mode the parent is ``flux proxy``
-    and the instance is not ours, so nothing is killed."""
-    parent = os.getppid()
+def _is_broker(pid: int) -> bool:
+    """Whether ``pid`` is a Flux broker: this manager's parent is one when the
+    manager is its initial program (start mode: the block's own instance); in
+    attach mode the parent is ``flux proxy``."""
     try:
-        with open(f"/proc/{parent}/comm") as f:
-            comm = f.read().strip()
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip().startswith("flux-broker")
     except OSError:
+        return False
+
+
+def _kill_own_broker() -> None:
+    """SIGKILL the broker whose initial program this manager is (start mode);
+    in attach mode the instance is not ours, so nothing is killed."""
+    parent = os.getppid()  # read once: after the broker's death it would name whoever adopted us
+    if not _is_broker(parent):
         return
-    if comm.startswith("flux-broker"):
-        logger.warning("killing this block's hung Flux broker (pid %d)", parent)
-        try:
-            os.kill(parent, signal.SIGKILL)
-        except OSError as exc:
-            logger.warning("could not kill the broker: %s", exc)
+    logger.warning("killing this block's hung Flux broker (pid %d)", parent)
+    try:
+        os.kill(parent, signal.SIGKILL)
+    except OSError as exc:
+        logger.warning("could not kill the broker: %s", exc)
 
 
 def _f58(jobid: Optional[int]) -> Optional[str]:
