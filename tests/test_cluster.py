@@ -232,6 +232,17 @@ def test_failing_apps_fail_their_futures(cluster):
     assert error is not None and "3" in str(error), repr(error)
 
 
+def _sleeping_on_both_nodes(marker: Path, seconds: float):
+    """A 2-node app sleeping ``seconds``, once both its ranks have started (each writes its host to ``marker``)."""
+    app = sleeps(str(marker), seconds, parsl_resource_specification={"num_nodes": 2, "num_tasks": 2})
+    deadline = time.monotonic() + START_S
+    while not (marker.exists() and len(marker.read_text().split()) == 2) and time.monotonic() < deadline:
+        assert not app.done(), f"the app ended early: {app.exception()!r}"
+        time.sleep(0.5)
+    assert marker.exists() and len(marker.read_text().split()) == 2, "the app did not start on both nodes"
+    return app
+
+
 def _in_node(node: str, *argv: str) -> List[str]:
     return ["ip", "netns", "exec", f"pf-{node}", *argv]
 
@@ -257,11 +268,7 @@ def test_a_one_second_connection_reset_costs_nothing(cluster, tmp_path):
     with its value, having run once, and the block is not replaced."""
     executor = cluster.executors["flux"]
     marker = tmp_path / "started"
-    app = sleeps(str(marker), 20, parsl_resource_specification={"num_nodes": 2, "num_tasks": 2})
-    deadline = time.monotonic() + START_S
-    while not (marker.exists() and len(marker.read_text().split()) == 2) and time.monotonic() < deadline:
-        assert not app.done(), f"the app ended early: {app.exception()!r}"
-        time.sleep(0.5)
+    app = _sleeping_on_both_nodes(marker, 20)
     blocks_before = dict(executor.blocks_to_job_id)
     resumed_before = _sessions_resumed(cluster.run_dir)
     port = executor.url.rsplit(":", 1)[1]
@@ -297,13 +304,7 @@ def test_losing_a_node_fails_the_block_and_a_new_block_serves(cluster, tmp_path)
     """Kill pfnode2's broker: srun (--kill-on-bad-exit) ends the block, its
     futures fail with BlockLost, and the driver carries on with a new block."""
     executor = cluster.executors["flux"]
-    marker = tmp_path / "started"
-    long = sleeps(str(marker), 600, parsl_resource_specification={"num_nodes": 2, "num_tasks": 2})
-    deadline = time.monotonic() + START_S
-    while not (marker.exists() and len(marker.read_text().split()) == 2) and time.monotonic() < deadline:
-        assert not long.done(), f"the long app ended early: {long.exception()!r}"
-        time.sleep(0.5)
-    assert marker.exists(), "the long app did not start on both nodes"
+    long = _sleeping_on_both_nodes(tmp_path / "started", 600)
     blocks_before = set(executor.blocks_to_job_id)
     pids = _broker_pids("pfnode2")
     assert pids, "no flux-broker found in pfnode2's namespace"
