@@ -232,16 +232,15 @@ class Manager:
         handle = flux.Flux()
         resources = instance_resources(handle)
         owner = int(handle.attr_get("security.owner")) == os.getuid()
-        size = int(handle.attr_get("size"))
+        broker_pid = int(handle.attr_get("broker.pid"))
         if owner:
             self.bypass = instance_setup.load_alloc_bypass(handle)
-            if _is_broker(os.getppid()):  # an instance this block started: its settings are ours to choose
+            if os.getppid() == broker_pid:  # its initial program: an instance this block started, ours to set
                 instance_setup.tune_latency(handle)
         else:
             self.bypass = ("this manager does not own the Flux instance (attach mode), "
                            "and only the owner may bypass allocation")
-        one_node = size == 1
-        broker_pid = int(handle.attr_get("broker.pid"))
+        one_node = int(handle.attr_get("size")) == 1
         if not self._handshake():
             logger.error("no valid answer from the driver within %.0fs; exiting", self.driver_timeout)
             self.link.close()  # its monitor socket would hold ctx.term() forever
