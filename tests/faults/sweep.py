@@ -152,17 +152,19 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
 
 # --------------------------------------------------------------- a workflow run
 class Workflow:
-    """One workflow script running in its scenario directory, its events read as they come."""
+    """One workflow script running in its scenario directory, its events read as they come.
 
-    def __init__(self, directory: Path, script: str, args: List[str]) -> None:
+    ``logs``: a suffix for its ``stdout*.txt``/``stderr*.txt`` (a script run again in the same directory)."""
+
+    def __init__(self, directory: Path, script: str, args: List[str], logs: str = "") -> None:
         self.dir = directory
         self.events: List[dict] = []
         self.cond = threading.Condition()
         env = {k: v for k, v in os.environ.items() if k != "FLUX_URI"}  # FLUX_URI would mean attach mode
         env[TAG_ENV] = str(directory)
         env["PYTHONUNBUFFERED"] = "1"
-        self.stdout_log = open(directory / "stdout.txt", "w")
-        self.stderr_log = open(directory / "stderr.txt", "w")
+        self.stdout_log = open(directory / f"stdout{logs}.txt", "w")
+        self.stderr_log = open(directory / f"stderr{logs}.txt", "w")
         self.started = time.time()
         # SIGINT as from a terminal: a harness started in the background (``&``) would pass on ignoring it
         self.proc = subprocess.Popen(["env", "--default-signal=INT", sys.executable, str(HERE / script), *args],

@@ -1,22 +1,29 @@
 """Soak: a mixed workflow under random compound faults, then a verdict (issue 20).
 
-Runs ``wf_soak.py`` (a workflow as users write one, ``retries=2``) for
-``--minutes`` while an injector, seeded by ``--seed``, picks a fault at random
-intervals: runner, manager or broker SIGKILL; broker SIGSTOP then SIGCONT, or
-SIGSTOP then SIGKILL; a reset of the manager's connection to the driver
-(``ss -K``). Every fault kind runs at least once, in a seeded order, before
+Runs ``wf_soak.py`` (a workflow as users write one, ``retries=2``, Parsl's
+``task_exit`` checkpoints) for ``--minutes`` while an injector, seeded by
+``--seed``, picks a fault at random intervals: runner, manager or broker
+SIGKILL; broker SIGSTOP then SIGCONT, or SIGSTOP then SIGKILL; a reset of the
+manager's connection to the driver (``ss -K``); the driver itself SIGKILLed
+and the script started again with the same seed, as a user reruns it (what
+finished comes back from the checkpoints, the rest runs again). Every fault kind runs at least once, in a seeded order, before
 kinds repeat. Every few seconds it samples the driver's RSS, threads and open
 file descriptors. At the end it prints a table and exits 1 if a check fails:
 
-* futures unresolved: 0;
-* results wrong (not the checksum of their input), resolved twice, or from a
-  stale try (another try's Flux task than the one the future ended on): 0;
+* futures unresolved: 0 (an app the killed driver left unresolved must be
+  resolved by a later run of the script);
+* results wrong (not the checksum of their input), resolved twice by one
+  driver, or from a stale try (another try's Flux task than the one the
+  future ended on; a value from a checkpoint has no try of its own): 0;
+* apps that returned a value and ran again in a later driver run (instead of
+  coming back from the checkpoint): 0;
 * failed tries not explained by an injected fault within ``ATTRIBUTION_S``
   before them, nor by an app failing on purpose: 0;
 * processes of the run left after it: 0;
 * driver RSS, threads and fds: the median of the last 10% of the samples
   within 10% of the median of the first 10% after warm-up (or within 1
-  thread, 2 fds: 10% of a handful is less than one).
+  thread, 2 fds: 10% of a handful is less than one), over the samples of the
+  driver run that lived longest.
 
 Per fault kind: how many were injected, the seconds from each fault to the
 last future it hit resolving (median, max), and the tasks it made retry.
@@ -29,8 +36,7 @@ node cut off from the driver (iptables drop rule in its network namespace)
 for 3 s or 30 s, then healed; the two nodes cut from each other for 15 s,
 then healed; every process of the run on one node killed; one node's slurmd
 restarted; and Slurm jobs and drop rules left after the run count as
-leftovers. Not injected yet: the driver killed and restarted from Parsl's
-checkpoints.
+leftovers.
 
 Usage: ``python tests/soak/soak.py --minutes M --seed S [--target local|cluster] [--sif PATH] [--out DIR]``
 """
@@ -69,6 +75,8 @@ CLEANUP_WAIT = 30.0
 MIN_TARGET_AGE = 8.0  # a manager or broker younger than this may not have registered: a failed launch, not a loss
 FIRST_RESULT_WAIT = 300.0  # faults begin once a first app resolved (a cluster block takes minutes to start)
 STOP_S = 4.0  # how long a broker stays stopped before SIGCONT or SIGKILL
+DRIVER_LOAD_WAIT = 120.0  # a driver run's parsl.load, to its 'loaded' line
+FAULT_WAIT = 300.0  # past the end of the run, the longest a fault in progress may take (a restart waits for a block)
 
 
 @dataclass
@@ -79,15 +87,33 @@ class Fault:
     target: str = ""
     skipped: str = ""
     kind: str = ""  # the injector's name for it, set by inject_faults
+    killed_driver: Optional[int] = None  # a driver kill: the index of the driver run it ended
 
 
 @dataclass
 class Run:
-    """What the injector and the sampler recorded during one soak."""
+    """What the injector and the sampler recorded during one soak, and the
+    driver runs (the workflow script, started again after each driver kill)."""
 
+    start_driver: Callable[[int], Workflow]  # starts the script, submitting at least N apps; appends to drivers
     faults: List[Fault] = field(default_factory=list)
     samples: List[Dict[str, float]] = field(default_factory=list)
     url: str = ""
+    drivers: List[Workflow] = field(default_factory=list)
+    at_least: int = 0  # apps any driver run submitted: a later run submits them all again
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def driver(self) -> Workflow:
+        return self.drivers[-1]
+
+    def events(self) -> List[dict]:
+        """Every driver run's events, each tagged with its run's index, in time order."""
+        merged = []
+        for i, wf in enumerate(self.drivers):
+            with wf.cond:
+                merged += [{**e, "driver": i} for e in wf.events]
+        return sorted(merged, key=lambda e: e["t"])
 
 
 # ------------------------------------------------------------------ faults
@@ -166,6 +192,25 @@ def _connection_reset(namespaces: List[List[str]], address: str) -> Callable:
     return inject
 
 
+def _driver_restart(rng: random.Random, marker: str, run: Run) -> Fault:
+    """SIGKILL the driver (only its own process, as the OOM killer would), then
+    start the script again with the same seed, to submit at least every app any
+    driver run submitted: what finished comes back from Parsl's checkpoints."""
+    old = run.driver
+    with old.cond:
+        submitted = [e["n"] for e in old.events if e["event"] == "submitted"]
+    run.at_least = max(run.at_least, 1 + max(submitted, default=-1))
+    fault = Fault(time.time(), f"driver:{old.proc.pid}", killed_driver=len(run.drivers) - 1)
+    _kill(old.proc.pid, signal.SIGKILL)
+    old.finish(30)
+    new = run.start_driver(run.at_least)
+    loaded = new.event("loaded", DRIVER_LOAD_WAIT)
+    if loaded is None:
+        raise RuntimeError(f"the restarted driver did not load within {DRIVER_LOAD_WAIT:.0f}s")
+    run.url = loaded["url"]
+    return fault
+
+
 LOCAL_FAULTS: Dict[str, Callable] = {
     "runner_sigkill": _signal_fault(signal.SIGKILL, "runner"),
     "manager_sigkill": _signal_fault(signal.SIGKILL, "manager", MIN_TARGET_AGE),
@@ -173,6 +218,7 @@ LOCAL_FAULTS: Dict[str, Callable] = {
     "broker_sigstop_cont": _broker_stop(signal.SIGCONT),
     "broker_sigstop_kill": _broker_stop(signal.SIGKILL),
     "connection_reset": _connection_reset([[]], "127.0.0.1"),
+    "driver_restart": _driver_restart,
 }
 
 # ------------------------------------------------------------------ the 2-node cluster (.ci/cluster)
@@ -292,17 +338,16 @@ def fault_order(kinds: List[str], rng: random.Random):
         yield rng.choice(kinds)
 
 
-def inject_faults(wf: Workflow, run: Run, faults: Dict[str, Callable], rng: random.Random,
-                  until: float, gap: float) -> None:
+def inject_faults(run: Run, faults: Dict[str, Callable], rng: random.Random, until: float, gap: float) -> None:
     """The injector thread: a fault every ``gap`` s on average (uniform 0.5-1.5x) until ``until``."""
     order = fault_order(sorted(faults), rng)
     while True:
         time.sleep(rng.uniform(0.5 * gap, 1.5 * gap))
-        if time.time() >= until or wf.proc.poll() is not None:
+        if time.time() >= until or run.driver.proc.poll() is not None:
             return
         name = next(order)
         try:
-            fault = faults[name](rng, str(wf.dir), run)
+            fault = faults[name](rng, str(run.driver.dir), run)
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:  # one failed injection ends no soak
             fault = Fault(time.time(), skipped=f"could not inject: {exc}")
         fault.kind = name
@@ -323,18 +368,22 @@ def sample(pid: int) -> Optional[Dict[str, float]]:
             "threads": float(status["Threads"]), "fds": float(fds)}
 
 
-def sample_driver(wf: Workflow, run: Run) -> None:
-    while wf.proc.poll() is None:
-        s = sample(wf.proc.pid)
+def sample_driver(run: Run) -> None:
+    """The sampler thread: the current driver run's resources, until the soak ends."""
+    while not run.finished.wait(SAMPLE_EVERY):
+        index = len(run.drivers) - 1
+        s = sample(run.drivers[index].proc.pid)
         if s is not None:
-            run.samples.append(s)
-        time.sleep(SAMPLE_EVERY)
+            run.samples.append({**s, "driver": index})
 
 
 def resource_trend(samples: List[Dict[str, float]], start: float, end: float) -> Dict[str, tuple]:
     """For each resource: (first, last, ok), medians of the first and last 10% of
-    the samples between ``start`` and ``end`` (the submitting phase) after warm-up."""
+    the samples between ``start`` and ``end`` (the submitting phase) after warm-up,
+    of the driver run with the most such samples (a restarted driver starts afresh)."""
     span = [s for s in samples if start + WARM_UP * (end - start) <= s["t"] <= end]
+    runs = [s.get("driver", 0) for s in span]
+    span = [s for s in span if s.get("driver", 0) == max(set(runs), key=runs.count)] if runs else []
     if len(span) < 6:
         return {}
     n = max(3, len(span) // 10)
@@ -367,31 +416,22 @@ def _attribute(t: float, faults: List[Fault]) -> Optional[Fault]:
     return before[-1] if before else None
 
 
-def judge(events: List[dict], run: Run, leftovers: List[str], timed_out: bool) -> Verdict:
-    v = Verdict()
-    submitted = {e["key"]: e for e in events if e["event"] == "submitted"}
+def _resolutions(events: List[dict]) -> Dict[str, List[dict]]:
+    """Each app's resolutions, in time order (one per driver run that resolved it, if all is well)."""
     resolved: Dict[str, List[dict]] = defaultdict(list)
     for e in events:
         if e["event"] == "resolved":
             resolved[e["key"]].append(e)
-    v.check("apps submitted", len(submitted), len(submitted) > 0)
-    unresolved = [k for k in submitted if k not in resolved]
-    v.check("futures unresolved", len(unresolved), not unresolved and not timed_out)
-    twice = [k for k, r in resolved.items() if len(r) > 1]
-    wrong, stale = [], []
-    for key, (first, *_) in resolved.items():
-        sub = submitted[key]
-        if first["outcome"] != "value" or sub["kind"].startswith("fail_"):
-            continue
-        if first["value"] != sub["expected"]:
-            wrong.append(key)
-        if first.get("task") is not None and str(first["task"]) != str(first["final_task"]):
-            stale.append(key)
-    v.check("results wrong", len(wrong), not wrong)
-    v.check("futures resolved twice", len(twice), not twice)
-    v.check("results from a stale try", len(stale), not stale)
-    faults = sorted(run.faults, key=lambda f: f.t)
-    hits: Dict[int, set] = defaultdict(set)  # fault index -> keys it made fail a try
+    return resolved
+
+
+def _fault_hits(events: List[dict], faults: List[Fault], submitted: Dict[str, dict],
+                resolved: Dict[str, List[dict]]) -> tuple:
+    """Which apps each fault hit (index -> keys), and the failed tries no fault explains.
+
+    A try that failed with a fault's exception within ``ATTRIBUTION_S`` after a
+    fault is that fault's; a driver kill hits the apps its run left unresolved."""
+    hits: Dict[int, set] = defaultdict(set)
     unexplained = []
     for e in (e for e in events if e["event"] == "try_failed"):
         kind = submitted.get(e["key"], {}).get("kind", "")
@@ -402,20 +442,67 @@ def judge(events: List[dict], run: Run, leftovers: List[str], timed_out: bool) -
             unexplained.append(f"{e['key']}: {e['outcome']}: {e['detail']}")
         else:
             hits[faults.index(fault)].add(e["key"])
-    for key, (first, *_) in resolved.items():  # an on-purpose app must fail as it means to, or by a fault
+    for i, fault in enumerate(faults):
+        if fault.killed_driver is not None:
+            hits[i] |= {e["key"] for e in events if e["event"] == "submitted" and e["driver"] == fault.killed_driver
+                        and not any(r["driver"] == fault.killed_driver for r in resolved.get(e["key"], ()))}
+    for key, results in resolved.items():  # an on-purpose app must fail as it means to, or by a fault
         kind = submitted[key]["kind"]
-        if kind in EXPECTED_FAILURES and first["outcome"] not in EXPECTED_FAILURES[kind] | FAULT_EXCEPTIONS:
-            unexplained.append(f"{key}: {first['outcome']}: {first.get('detail', '')}")
+        last = results[-1]
+        if kind in EXPECTED_FAILURES and last["outcome"] not in EXPECTED_FAILURES[kind] | FAULT_EXCEPTIONS:
+            unexplained.append(f"{key}: {last['outcome']}: {last.get('detail', '')}")
+    return hits, unexplained
+
+
+def judge(events: List[dict], run: Run, leftovers: List[str], timed_out: bool) -> Verdict:
+    """The verdict over every driver run's events (``Run.events``)."""
+    v = Verdict()
+    submitted = {e["key"]: e for e in events if e["event"] == "submitted"}  # the last submission of each app
+    resolved = _resolutions(events)
+    v.check("apps submitted", len(submitted), len(submitted) > 0)
+    unresolved = [k for k, sub in submitted.items()
+                  if not any(r["driver"] >= sub["driver"] for r in resolved.get(k, ()))]
+    v.check("futures unresolved", len(unresolved), not unresolved and not timed_out)
+    per_run = defaultdict(int)
+    for key, results in resolved.items():
+        for r in results:
+            per_run[key, r["driver"]] += 1
+    twice = sorted({key for (key, _), n in per_run.items() if n > 1})
+    wrong, stale = [], []
+    for key, results in resolved.items():
+        sub = submitted[key]
+        for r in results:
+            if r["outcome"] != "value" or sub["kind"].startswith("fail_"):
+                continue
+            if r["value"] != sub["expected"]:
+                wrong.append(key)
+            if not r.get("memo") and r.get("task") is not None and str(r["task"]) != str(r["final_task"]):
+                stale.append(key)
+    v.check("results wrong", len(wrong), not wrong)
+    v.check("futures resolved twice by one driver", len(twice), not twice)
+    v.check("results from a stale try", len(stale), not stale)
+    memo = sum(1 for results in resolved.values() for r in results if r.get("memo"))
+    v.check("values from a checkpoint after a driver restart (reported)", memo, True)
+    # Parsl writes a task_exit checkpoint before the future resolves: an app that returned a
+    # value in one driver run comes back from the checkpoint in every later run, never runs again
+    rerun = sorted({key for key, results in resolved.items() for i, r in enumerate(results)
+                    if r["outcome"] == "value" and any(not later.get("memo") for later in results[i + 1:]
+                                                       if later["driver"] > r["driver"])})
+    v.check("finished apps run again by a later driver run", len(rerun), not rerun)
+    v.problems += [f"ran again after a restart: {k}" for k in rerun]
+    faults = sorted(run.faults, key=lambda f: f.t)
+    hits, unexplained = _fault_hits(events, faults, submitted, resolved)
     v.check("failures not explained by a fault", len(unexplained), not unexplained)
     v.problems += [f"unresolved: {k}" for k in unresolved] + [f"wrong: {k}" for k in wrong] + \
-        [f"stale: {k}" for k in stale] + [f"unexplained: {u}" for u in unexplained]
-    lost = [k for k, (first, *_) in resolved.items()
-            if first["outcome"] in FAULT_EXCEPTIONS and not submitted[k]["kind"].startswith("fail_")]
+        [f"twice: {k}" for k in twice] + [f"stale: {k}" for k in stale] + [f"unexplained: {u}" for u in unexplained]
+    lost = [k for k, results in resolved.items()
+            if results[-1]["outcome"] in FAULT_EXCEPTIONS and not submitted[k]["kind"].startswith("fail_")]
     v.check("apps failed after 3 tries, each hit by a fault (reported)", len(lost), True)
     v.check("processes left after the run", len(leftovers), not leftovers)
     v.problems += [f"left running: {p}" for p in leftovers]
-    marks = {e["event"]: e["t"] for e in events if e["event"] in ("loaded", "submitting_done")}
-    trend = resource_trend(run.samples, marks.get("loaded", 0.0), marks.get("submitting_done", time.time()))
+    loads = [e["t"] for e in events if e["event"] == "loaded"]
+    done = [e["t"] for e in events if e["event"] == "submitting_done"]
+    trend = resource_trend(run.samples, min(loads, default=0.0), max(done, default=time.time()))
     v.check("driver resource samples", len(run.samples), bool(trend))
     for key, (first, last, ok) in trend.items():
         v.check(f"driver {key} first/last 10% (median)", f"{first:.0f} -> {last:.0f}", ok)
@@ -424,7 +511,8 @@ def judge(events: List[dict], run: Run, leftovers: List[str], timed_out: bool) -
         mine = [i for i, f in enumerate(faults) if f.kind == kind and not f.skipped]
         delays = []
         for i in mine:
-            ends = [r[0]["t"] for k in hits[i] for r in [resolved.get(k)] if r]
+            ends = [min(r["t"] for r in resolved[k] if r["t"] >= faults[i].t) for k in hits[i]
+                    if any(r["t"] >= faults[i].t for r in resolved.get(k, ()))]
             if ends:
                 delays.append(max(ends) - faults[i].t)
         retried = len(set().union(*(hits[i] for i in mine))) if mine else 0
@@ -463,43 +551,49 @@ def soak(minutes: float, seed: int, out: Path, gap: float, keep: bool, sif: Opti
     wf_dir = base / "run"
     wf_dir.mkdir()
     drain = 240.0
-    args = ["--minutes", str(minutes), "--seed", str(seed), "--drain", str(drain)]
+    until = time.time() + 60 * minutes
+    args = ["--until", str(until), "--seed", str(seed), "--drain", str(drain)]
     faults = LOCAL_FAULTS
     if sif is not None:
         os.environ.setdefault("SLURM_CONF", SLURM_CONF)  # sbatch/squeue for the driver, srun in the job
         args += ["--cluster", sif, DRIVER_ADDRESS]
         faults = CLUSTER_FAULTS
-    wf = Workflow(wf_dir, str(HERE / "wf_soak.py"), args)
-    run = Run()
-    threading.Thread(target=sample_driver, args=(wf, run), daemon=True).start()
-    loaded = wf.event("loaded", 120)
-    injector = None
-    if loaded is not None and first_value(wf, FIRST_RESULT_WAIT):  # a block serves: faults begin
+
+    def start_driver(at_least: int) -> Workflow:
+        n = len(run.drivers)
+        wf = Workflow(wf_dir, str(HERE / "wf_soak.py"), [*args, "--at-least", str(at_least)],
+                      logs=f"-{n}" if n else "")
+        run.drivers.append(wf)
+        return wf
+
+    run = Run(start_driver)
+    first = start_driver(0)
+    threading.Thread(target=sample_driver, args=(run,), daemon=True).start()
+    loaded = first.event("loaded", DRIVER_LOAD_WAIT)
+    if loaded is not None and first_value(first, FIRST_RESULT_WAIT):  # a block serves: faults begin
         run.url = loaded["url"]
-        until = loaded["t"] + 60 * minutes
-        injector = threading.Thread(target=inject_faults, args=(wf, run, faults, random.Random(seed), until, gap),
+        injector = threading.Thread(target=inject_faults, args=(run, faults, random.Random(seed), until, gap),
                                     daemon=True)
         injector.start()
-    wf.finish(60 * minutes + drain + FIRST_RESULT_WAIT)
-    if injector is not None:
-        injector.join(timeout=60)
+        injector.join(timeout=max(0.0, until - time.time()) + FAULT_WAIT)  # every fault ends within its own bounds
+    run.driver.finish(max(0.0, until - time.time()) + drain + FIRST_RESULT_WAIT)
+    run.finished.set()
 
     def leftovers() -> List[str]:
         procs = [f"{p} {p.cmd[:100]}" for p in scan(str(wf_dir))]
         return procs + (cluster_leftovers(str(wf_dir)) if sif is not None else [])
     left = [] if wait_until(lambda: not leftovers(), CLEANUP_WAIT, 0.5) else leftovers()
     reap(wf_dir)
-    with wf.cond:
-        events = list(wf.events)
-    verdict = judge(events, run, left, wf.timed_out)
-    verdict.check("workflow exit code", wf.proc.returncode, wf.proc.returncode == 0)
+    events = run.events()
+    verdict = judge(events, run, left, run.driver.timed_out)
+    verdict.check("workflow exit code (its last run)", run.driver.proc.returncode, run.driver.proc.returncode == 0)
     out.mkdir(parents=True, exist_ok=True)
     (out / "soak.json").write_text(json.dumps({"seed": seed, "minutes": minutes, "faults": [f.__dict__ for f in
                                                 run.faults], "samples": run.samples, "events": events}))
-    for name in ("stdout.txt", "stderr.txt"):
-        shutil.copy(wf_dir / name, out / name)
+    for log in [*wf_dir.glob("stdout*.txt"), *wf_dir.glob("stderr*.txt")]:
+        shutil.copy(log, out / log.name)
     for log in wf_dir.glob("runinfo/*/*/executor.log"):
-        shutil.copy(log, out / "executor.log")
+        shutil.copy(log, out / f"executor-{log.parents[1].name}.log")
     if not keep:
         shutil.rmtree(base, ignore_errors=True)
     return verdict

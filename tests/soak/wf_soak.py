@@ -10,7 +10,14 @@ the Flux-side task id of the try that computed it where the job knows it (a
 job of its own; packed apps run on shared workers), so a wrong, swapped or
 stale result shows. Apps named ``fail_*`` fail on purpose.
 
-Usage: ``python wf_soak.py --minutes M --seed S [--inflight N] [--cluster SIF ADDRESS]``
+App ``n`` is drawn from its own generator (seeded by the seed and ``n``) and
+the apps that compute values are ``cache=True`` with Parsl's ``task_exit``
+checkpoints, so a driver killed mid-run and started again with the same seed
+(``--at-least``: at least as many apps as the killed one submitted) submits
+the same apps again: those that finished come back from the checkpoint
+(reported ``memo``), the rest run again, as a user's rerun of the script would.
+
+Usage: ``python wf_soak.py --until EPOCH --seed S [--at-least N] [--inflight N] [--cluster SIF ADDRESS]``
 (``--cluster``: blocks of 2 nodes on the virtual Slurm cluster, the slurm site
 with Apptainer, as ``tests/test_cluster.py`` runs them).
 """
@@ -24,7 +31,9 @@ from pathlib import Path
 
 import parsl
 from parsl.config import Config
+from parsl.dataflow.memoization import BasicMemoizer
 from parsl.providers import LocalProvider
+from parsl.utils import get_all_checkpoints
 
 from parsl_flux.providers import SlurmProvider
 
@@ -41,7 +50,7 @@ def expected(key: str, data: str) -> str:
     return hashlib.sha256(f"{key}:{data}".encode()).hexdigest()
 
 
-@parsl.python_app
+@parsl.python_app(cache=True)
 def digest(key, data, nap, parsl_resource_specification=OWN_JOB):
     import hashlib
     import os
@@ -51,7 +60,7 @@ def digest(key, data, nap, parsl_resource_specification=OWN_JOB):
     return hashlib.sha256(f"{key}:{data}".encode()).hexdigest(), os.environ.get("PARSL_FLUX_TASK")
 
 
-@parsl.python_app
+@parsl.python_app(cache=True)
 def digest_mpi(key, data, nap, parsl_resource_specification=None):
     """Runs on every rank; rank 0's value is the result, and it checks it has a peer rank."""
     import hashlib
@@ -64,7 +73,7 @@ def digest_mpi(key, data, nap, parsl_resource_specification=None):
     return hashlib.sha256(f"{key}:{data}".encode()).hexdigest(), os.environ.get("PARSL_FLUX_TASK")
 
 
-@parsl.bash_app
+@parsl.bash_app(cache=True)
 def digest_bash(key, data, nap, out, parsl_resource_specification=OWN_JOB):
     return (f"sleep {nap}; h=$(printf '%s' '{key}:{data}' | sha256sum | cut -d' ' -f1); "
             f"printf '%s %s\\n' \"$h\" \"$PARSL_FLUX_TASK\" > {out}")
@@ -115,18 +124,19 @@ class Soak:
     so the driver's memory measures the executor, not a list of every result.
     """
 
-    def __init__(self, rng: random.Random, out_dir: Path, mpi_spec: dict) -> None:
-        self.rng = rng
+    def __init__(self, seed: int, out_dir: Path, mpi_spec: dict) -> None:
+        self.seed = seed
         self.out_dir = out_dir
         self.mpi_spec = mpi_spec
         self.futures = {}
         self.tids = {}
 
     def submit(self, n: int) -> None:
-        kind = self.rng.choices(KINDS, WEIGHTS)[0]
+        rng = random.Random(f"{self.seed}:{n}")  # app n is the same in every driver run
+        kind = rng.choices(KINDS, WEIGHTS)[0]
         key = f"{kind}-{n}"
-        data = "%016x" % self.rng.getrandbits(64)
-        nap = round(self.rng.uniform(0.2, 2.5), 2)
+        data = "%016x" % rng.getrandbits(64)
+        nap = round(rng.uniform(0.2, 2.5), 2)
         if kind == "job":
             fut = digest(key, data, nap)
         elif kind == "packed":
@@ -141,7 +151,7 @@ class Soak:
             fut = fail_bash(key)
         self.futures[key] = fut
         self.tids[fut.tid] = key
-        faultkit.say("submitted", key=key, kind=kind, tid=fut.tid, expected=expected(key, data))
+        faultkit.say("submitted", key=key, n=n, kind=kind, tid=fut.tid, expected=expected(key, data))
         fut.add_done_callback(lambda f, k=key, kd=kind: self.resolved(k, kd, f))
 
     def resolved(self, key: str, kind: str, fut) -> None:
@@ -149,7 +159,8 @@ class Soak:
         exec_fu = record.get("exec_fu")
         final_task = getattr(exec_fu, "parsl_executor_task_id", None)
         exc = fut.exception()
-        fields = {"key": key, "kind": kind, "tries": record.get("fail_count", 0), "final_task": final_task}
+        fields = {"key": key, "kind": kind, "tries": record.get("fail_count", 0), "final_task": final_task,
+                  "memo": bool(record.get("from_memo"))}
         if exc is not None:
             faultkit.say("resolved", outcome=type(exc).__name__, detail=str(exc)[:200], **fields)
         else:
@@ -171,8 +182,9 @@ class Soak:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--minutes", type=float, required=True)
+    parser.add_argument("--until", type=float, required=True, help="submit new apps until this epoch time")
     parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--at-least", type=int, default=0, help="apps to submit even past --until")
     parser.add_argument("--inflight", type=int, default=6)
     parser.add_argument("--cluster", nargs=2, metavar=("SIF", "ADDRESS"))
     parser.add_argument("--drain", type=float, default=240.0, help="seconds to wait for the last futures")
@@ -180,15 +192,15 @@ def main() -> None:
     out_dir = Path("outputs")
     out_dir.mkdir(exist_ok=True)
     mpi_spec = {"num_tasks": 2, **({"num_nodes": 2} if args.cluster else {})}
-    soak = Soak(random.Random(args.seed), out_dir, mpi_spec)
+    soak = Soak(args.seed, out_dir, mpi_spec)
     config = cluster_config(*args.cluster) if args.cluster else local_config()
     config.retries, config.retry_handler, config.strategy_period = 2, soak.on_try_failed, 2
+    config.memoizer = BasicMemoizer(checkpoint_mode="task_exit", checkpoint_files=get_all_checkpoints(config.run_dir))
     executor = config.executors[0]
     with parsl.load(config):
         faultkit.say("loaded", url=executor.url)
-        deadline = time.monotonic() + 60 * args.minutes
         n = 0
-        while time.monotonic() < deadline:
+        while time.time() < args.until or n < args.at_least:
             if len(soak.futures) < args.inflight:  # resolved futures leave the dict
                 soak.submit(n)
                 n += 1
