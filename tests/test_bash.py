@@ -400,12 +400,17 @@ def test_other_exceptions_pass_unchanged():
 
 
 # ------------------------------------------------------------ in a job
+def _task_payload(lean: tuple) -> list:
+    func, args, kwargs = lean
+    return payload.dumps_task(payload.dump_function(func), args, kwargs)
+
+
 def _in_fresh_runner(blob: list, tmp_path: pathlib.Path) -> dict:
     """Load a payload in a ``python -S`` interpreter as a runner does, run it, report what got imported."""
     assert len(blob) == 1  # a bash app's payload has no out-of-band buffers: the stream is all
     script = (
-        "import sys\nfrom parsl_flux.wire.payload import loads\n"
-        "func, args, kwargs = loads([sys.stdin.buffer.read()])\n"
+        "import sys\nfrom parsl_flux.wire.payload import loads_task\n"
+        "func, args, kwargs = loads_task([sys.stdin.buffer.read()])\n"
         "try:\n    out = {'value': func(*args, **kwargs)}\n"
         "except Exception as exc:\n    out = {'raised': type(exc).__module__ + '.' + str(type(exc).__name__), 'str': str(exc)}\n"
         "heavy = {'parsl', 'subprocess', 're', 'typing', 'logging', 'enum', 'threading', 'locale', 'cloudpickle',"
@@ -424,7 +429,7 @@ def test_job_side_imports_no_parsl(tmp_path, walltime):
 
     kwargs = {"stdout": ("logs/out.txt", "w"), "stderr": "logs/err.txt", "walltime": walltime}
     lean = bash.lean_bash(BashApp(job_app).wrapped_remote_function, ("hello",), kwargs)
-    assert _in_fresh_runner(payload.dumps(lean), tmp_path) == {"value": 0, "heavy": []}
+    assert _in_fresh_runner(_task_payload(lean), tmp_path) == {"value": 0, "heavy": []}
     assert (tmp_path / "logs/out.txt").read_text() == "hello\n"
     assert (tmp_path / "logs/err.txt").read_text().endswith("--> end executable <--\nto-stderr\n")
 
@@ -432,7 +437,7 @@ def test_job_side_imports_no_parsl(tmp_path, walltime):
         return f"exit {code}"
 
     lean = bash.lean_bash(BashApp(failing_app).wrapped_remote_function, (7,), {"walltime": walltime})
-    assert _in_fresh_runner(payload.dumps(lean), tmp_path) == {
+    assert _in_fresh_runner(_task_payload(lean), tmp_path) == {
         "raised": "parsl_flux.job.bash.BashExitFailure", "str": "bash_app failing_app failed with unix exit code 7",
         "heavy": []}
 

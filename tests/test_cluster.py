@@ -321,3 +321,40 @@ def test_losing_a_node_fails_the_block_and_a_new_block_serves(cluster, tmp_path)
     host, in_image, _ = where_am_i().result(timeout=START_S)
     assert host in NODES and in_image
     assert set(executor.blocks_to_job_id) - blocks_before, "no new block was started"
+
+
+PARTITION_S = 75.0
+
+
+def test_a_block_cut_off_from_the_driver_is_lost_at_once_and_its_replacements_back_off(cluster, tmp_path):
+    """Issue 20, items 3 and 4: the nodes' connections to the driver are reset and
+    every new one refused for 75 s. The driver knows at once that the route is
+    gone and loses the block within the reconnect grace (3 s), not the 10 s
+    heartbeat threshold; replacements that cannot reach the driver either are
+    failed launches, spaced by the back-off (at most 3 in 75 s, not one every
+    ~15 s), and do not end the workflow; once healed, a new block serves."""
+    executor = cluster.executors["flux"]
+    app = _sleeping_on_both_nodes(tmp_path / "started", 600)
+    blocks_before = set(executor.blocks_to_job_id)
+    port = executor.url.rsplit(":", 1)[1]
+    _refuse_driver_port(port, "-I")
+    try:
+        for node in NODES:
+            subprocess.run(_in_node(node, "ss", "-K", "dst", DRIVER_ADDRESS, "dport", "=", f":{port}"),
+                           capture_output=True, timeout=10)
+        cut_at = time.monotonic()
+        try:
+            error = app.exception(timeout=30)
+        except FutureTimeout:
+            pytest.fail("the app on the cut-off block did not fail within 30 s")
+        lost_after = time.monotonic() - cut_at
+        assert isinstance(error, BlockLost) and "unreachable" in str(error), repr(error)
+        assert lost_after < 8, f"lost after {lost_after:.1f}s: the driver waited for the heartbeat threshold"
+        time.sleep(max(0.0, PARTITION_S - (time.monotonic() - cut_at)))
+        launched = set(executor.blocks_to_job_id) - blocks_before
+    finally:
+        _refuse_driver_port(port, "-D")
+    assert 1 <= len(launched) <= 3, f"{len(launched)} blocks launched in {PARTITION_S:.0f}s of partition: {launched}"
+    assert not executor.bad_state_is_set, f"the failed launches ended the workflow: {executor.executor_exception!r}"
+    host, in_image, _ = where_am_i().result(timeout=START_S)
+    assert host in NODES and in_image

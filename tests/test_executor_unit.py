@@ -81,6 +81,32 @@ def test_unpicklable_function_or_argument_fails_at_submit(executor):
     assert executor.outstanding() == 0
 
 
+class _Unhashable:
+    """A callable whose class defines equality, so instances are unhashable."""
+
+    def __eq__(self, other):
+        return isinstance(other, _Unhashable)
+
+    def __call__(self, x):
+        return x
+
+
+def test_an_app_s_function_is_pickled_once_as_parsl_s_serializer_does(executor):
+    """Parsl's serializer caches a callable's pickle (functools.lru_cache); so does
+    this executor: the later tasks of an app reuse its first task's function pickle,
+    and an unhashable callable is pickled at every submit."""
+    def app(x):
+        return x
+
+    before = executor._function_pickles.cache_info()
+    for i in range(3):
+        executor.submit(app, {}, i)
+    after = executor._function_pickles.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 2)
+    executor.submit(_Unhashable(), {}, 1)
+    assert executor._function_pickles.cache_info().currsize == after.currsize
+
+
 def test_cancel_before_dispatch_and_wait_false_shutdown(executor):
     queued = executor.submit(print, {}, "never runs: no block")
     other = executor.submit(print, {}, "neither")

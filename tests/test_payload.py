@@ -59,6 +59,27 @@ def test_by_value_function_loads_without_cloudpickle():
     assert out == {"value": _uses_everything(1, c=4), "cloudpickle": False}
 
 
+def test_a_task_payload_carries_its_function_s_own_pickle_and_its_arrays_out_of_band():
+    """What the executor sends: the function pickled once (``dump_function``,
+    cached by the executor), inside the call's pickle; the arguments' arrays
+    are parts of their own; a fresh runner loads it without cloudpickle."""
+    import numpy
+
+    function_pickle = payload.dump_function(_uses_everything)
+    arr = numpy.arange(1 << 16, dtype=numpy.float64)
+    blob = payload.dumps_task(function_pickle, (1, arr), {"c": 4})
+    assert len(blob) == 2 and memoryview(blob[1]).nbytes == arr.nbytes
+    func, (a, back), kwargs = payload.loads_task(blob)
+    assert func(a, **kwargs) == _uses_everything(1, c=4) and numpy.array_equal(back, arr)
+    script = ("import _pickle, json, sys\nfrom parsl_flux.wire.payload import loads_task\n"
+              "func, args, kwargs = loads_task(_pickle.loads(sys.stdin.buffer.read()))\n"
+              "print(json.dumps({'value': func(args[0], **kwargs), 'cloudpickle': 'cloudpickle' in sys.modules}))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    out = subprocess.run([sys.executable, "-S", "-c", script], input=pickle.dumps(blob), capture_output=True, env=env,
+                         check=True)
+    assert json.loads(out.stdout) == {"value": _uses_everything(1, c=4), "cloudpickle": False}
+
+
 def test_class_by_value_still_loads_through_cloudpickle():
     data = payload.dumps((lambda: _Point(7).x, (), {}))
     out = _load_in_fresh_runner(data, "print(json.dumps({'value': func(), 'cloudpickle': 'cloudpickle' in sys.modules}))")

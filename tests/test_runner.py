@@ -5,11 +5,11 @@ import sys
 import cloudpickle
 
 from parsl_flux.job.runner import dump_value, run_payload
-from parsl_flux.wire.payload import dumps
+from parsl_flux.wire.payload import dump_function, dumps_task
 
 
 def _payload(func, *args, **kwargs):
-    return dumps((func, args, kwargs))
+    return dumps_task(dump_function(func), args, kwargs)
 
 
 def _value(outcome):

@@ -8,6 +8,7 @@ one connection (see :mod:`parsl_flux.wire.protocol`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -42,7 +43,7 @@ from parsl_flux.errors import ExecutorShutdown, PayloadTooLarge
 from parsl_flux.job.bash import lean_bash
 from parsl_flux.wire import launch
 from parsl_flux.wire import protocol
-from parsl_flux.wire.payload import dumps as dump_payload
+from parsl_flux.wire.payload import dump_function, dumps_task
 
 FLUX_EXECUTOR_KWARGS = frozenset({"threads", "thread_name_prefix", "poll_interval", "handle_args", "handle_kwargs"})
 
@@ -58,6 +59,9 @@ def _unwrap_parsl_error_wrapper(func: Callable) -> Callable:
         return func.__wrapped__  # type: ignore[no-any-return]
     return func
 
+
+FUNCTION_PICKLES = 128
+"""Functions whose pickles an executor keeps (``functools.lru_cache``'s default size, as Parsl's serializer)."""
 
 # ``functools.wraps`` copies name and module, so the wrapper is known by its code object.
 _WRAP_ERROR_CODE = wrap_error(lambda: None).__code__
@@ -279,6 +283,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         if len(self._master) < 16:
             raise ValueError("secret (or $PARSL_FLUX_SECRET) must hold at least 16 bytes (32 hex digits)")
         self._task_ids = itertools.count()
+        # an app's function is pickled once, as Parsl's serializer caches callables (payload.dump_function)
+        self._function_pickles = functools.lru_cache(maxsize=FUNCTION_PICKLES)(dump_function)
         self._shutting_down = False
         self._driver = Driver(label, self._logger, heartbeat_period, heartbeat_threshold, max_message_bytes,
                               self._block_config, self._block_ended, self._tasks)
@@ -473,7 +479,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         if lean is not None:
             func, args, kwargs = lean
         try:
-            payload = dump_payload((func, args, kwargs))
+            payload = dumps_task(self._pickled(func), args, kwargs)
         except Exception as exc:
             raise SerializationError(getattr(func, "__name__", repr(func))) from exc
         size = protocol.blob_size(payload)
@@ -483,6 +489,14 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         fut = TaskFuture(self._driver, task_id)
         self._driver.submit(Task(task_id, fut, shape, payload))
         return fut
+
+    def _pickled(self, func: Callable) -> bytes:
+        """``func``'s pickle, from the cache when ``func`` is hashable (every function is)."""
+        try:
+            hash(func)
+        except TypeError:
+            return dump_function(func)
+        return self._function_pickles(func)
 
     def _block_ended(self, block: Block, reason: str, mark_failed: bool) -> None:
         """The driver closed ``block``: unless the provider already reports it

@@ -28,7 +28,7 @@ import sys
 from time import monotonic, sleep
 
 from parsl_flux.wire import protocol
-from parsl_flux.wire.payload import loads as load_payload
+from parsl_flux.wire.payload import loads_task
 from parsl_flux.wire.protocol import Kind
 
 CONNECT_TIMEOUT = 60.0
@@ -97,7 +97,7 @@ def run_payload(payload: bytes, max_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BY
 
 def _run(payload: bytes, max_bytes: int) -> dict:
     try:
-        func, args, kwargs = load_payload(payload)
+        func, args, kwargs = loads_task(payload)
         value = func(*args, **kwargs)
     except BaseException as exc:  # SystemExit in an app is an app failure too
         return outcome_of(exc)

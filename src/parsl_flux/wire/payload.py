@@ -158,6 +158,31 @@ def _lean_pickler_class() -> type:
     return _pickler_class
 
 
+def dump_function(func: object) -> bytes:
+    """Pickle an app's function on its own, all in band (no buffers), for
+    :func:`dumps_task`. The executor caches this per function, as Parsl's own
+    serializer does for callables (``functools.lru_cache``, "under the
+    assumption that callables are immutable"): a function defined in the
+    workflow script pickles by value (25 us for a small one, every submit
+    otherwise), and is the same object for every task of an app."""
+    buf = io.BytesIO()
+    _lean_pickler_class()(buf, protocol=PICKLE_PROTOCOL).dump(func)
+    return buf.getvalue()
+
+
+def dumps_task(function_pickle: bytes, args: tuple, kwargs: dict) -> list:
+    """A task's payload for :func:`loads_task`: the function's pickle
+    (:func:`dump_function`) as a bytes object inside the pickle of the call,
+    whose arrays travel out of band (:func:`dumps`)."""
+    return dumps((function_pickle, args, kwargs))
+
+
+def loads_task(blob: list) -> "tuple[object, tuple, dict]":
+    """``(func, args, kwargs)`` of a payload made by :func:`dumps_task` (runs in every Flux job)."""
+    function_pickle, args, kwargs = loads(blob)
+    return loads([function_pickle]), args, kwargs
+
+
 def dumps(obj: object) -> list:
     """Pickle ``obj`` (on the driver) with cloudpickle, for :func:`loads`: a blob
     (:func:`parsl_flux.wire.protocol.out_of_band`) whose buffers are the data of the

@@ -52,7 +52,8 @@ except ImportError:  # pragma: no cover - depends on the interpreter
     except ImportError:
         from hashlib import sha256
 
-VERSION = b"parsl-flux/5"
+VERSION = b"parsl-flux/6"
+"""Wire version; 6: a task payload carries its function's own pickle (:func:`parsl_flux.wire.payload.dumps_task`)."""
 
 KEY_FILE_ENV = "PARSL_FLUX_KEY_FILE"
 """Environment variable naming the 0600 file that holds the block key (hex).
