@@ -15,6 +15,7 @@ Needs: the cluster (``make cluster-up``: .ci/cluster/up.sh), Apptainer
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -256,6 +257,21 @@ def _refuse_driver_port(port: str, op: str) -> None:
                        timeout=10)
 
 
+@contextlib.contextmanager
+def _cut_off_from_driver(executor) -> Iterator[None]:
+    """While inside: the nodes' connections to the driver are reset and every new
+    one is answered with a TCP reset (the rules are removed on the way out)."""
+    port = executor.url.rsplit(":", 1)[1]
+    _refuse_driver_port(port, "-I")
+    try:
+        for node in NODES:
+            subprocess.run(_in_node(node, "ss", "-K", "dst", DRIVER_ADDRESS, "dport", "=", f":{port}"),
+                           capture_output=True, timeout=10)
+        yield
+    finally:
+        _refuse_driver_port(port, "-D")
+
+
 def _sessions_resumed(run_dir: str) -> int:
     """Sessions the run's managers resumed after a reconnect, from their logs."""
     return sum(log.read_text().count("session of block") for log in Path(run_dir).rglob("manager.log"))
@@ -271,15 +287,8 @@ def test_a_one_second_connection_reset_costs_nothing(cluster, tmp_path):
     app = _sleeping_on_both_nodes(marker, 20)
     blocks_before = dict(executor.blocks_to_job_id)
     resumed_before = _sessions_resumed(cluster.run_dir)
-    port = executor.url.rsplit(":", 1)[1]
-    _refuse_driver_port(port, "-I")
-    try:
-        for node in NODES:
-            subprocess.run(_in_node(node, "ss", "-K", "dst", DRIVER_ADDRESS, "dport", "=", f":{port}"),
-                           capture_output=True, timeout=10)
+    with _cut_off_from_driver(executor):
         time.sleep(1)
-    finally:
-        _refuse_driver_port(port, "-D")
     assert app.result(timeout=120) == "slept"
     assert len(marker.read_text().split()) == 2, "the app ran again"
     assert dict(executor.blocks_to_job_id) == blocks_before, "the block was replaced"
@@ -336,12 +345,7 @@ def test_a_block_cut_off_from_the_driver_is_lost_at_once_and_its_replacements_ba
     executor = cluster.executors["flux"]
     app = _sleeping_on_both_nodes(tmp_path / "started", 600)
     blocks_before = set(executor.blocks_to_job_id)
-    port = executor.url.rsplit(":", 1)[1]
-    _refuse_driver_port(port, "-I")
-    try:
-        for node in NODES:
-            subprocess.run(_in_node(node, "ss", "-K", "dst", DRIVER_ADDRESS, "dport", "=", f":{port}"),
-                           capture_output=True, timeout=10)
+    with _cut_off_from_driver(executor):
         cut_at = time.monotonic()
         try:
             error = app.exception(timeout=30)
@@ -352,8 +356,6 @@ def test_a_block_cut_off_from_the_driver_is_lost_at_once_and_its_replacements_ba
         assert lost_after < 8, f"lost after {lost_after:.1f}s: the driver waited for the heartbeat threshold"
         time.sleep(max(0.0, PARTITION_S - (time.monotonic() - cut_at)))
         launched = set(executor.blocks_to_job_id) - blocks_before
-    finally:
-        _refuse_driver_port(port, "-D")
     assert 1 <= len(launched) <= 3, f"{len(launched)} blocks launched in {PARTITION_S:.0f}s of partition: {launched}"
     assert not executor.bad_state_is_set, f"the failed launches ended the workflow: {executor.executor_exception!r}"
     host, in_image, _ = where_am_i().result(timeout=START_S)
