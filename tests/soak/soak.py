@@ -357,12 +357,14 @@ def inject_faults(run: Run, faults: Dict[str, Callable], rng: random.Random, unt
 
 # ------------------------------------------------------------------ driver resources
 def sample(pid: int) -> Optional[Dict[str, float]]:
-    """The driver's RSS (KiB), threads and open fds now; None once it is gone."""
+    """The driver's RSS (KiB), threads and open fds now; None once it has exited."""
     try:
         with open(f"/proc/{pid}/status") as f:
             status = dict(line.split(":", 1) for line in f if ":" in line)
         fds = len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
+        return None
+    if "VmRSS" not in status:  # a zombie: exited, not yet reaped
         return None
     return {"t": time.time(), "rss_kib": float(status["VmRSS"].split()[0]),
             "threads": float(status["Threads"]), "fds": float(fds)}

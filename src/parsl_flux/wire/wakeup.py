@@ -18,10 +18,10 @@ class Waker:
     A thread that finds a wake-up pending writes none: the write is a system
     call, and in a process whose other threads want the GIL its release costs
     far more than the call (one write per task was a third of the driver's
-    submit path under load). Correct because the loop clears the flag in
-    :meth:`drain` before it reads its queues: work queued before a skipped
-    write is read after that drain, work queued after it finds the flag clear
-    and writes.
+    submit path under load). Correct because :meth:`drain` empties the pipe
+    and only then clears the flag, before the loop reads its queues: work
+    queued before a skipped write is read after that drain; a wake that finds
+    the flag clear writes after the pipe was emptied, so its byte stays.
     """
 
     def __init__(self) -> None:
@@ -42,12 +42,16 @@ class Waker:
             pass
 
     def drain(self) -> None:
-        self._pending = False
+        # Empty the pipe first, then clear the flag. Cleared first, a wake in
+        # between would set the flag and write a byte this read then swallows:
+        # the flag would stay set with the pipe empty, and every later wake
+        # would skip its write, stranding its work (CI caught that order).
         try:
             while os.read(self.fd, 65536):
                 pass
         except BlockingIOError:
             pass
+        self._pending = False
 
     def close(self) -> None:
         os.close(self.fd)
