@@ -15,6 +15,7 @@ Needs: the cluster (``make cluster-up``: .ci/cluster/up.sh), Apptainer
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -22,12 +23,13 @@ import subprocess
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Iterator, List
+from typing import Dict, Iterator, List
 
 import parsl
 import pytest
 from parsl import bash_app, python_app
 from parsl_flux import sites
+from parsl_flux.driver import relaunch
 from parsl_flux.errors import BlockLost
 from parsl_flux.providers import SlurmProvider
 
@@ -256,6 +258,28 @@ def _refuse_driver_port(port: str, op: str) -> None:
                        timeout=10)
 
 
+@contextlib.contextmanager
+def _cut_off_from_driver(executor, reset_on_driver: bool = False) -> Iterator[None]:
+    """While inside: the connections to the driver are reset and every new one
+    from the nodes is answered with a TCP reset (the rules are removed on the
+    way out). The reset destroys the managers' sockets (their RST then meets
+    the rule, so the driver learns nothing), or with ``reset_on_driver`` the
+    driver's own, so that the driver knows the route is gone."""
+    port = executor.url.rsplit(":", 1)[1]
+    _refuse_driver_port(port, "-I")
+    try:
+        if reset_on_driver:
+            subprocess.run(["ss", "-K", "src", DRIVER_ADDRESS, "sport", "=", f":{port}"], capture_output=True,
+                           timeout=10)
+        else:
+            for node in NODES:
+                subprocess.run(_in_node(node, "ss", "-K", "dst", DRIVER_ADDRESS, "dport", "=", f":{port}"),
+                               capture_output=True, timeout=10)
+        yield
+    finally:
+        _refuse_driver_port(port, "-D")
+
+
 def _sessions_resumed(run_dir: str) -> int:
     """Sessions the run's managers resumed after a reconnect, from their logs."""
     return sum(log.read_text().count("session of block") for log in Path(run_dir).rglob("manager.log"))
@@ -271,15 +295,8 @@ def test_a_one_second_connection_reset_costs_nothing(cluster, tmp_path):
     app = _sleeping_on_both_nodes(marker, 20)
     blocks_before = dict(executor.blocks_to_job_id)
     resumed_before = _sessions_resumed(cluster.run_dir)
-    port = executor.url.rsplit(":", 1)[1]
-    _refuse_driver_port(port, "-I")
-    try:
-        for node in NODES:
-            subprocess.run(_in_node(node, "ss", "-K", "dst", DRIVER_ADDRESS, "dport", "=", f":{port}"),
-                           capture_output=True, timeout=10)
+    with _cut_off_from_driver(executor):
         time.sleep(1)
-    finally:
-        _refuse_driver_port(port, "-D")
     assert app.result(timeout=120) == "slept"
     assert len(marker.read_text().split()) == 2, "the app ran again"
     assert dict(executor.blocks_to_job_id) == blocks_before, "the block was replaced"
@@ -321,3 +338,55 @@ def test_losing_a_node_fails_the_block_and_a_new_block_serves(cluster, tmp_path)
     host, in_image, _ = where_am_i().result(timeout=START_S)
     assert host in NODES and in_image
     assert set(executor.blocks_to_job_id) - blocks_before, "no new block was started"
+
+
+CUT_OFF_S = 200.0  # the longest the nodes stay cut off: three failed launches take about 2 minutes
+
+
+def _launches_while_cut_off(executor, before: set, wanted: int, deadline: float) -> Dict[str, float]:
+    """Blocks launched after ``before``, each with when it was first seen
+    (monotonic), watched until ``wanted`` were launched or ``deadline``."""
+    seen: Dict[str, float] = {}
+    while len(seen) < wanted and time.monotonic() < deadline:
+        for block_id in set(executor.blocks_to_job_id) - before - set(seen):
+            seen[block_id] = time.monotonic()
+        time.sleep(0.5)
+    return seen
+
+
+@pytest.mark.timeout(720)
+def test_a_block_cut_off_from_the_driver_is_lost_at_once_and_its_replacements_back_off(cluster, tmp_path):
+    """Issue 20, items 3 and 4: the driver's connections to the nodes are reset
+    and every new one from the nodes refused. The driver knows at once that the
+    route is gone and loses the block within the reconnect grace (3 s), not the
+    10 s heartbeat threshold. An app waiting meanwhile wants a block, so the
+    strategy launches replacements that cannot reach the driver either: after
+    the second failed launch in a row the third waits the back-off
+    (``relaunch.FIRST_DELAY``) instead of following at the next strategy tick,
+    nothing ends the workflow, and once healed the waiting app gets its value."""
+    executor = cluster.executors["flux"]
+    app = _sleeping_on_both_nodes(tmp_path / "started", 600)
+    blocks_before = set(executor.blocks_to_job_id)
+    with _cut_off_from_driver(executor, reset_on_driver=True):
+        cut_at = time.monotonic()
+        try:
+            error = app.exception(timeout=30)
+        except FutureTimeout:
+            pytest.fail("the app on the cut-off block did not fail within 30 s")
+        lost_after = time.monotonic() - cut_at
+        assert isinstance(error, BlockLost) and "unreachable" in str(error), repr(error)
+        assert lost_after < 8, f"lost after {lost_after:.1f}s: the driver waited for the heartbeat threshold"
+        waiting = where_am_i()
+        launched = _launches_while_cut_off(executor, blocks_before, 3, cut_at + CUT_OFF_S)
+        failed = dict(executor._failed_launches)
+    assert len(launched) == 3, f"{len(launched)} replacement(s) launched in {CUT_OFF_S:.0f}s of cut-off: {launched}"
+    first, second, third = sorted(launched, key=int)
+    assert first in failed and second in failed, f"the first two replacements did not fail to launch: {failed}"
+    assert launched[second] >= failed[first] - 1, "the second replacement did not wait for the first to fail"
+    waited = launched[third] - failed[second]
+    assert waited >= relaunch.FIRST_DELAY - 1, (
+        f"the third replacement came {waited:.1f}s after the second failed launch in a row, "
+        f"not after the back-off of {relaunch.FIRST_DELAY:.0f}s")
+    assert not executor.bad_state_is_set, f"the failed launches ended the workflow: {executor.executor_exception!r}"
+    host, in_image, _ = waiting.result(timeout=START_S + relaunch.MAX_DELAY)
+    assert host in NODES and in_image

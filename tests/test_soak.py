@@ -39,22 +39,29 @@ def test_short_soak_loses_nothing_under_every_local_fault_kind(flux_path, tmp_pa
     assert injected == set(soak.LOCAL_FAULTS), f"fault kinds not injected: {set(soak.LOCAL_FAULTS) - injected}\n{table}"
 
 
-CLUSTER_MINUTES = 3.0
+CLUSTER_MINUTES = 5.0
+CLUSTER_GAP = 9.0  # the 12 kinds fit in 5 minutes with this seed
 
 
 @pytest.mark.slurm
 @pytest.mark.cluster
+@pytest.mark.timeout(900)  # 5 minutes of faults, then the last apps, the blocks' end and the verdict
 def test_short_soak_on_the_two_node_cluster_loses_nothing(flux_path, tmp_path, monkeypatch):
     """The same on the virtual cluster (blocks of 2 nodes, the SIF), with a node
-    cut off from the driver for 3 s and 30 s and a node's processes killed;
-    no Slurm job and no drop rule may be left."""
+    cut off from the driver for 3 s and 30 s, a node's processes killed, the
+    nodes cut from each other, slurmd restarted and the driver killed and
+    restarted; every kind is injected at least once, and no Slurm job and no
+    drop rule may be left."""
     from test_cluster import SIF, _cluster_problem
 
     problem = _cluster_problem()
     if problem:
         pytest.skip(problem)
     monkeypatch.setenv("FLUX_PATH", flux_path)
-    verdict = soak.soak(CLUSTER_MINUTES, SEED, tmp_path / "out", GAP, keep=False, sif=str(SIF.resolve()))
+    verdict = soak.soak(CLUSTER_MINUTES, SEED, tmp_path / "out", CLUSTER_GAP, keep=False, sif=str(SIF.resolve()))
     table = soak.report(verdict, tmp_path / "out")
     failed = [(name, value) for name, value, ok in verdict.checks if not ok]
     assert not failed, f"soak checks failed: {failed}\n{table}"
+    injected = {row[0] for row in verdict.per_fault if row[1] > 0}
+    assert injected == set(soak.CLUSTER_FAULTS), (
+        f"fault kinds not injected: {set(soak.CLUSTER_FAULTS) - injected}\n{table}")

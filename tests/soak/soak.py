@@ -304,8 +304,8 @@ def _node_kill(rng: random.Random, marker: str, run: Run) -> Fault:
     return fault
 
 
-CLUSTER_FAULTS: Dict[str, Callable] = {  # the driver restart not yet: its cluster run is unjudged (note, 2026-12-05)
-    **{k: v for k, v in LOCAL_FAULTS.items() if k not in ("connection_reset", "driver_restart")},
+CLUSTER_FAULTS: Dict[str, Callable] = {
+    **{k: v for k, v in LOCAL_FAULTS.items() if k != "connection_reset"},
     "connection_reset": _connection_reset([_netns(n) for n in NODES], DRIVER_ADDRESS),
     "partition_3s": _partition(3),
     "partition_30s": _partition(30),
