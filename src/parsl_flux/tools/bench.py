@@ -278,7 +278,7 @@ def child(case: Case, ctx: Dict[str, Any]) -> Dict[str, Any]:
     app(*args, **kwargs).result()
     first = time.perf_counter() - t0
     if case.group == "data":
-        return {**_data_path(app, words, case.n), "first_result_s": first, "app_module": array_app.__module__,
+        return {**data_path(app, words, case.n), "first_result_s": first, "app_module": array_app.__module__,
                 **_stop(dfk, run_dir, case)}
     extra: Dict[str, Any] = {"app_module": noop_app.__module__}  # "__main__": apps travel by value
     if case.test_size > 1:  # check the scheduler the blocks really run (not timed)
@@ -332,7 +332,7 @@ def _rss_mb() -> float:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
 
 
-def _data_path(app: Any, words: int, n: int) -> Dict[str, Any]:
+def data_path(app: Any, words: int, n: int) -> Dict[str, Any]:
     """``n`` apps at once, each with an array of its own (``words`` float64s, made
     here as a script makes them), each answering one of the same size; every
     result is checked. Driver memory: resident before, peak, and after the
