@@ -168,6 +168,22 @@ def test_a_stopped_broker_is_detected_and_its_block_ended(make_executor):
             os.kill(broker, signal.SIGCONT)
 
 
+def test_a_killed_broker_leaves_no_run_or_state_directory(make_executor, flux_path):
+    """A broker SIGKILLed (the OOM killer, a fault) cannot remove its run
+    directory (sockets) and state directory (the content database, hundreds of
+    KiB); the block's manager, which outlives it, removes both once it is gone."""
+    ex = make_executor(heartbeat_period=0.5, heartbeat_threshold=4)
+    fut = ex.submit(nap, {}, 60)
+    env = {**os.environ, "FLUX_URI": ex.blocks["0"].info["flux_uri"]}
+    dirs = [subprocess.run([flux_path, "getattr", name], env=env, capture_output=True, text=True, timeout=30,
+                           check=True).stdout.strip() for name in ("rundir", "statedir")]
+    assert all(os.path.isdir(d) for d in dirs), dirs
+    os.kill(_broker_pid(ex), signal.SIGKILL)
+    with pytest.raises(BlockLost):
+        fut.result(timeout=40)
+    wait_for(lambda: not any(os.path.exists(d) for d in dirs), 15, f"the killed broker's directories {dirs} to go")
+
+
 def test_jobs_run_in_the_drivers_working_directory(make_executor, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ex = make_executor()

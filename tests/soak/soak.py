@@ -76,6 +76,7 @@ MIN_TARGET_AGE = 8.0  # a manager or broker younger than this may not have regis
 FIRST_RESULT_WAIT = 300.0  # faults begin once a first app resolved (a cluster block takes minutes to start)
 STOP_S = 4.0  # how long a broker stays stopped before SIGCONT or SIGKILL
 DRIVER_LOAD_WAIT = 120.0  # a driver run's parsl.load, to its 'loaded' line
+SLURMD_STOP_S = 90.0  # systemd's default stop timeout, after which it SIGKILLs a unit
 FAULT_WAIT = 300.0  # past the end of the run, the longest a fault in progress may take (a restart waits for a block)
 
 
@@ -274,16 +275,25 @@ def _nodes_cut(seconds: float) -> Callable:
 
 
 def _slurmd_restart(rng: random.Random, marker: str, run: Run) -> Fault:
-    """Stop one node's slurmd (SIGTERM: its job steps live on) and start it again
-    the way the cluster starts it (``.ci/cluster/up.sh``, which waits for the node)."""
+    """Restart one node's slurmd as ``systemctl restart slurmd`` does: SIGTERM (its
+    job steps live on), SIGKILL after systemd's stop timeout, then start it again
+    the way the cluster starts it (``.ci/cluster/up.sh``, which waits for the node).
+
+    slurmd's SIGTERM waits for its RPC threads, which a step whose ``srun`` died
+    can hold for 60 s and more; the node is started again whatever the stop did,
+    or it would stay down for the rest of the soak and no block could start."""
     node = rng.choice(NODES)
     pid = int(Path(CLUSTER_DIR, "run", f"slurmd-{node}.pid").read_text())
     fault = Fault(time.time(), f"slurmd on {node}")
-    _kill(pid, signal.SIGTERM)
-    if not wait_until(lambda: not _running(pid), 30, 0.2):
-        raise RuntimeError(f"slurmd {pid} on {node} did not stop within 30s")
-    subprocess.run(["bash", str(HERE.parents[1] / ".ci" / "cluster" / "up.sh")], check=True, capture_output=True,
-                   timeout=120)
+    try:
+        _kill(pid, signal.SIGTERM)
+        if not wait_until(lambda: not _running(pid), SLURMD_STOP_S, 0.2):
+            fault.target += f" (SIGKILL after {SLURMD_STOP_S:.0f}s)"
+            _kill(pid, signal.SIGKILL)
+            wait_until(lambda: not _running(pid), 10, 0.2)
+    finally:
+        subprocess.run(["bash", str(HERE.parents[1] / ".ci" / "cluster" / "up.sh")], check=True,
+                       capture_output=True, timeout=180)
     return fault
 
 

@@ -39,7 +39,7 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Set, Tup
 import zmq
 from zmq.utils import z85
 
-from parsl_flux.allocation import instance_setup, leftovers, mpi_allocation, peers
+from parsl_flux.allocation import broker_dirs, instance_setup, leftovers, mpi_allocation, peers
 from parsl_flux.allocation.bytecode import write_job_bytecode
 from parsl_flux.allocation.events import (BrokerLost, Cancel, CancelNamed, Event, JobDone, PackedDone, PackedLost,
                                           RanksLost, ResultIn, Submit, SubmitFailed, Submitted)
@@ -155,6 +155,7 @@ class Manager:
         self.flux_command = shutil.which("flux") or "flux"  # flux puts its bindir on PATH
         self.flux_job = mpi_allocation.job_command(self.flux_command, os.environ)
         self.bypass: Optional[str] = None  # why Parsl's MPI model cannot run here; None once it can
+        self.broker_dirs: Optional[broker_dirs.BrokerDirs] = None  # start mode: what a killed broker leaves
         write_job_bytecode(python)
         self.flux: Optional[FluxThreads] = None
 
@@ -237,6 +238,7 @@ class Manager:
             self.bypass = instance_setup.load_alloc_bypass(handle)
             if os.getppid() == broker_pid:  # its initial program: an instance this block started, ours to set
                 instance_setup.tune_latency(handle)
+                self.broker_dirs = broker_dirs.read_broker_dirs(handle, broker_pid)
         else:
             self.bypass = ("this manager does not own the Flux instance (attach mode), "
                            "and only the owner may bypass allocation")
@@ -393,6 +395,10 @@ class Manager:
                 {protocol.RUNNER_URL_ENV: self.job_env[protocol.RUNNER_URL_ENV]}))
             if left:
                 logger.warning("killed %d process(es) that tasks left running", left)
+        if broker_lost and self.broker_dirs is not None:  # a killed broker cleans up nothing itself
+            removed = broker_dirs.remove_when_gone(self.broker_dirs, BROKER_EXIT_WAIT)
+            if removed:
+                logger.info("removed the dead broker's directories %s", removed)
         if not broker_lost:
             self.send(Kind.BYE, protocol.bye_body(reason))
         self.link.close()
@@ -660,6 +666,7 @@ def runner_endpoint(runner_host: str) -> Tuple[str, str]:
 
 
 EXIT_BROKER_LOST = 1
+BROKER_EXIT_WAIT = 5.0  # s for a broker this manager SIGKILLed to be gone before its directories go
 
 
 def _is_broker(pid: int) -> bool:
