@@ -11,6 +11,7 @@ MINUTES=30`` runs it longer.
 """
 
 import os
+import random
 import shutil
 import sys
 from pathlib import Path
@@ -36,6 +37,20 @@ def _assert_passed_with_every_kind(verdict: "soak.Verdict", out: Path, kinds) ->
     assert not failed, f"soak checks failed: {failed}\n{table}"
     injected = {row[0] for row in verdict.per_fault if row[1] > 0}
     assert injected == set(kinds), f"fault kinds not injected: {set(kinds) - injected}\n{table}"
+
+
+def test_a_kind_that_found_nothing_to_hit_is_drawn_again_until_injected():
+    """After the seeded first pass, a kind skipped so far (no runner while a
+    replacement block starts) is drawn before any other until it is injected."""
+    kinds = ["a", "b", "c"]
+    faults = []
+    order = soak.fault_order(kinds, random.Random(1), faults)
+    first = [next(order) for _ in kinds]
+    assert sorted(first) == kinds
+    faults += [soak.Fault(0.0, skipped="nothing to hit" if k == "b" else "", kind=k) for k in first]
+    assert [next(order) for _ in range(5)] == ["b"] * 5
+    faults.append(soak.Fault(0.0, "b's target", kind="b"))
+    assert {next(order) for _ in range(60)} == set(kinds)
 
 
 def test_short_soak_loses_nothing_under_every_local_fault_kind(flux_path, tmp_path, monkeypatch):

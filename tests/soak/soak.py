@@ -339,18 +339,22 @@ def cluster_leftovers(marker: str) -> List[str]:
     return left
 
 
-def fault_order(kinds: List[str], rng: random.Random):
-    """Every kind once in a seeded order, then kinds at random (seeded)."""
+def fault_order(kinds: List[str], rng: random.Random, faults: List[Fault]):
+    """Every kind once in a seeded order, then kinds at random (seeded); a kind
+    not injected yet (it found nothing to hit: no runner while a replacement
+    block starts) is drawn before any other until it is, so that a short soak
+    still injects every kind."""
     first = list(kinds)
     rng.shuffle(first)
     yield from first
     while True:
-        yield rng.choice(kinds)
+        injected = {f.kind for f in faults if not f.skipped}
+        yield rng.choice([k for k in kinds if k not in injected] or kinds)
 
 
 def inject_faults(run: Run, faults: Dict[str, Callable], rng: random.Random, until: float, gap: float) -> None:
     """The injector thread: a fault every ``gap`` s on average (uniform 0.5-1.5x) until ``until``."""
-    order = fault_order(sorted(faults), rng)
+    order = fault_order(sorted(faults), rng, run.faults)
     while True:
         time.sleep(rng.uniform(0.5 * gap, 1.5 * gap))
         if time.time() >= until or run.driver.proc.poll() is not None:
