@@ -117,6 +117,13 @@ def where_am_i():
     return socket.gethostname(), os.path.isdir("/opt/parsl-flux"), os.environ.get("FLUX_URI", "")
 
 
+@python_app
+def doubled(arr):
+    import numpy
+
+    return arr * 2, numpy.__file__
+
+
 @bash_app
 def hello(stdout=None, stderr=None):
     return 'echo "hello from $(hostname) in $(flux getattr size)-broker instance"'
@@ -175,6 +182,18 @@ def test_python_app_runs_in_the_image(cluster):
     assert host in NODES
     assert in_image, "the app did not run inside the image (/opt/parsl-flux missing)"
     assert uri, "the app did not run as a Flux job"
+
+
+def test_a_numpy_array_goes_to_a_block_in_the_image_and_back(cluster):
+    """An 8 MiB array in and one out, rebuilt on a node by the image's own numpy
+    (NumPy 2 from PyPI in the image's venv: this driver's NumPy 2 pickles name
+    ``numpy._core``, which Debian bookworm's numpy 1.24 does not have)."""
+    import numpy
+
+    arr = numpy.arange(2 ** 20, dtype=numpy.float64)
+    out, where = doubled(arr).result(timeout=START_S)
+    assert numpy.array_equal(out, arr * 2)
+    assert where.startswith("/opt/venv/"), f"numpy came from {where}, not the image's venv"
 
 
 def test_bash_app_sees_a_two_broker_instance(cluster, tmp_path):
