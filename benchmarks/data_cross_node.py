@@ -93,11 +93,13 @@ def child(executor: str, mib: float, n: int) -> Dict[str, Any]:
 def run_all(repeats: int, cases: List[tuple], executors: List[str]) -> List[Dict[str, Any]]:
     """Every (case, executor), interleaved: repeat 1 of all, then repeat 2, ..."""
     runs = []
+    # HTEX starts interchange.py (and the nodes process_worker_pool.py) from PATH
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     for repeat in range(repeats):
         for mib, n in cases:
             for executor in executors:
                 done = subprocess.run([sys.executable, __file__, "--child", executor, str(mib), str(n)],
-                                      capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+                                      capture_output=True, text=True, timeout=CHILD_TIMEOUT, env=env)
                 if done.returncode != 0:
                     raise RuntimeError(f"{executor} {mib} MiB x {n} failed:\n{done.stderr[-3000:]}")
                 result = {**json.loads(done.stdout.strip().splitlines()[-1]), "repeat": repeat}
