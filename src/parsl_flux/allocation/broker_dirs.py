@@ -1,4 +1,5 @@
-"""The directories a block's own Flux broker leaves behind when it is killed.
+"""The directories a block's own Flux broker leaves behind when it is killed,
+and whether that broker still runs.
 
 A broker creates a run directory (``/tmp/flux-XXXXXX``: its sockets, job
 shells' temporary files) and a state directory (``/var/tmp/flux-XXXXXX``: the
@@ -44,8 +45,11 @@ def read_broker_dirs(handle: Any, broker_pid: int) -> BrokerDirs:
     return BrokerDirs(broker_pid, tuple(paths))
 
 
-def _running(pid: int) -> bool:
-    """Whether ``pid`` still runs a Flux broker (a zombie or a reused pid does not)."""
+def is_live_broker(pid: int) -> bool:
+    """Whether ``pid`` is a running Flux broker (a zombie or a reused pid is not).
+
+    The manager's parent is one when the manager is its initial program (start
+    mode: the block's own instance); in attach mode the parent is ``flux proxy``."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             comm, rest = f.read().rsplit(")", 1)
@@ -58,7 +62,7 @@ def remove_when_gone(dirs: BrokerDirs, timeout: float) -> List[str]:
     """Remove ``dirs.paths`` once the broker has exited (waiting up to ``timeout``
     s for a SIGKILL to land); a broker still running keeps them. The paths removed."""
     deadline = time.monotonic() + timeout
-    while _running(dirs.pid):
+    while is_live_broker(dirs.pid):
         if time.monotonic() >= deadline:
             logger.warning("Flux broker %d still runs; leaving its directories %s", dirs.pid, dirs.paths)
             return []

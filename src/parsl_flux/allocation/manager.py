@@ -669,22 +669,11 @@ EXIT_BROKER_LOST = 1
 BROKER_EXIT_WAIT = 5.0  # s for a broker this manager SIGKILLed to be gone before its directories go
 
 
-def _is_broker(pid: int) -> bool:
-    """Whether ``pid`` is a Flux broker: this manager's parent is one when the
-    manager is its initial program (start mode: the block's own instance); in
-    attach mode the parent is ``flux proxy``."""
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip().startswith("flux-broker")
-    except OSError:
-        return False
-
-
 def _kill_own_broker() -> None:
     """SIGKILL the broker whose initial program this manager is (start mode);
     in attach mode the instance is not ours, so nothing is killed."""
     parent = os.getppid()  # read once: after the broker's death it would name whoever adopted us
-    if not _is_broker(parent):
+    if not broker_dirs.is_live_broker(parent):
         return
     logger.warning("killing this block's hung Flux broker (pid %d)", parent)
     try:
