@@ -19,7 +19,7 @@ from parsl.launchers import AprunLauncher, MpiExecLauncher, SimpleLauncher, Srun
 from parsl.providers import LocalProvider, SlurmProvider
 
 from parsl_flux import FluxExecutor
-from parsl_flux.container import PMI_ENV, RUNTIMES, Container, ContainerError
+from parsl_flux.container import ENGINES, PMI_ENV, RUNTIMES, Container, ContainerError
 
 MANAGER = "flux start flux env python3 -m parsl_flux.allocation.manager --url tcp://host:1234 --block-id 0 --workdir /w"
 LAUNCHERS = {
@@ -101,7 +101,8 @@ def expected_prefix(runtime: str, image: str, paths: Dict[str, str], full: bool)
                  "-e", "LDFLAGS=-L/x -Wl,-rpath,/x"]
     for name in ("PARSL_FLUX_KEY", *PMI_ENV):
         argv += ["-e", name]
-    return [*argv, *(["--writable-tmpfs"] if full else []), image]
+    # `env` instead of the image's entrypoint, which would start a Flux instance around the command
+    return [*argv, *(["--writable-tmpfs"] if full else []), "--entrypoint", "env", image]
 
 
 @pytest.mark.parametrize("launcher_name", sorted(LAUNCHERS))
@@ -127,8 +128,9 @@ def test_launch_line_order(runtime: str, full: bool, launcher_name: str, paths: 
     assert argv[:len(prefix)] == prefix
     inside = argv[len(prefix):]
     if runtime != "none":  # the host's Slurm job id stays outside: the image has no squeue to poll
-        assert inside[:3] == ["env", "-u", "SLURM_JOB_ID"]
-        inside = inside[3:]
+        unset = ["-u", "SLURM_JOB_ID"] if runtime in ENGINES else ["env", "-u", "SLURM_JOB_ID"]
+        assert inside[:len(unset)] == unset
+        inside = inside[len(unset):]
     assert inside[:2] == ["flux", "start"]
     assert inside[2:] == shlex.split(MANAGER)[2:]
     assert inside == shlex.split(Container("none").wrap(MANAGER))
@@ -137,8 +139,12 @@ def test_launch_line_order(runtime: str, full: bool, launcher_name: str, paths: 
 @pytest.mark.parametrize("runtime", [r for r in RUNTIMES if r != "none"])
 def test_runtime_prefix_matches_wrap(runtime: str, paths: Dict[str, str]) -> None:
     container = Container(runtime, image_for(runtime, paths), binds=[paths["data"]], env={"A": "1"})
-    assert container.wrap(MANAGER, pass_env=["K"]) == \
-        shlex.join(container.prefix(["K"])) + " env -u SLURM_JOB_ID " + MANAGER
+    prefix = container.prefix(["K"])
+    if runtime in ENGINES:
+        prefix[-1:-1] = ["--entrypoint", "env"]
+    else:
+        prefix.append("env")
+    assert container.wrap(MANAGER, pass_env=["K"]) == shlex.join(prefix) + " -u SLURM_JOB_ID " + MANAGER
 
 
 def test_amd_gpus(paths: Dict[str, str]) -> None:
@@ -219,19 +225,23 @@ def test_executor_launch_command_with_container(runtime: str, paths: Dict[str, s
     assert assignments == {}
     workdir = str(tmp_path / "FluxExecutor")  # the manager writes there: the executor binds it
     prefix = container.with_binds(workdir).prefix(pass_env=["PARSL_FLUX_KEY_FILE"])  # keys/ is inside workdir
+    if runtime in ENGINES:
+        prefix[-1:-1] = ["--entrypoint", "env"]
+    else:
+        prefix.append("env")
     assert argv[:len(prefix)] == prefix
     assert workdir in " ".join(prefix)
     if runtime == "docker":  # the key crosses into the container by name, its value stays off the line
         assert ("-e", "PARSL_FLUX_KEY_FILE") in zip(prefix, prefix[1:])
     inside = argv[len(prefix):]
-    assert inside[:10] == ["env", "-u", "SLURM_JOB_ID", "flux", "start", "flux", "env", "python3", "-m",
-                           "parsl_flux.allocation.manager"]
-    options = dict(zip(inside[10::2], inside[11::2]))
+    assert inside[:12] == ["-u", "SLURM_JOB_ID", "python3", "-m", "parsl_flux.allocation.rundir_guard", "flux",
+                           "start", "flux", "env", "python3", "-m", "parsl_flux.allocation.manager"]
+    options = dict(zip(inside[12::2], inside[13::2]))
     assert {k: options.get(k) for k in ("--url", "--block-id", "--workdir")} == \
         {"--url": "tcp://host:1234", "--block-id": "0", "--workdir": str(tmp_path / "FluxExecutor")}
 
     bare = _executor(Container("none"), SlurmProvider(launcher=SrunLauncher()), tmp_path)
-    assert inside[3:] == split_launch(bare._get_launch_command("0"))[2]
+    assert inside[2:] == split_launch(bare._get_launch_command("0"))[2]
 
 
 def test_executor_local_provider_uses_python3_in_image(paths: Dict[str, str], tmp_path: Path,
@@ -242,4 +252,5 @@ def test_executor_local_provider_uses_python3_in_image(paths: Dict[str, str], tm
     _, _, argv = split_launch(ex._get_launch_command("1"))
     workdir = str(tmp_path / "FluxExecutor")
     assert argv[:5] == ["apptainer", "exec", "--bind", f"{workdir}:{workdir}", paths["sif"]]
-    assert argv[5:13] == ["env", "-u", "SLURM_JOB_ID", "flux", "start", "flux", "env", "python3"]
+    assert argv[5:16] == ["env", "-u", "SLURM_JOB_ID", "python3", "-m", "parsl_flux.allocation.rundir_guard", "flux",
+                          "start", "flux", "env", "python3"]

@@ -140,7 +140,8 @@ def test_launch_command_carries_the_key_file_url_and_block(executor):
     assert open(path).read() == key
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
-    assert argv[1].endswith("flux") and argv[2] == "start"
+    assert argv[2:4] == ["-m", "parsl_flux.allocation.rundir_guard"]
+    assert argv[4].endswith("flux") and argv[5] == "start"
     assert argv[argv.index("--url") + 1] == executor.url
     assert argv[argv.index("--block-id") + 1] == "7"
     assert argv[argv.index("--server-key") + 1] == "none", "loopback blocks need no encryption"

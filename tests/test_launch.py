@@ -4,6 +4,7 @@ import shlex
 
 import pytest
 
+from parsl_flux.allocation import rundir_guard
 from parsl_flux.allocation.manager import manager_key, parse_args
 from parsl_flux.wire import launch
 from parsl_flux.wire import protocol
@@ -15,15 +16,17 @@ FIELDS = {"flux": "/opt/flux bin/flux", "python": "/usr/bin/python3", "url": "tc
 
 def test_start_command_argv():
     argv = shlex.split(launch.render(launch.START_CMD, FIELDS))
-    assert argv[:2] == ["/opt/flux bin/flux", "start"]
-    assert argv[2:5] == ["/opt/flux bin/flux", "env", "/usr/bin/python3"]
-    assert argv[5:7] == ["-m", "parsl_flux.allocation.manager"]
-    args = parse_args(argv[7:])
+    assert argv[:3] == ["/usr/bin/python3", "-m", "parsl_flux.allocation.rundir_guard"]
+    assert argv[3:5] == ["/opt/flux bin/flux", "start"]
+    assert rundir_guard.broker_argv(argv[3:], "/tmp/d")[2:4] == ["-Srundir=/tmp/d", "-Srundir-cleanup=1"]
+    assert argv[5:8] == ["/opt/flux bin/flux", "env", "/usr/bin/python3"]
+    assert argv[8:10] == ["-m", "parsl_flux.allocation.manager"]
+    args = parse_args(argv[10:])
     assert (args.url, args.block_id, args.workdir) == ("tcp://h:1", "3", "/scratch/w")
     assert (args.heartbeat_period, args.driver_timeout) == (1.0, 10.0)
     assert args.server_key == launch.NO_SERVER_KEY  # no encryption asked for
     argv = shlex.split(launch.render(launch.START_CMD, {**FIELDS, "server_key": "K" * 40}))
-    assert parse_args(argv[7:]).server_key == "K" * 40
+    assert parse_args(argv[10:]).server_key == "K" * 40
 
 
 def test_attach_command_uses_flux_proxy():

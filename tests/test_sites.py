@@ -17,6 +17,7 @@ import sys
 import pytest
 
 from parsl_flux import sites
+from parsl_flux.container import ENGINES
 
 pytestmark = pytest.mark.usefixtures("clean_site_env")
 
@@ -117,8 +118,10 @@ def assert_one_broker_per_node(script: str, launcher: str, nodes: int) -> None:
 
 
 def assert_manager_command(argv: list, rundir: str) -> None:
-    """``[env...] flux start flux env PYTHON -m parsl_flux.allocation.manager --url tcp://... --block-id 0 --workdir ...``"""
+    """``[env...] PYTHON -m parsl_flux.allocation.rundir_guard flux start flux env PYTHON -m
+    parsl_flux.allocation.manager --url tcp://... --block-id 0 --workdir ...``"""
     start = argv.index("start")
+    assert argv[start - 3:start - 1] == ["-m", "parsl_flux.allocation.rundir_guard"]
     assert argv[start - 1].endswith("flux")
     assert argv[start + 1].endswith("flux") and argv[start + 2] == "env"
     assert argv[start + 4:start + 6] == ["-m", "parsl_flux.allocation.manager"]
@@ -174,7 +177,8 @@ def test_builds_and_renders_with_defaults(name, monkeypatch, image):
         assert i < argv.index("start")
         assert rundir in binds_of(argv, runtime), "the run directory must be visible inside the image"
         start = argv.index("start")
-        assert argv[start - 5:start - 1] == [sites.flux_executor(config).container.image, "env", "-u", "SLURM_JOB_ID"]
+        unset = ["-u", "SLURM_JOB_ID"] if runtime in ENGINES else ["env", "-u", "SLURM_JOB_ID"]
+        assert argv[start - 5 - len(unset):start - 4] == [sites.flux_executor(config).container.image, *unset]
     else:
         assert not {"apptainer", "singularity", "podman-hpc"} & set(argv)
     if name in LAUNCHERS:
@@ -223,7 +227,8 @@ def test_container_gpus_and_pmi(monkeypatch, image):
 def test_slurm_site_without_image_uses_host_flux(monkeypatch, image):
     monkeypatch.setenv("FLUX_PATH", "/opt/flux/bin/flux")
     argv = block_command(sites.render(sites.make_config("slurm")).script)
-    assert argv[1] == "/opt/flux/bin/flux" and argv[argv.index("env") + 1] == sys.executable
+    assert argv[1:4] == [sys.executable, "-m", "parsl_flux.allocation.rundir_guard"]
+    assert argv[4] == "/opt/flux/bin/flux" and argv[argv.index("env") + 1] == sys.executable
 
 
 def test_kubernetes_without_kube_config_says_so(monkeypatch, tmp_path):
@@ -260,7 +265,7 @@ def test_kubernetes_builds_and_renders_pod_command(monkeypatch, kube_home):
     argv = shlex.split(rendered.script.split("\n", 1)[1])
     # a pod shares no filesystem with the driver: the key itself goes into the pod's command
     assert argv[0].startswith("PARSL_FLUX_KEY=") and len(argv[0]) == len("PARSL_FLUX_KEY=") + 64
-    assert argv[1:3] == ["flux", "start"]
+    assert argv[1:6] == ["python3", "-m", "parsl_flux.allocation.rundir_guard", "flux", "start"]
     assert_manager_command(argv, os.path.abspath("runinfo"))
 
 

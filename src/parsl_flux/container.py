@@ -37,6 +37,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 RUNTIMES = ("apptainer", "singularity", "docker", "podman", "podman-hpc", "shifter", "none")
+ENGINES = ("docker", "podman", "podman-hpc")
+"""Runtimes that run the image's ENTRYPOINT, which starts a new Flux instance
+around any command that is not ``flux ...`` (``containers/entrypoint.sh``)."""
 GPU_VENDORS = ("nvidia", "amd")
 
 PMI_ENV = ("PMI_FD", "PMI_RANK", "PMI_SIZE", "PMI_SPAWNED", "PMI_JOBID", "PMIX_RANK", "PMIX_NAMESPACE",
@@ -260,12 +263,17 @@ class Container:
 
         ``pass_env`` names host variables the command needs inside (the block
         key); runtimes that keep the host environment need nothing for them.
-        Inside the image ``env`` first removes :data:`INSIDE_UNSET`.
-        For ``none`` only ``env`` is added, as ``env K=V`` before the command.
+        Inside the image ``env`` first removes :data:`INSIDE_UNSET`; for
+        :data:`ENGINES` it replaces the image's entrypoint. For ``none`` only ``env`` is added, as ``env K=V`` before the command.
         """
         if self.runtime == "none":
             if not self.env:
                 return command
             return "env " + " ".join(shlex.quote(f"{k}={v}") for k, v in self.env.items()) + " " + command
         unset = [arg for name in INSIDE_UNSET for arg in ("-u", name)]
-        return shlex.join([*self.prefix(pass_env), "env", *unset]) + " " + command
+        argv = self.prefix(pass_env)
+        if self.runtime in ENGINES:  # else the entrypoint nests the block's broker in an instance of its own
+            argv = [*argv[:-1], "--entrypoint", "env", argv[-1]]
+        else:
+            argv.append("env")
+        return shlex.join([*argv, *unset]) + " " + command

@@ -15,8 +15,12 @@ from parsl_flux.wire.protocol import KEY_ENV, KEY_FILE_ENV
 MANAGER = ("{flux} env {python} -m parsl_flux.allocation.manager --url {url} --block-id {block_id} --workdir {workdir}"
            " --heartbeat-period {heartbeat_period} --driver-timeout {heartbeat_threshold}"
            " --server-key {server_key}")
-START_CMD = "{flux} start " + MANAGER
+START_CMD = "{python} -m parsl_flux.allocation.rundir_guard {flux} start " + MANAGER
 """Start a new Flux instance whose initial program is the manager.
+
+On every node :mod:`parsl_flux.allocation.rundir_guard` execs ``flux start``
+(the launcher's process is the broker) with a run directory that is removed
+however the broker ends.
 
 ``flux env`` puts Flux's Python bindings on the manager's ``PYTHONPATH`` (``flux
 start`` alone does not), so any interpreter with parsl-flux installed works."""
