@@ -28,6 +28,8 @@ from typing import Dict, Iterator, List
 import parsl
 import pytest
 from parsl import bash_app, python_app
+
+from conftest import wait_for
 from parsl_flux import sites
 from parsl_flux.driver import relaunch
 from parsl_flux.errors import BlockLost
@@ -336,12 +338,25 @@ def _broker_pids(node: str) -> List[int]:
     return pids
 
 
-def test_losing_a_node_fails_the_block_and_a_new_block_serves(cluster, tmp_path):
+def _rank1_rundir(executor, flux_path: str) -> Path:
+    """The run directory of the rank-1 broker (pfnode2) of the block that runs a task."""
+    (block,) = [b for b in executor.blocks.values() if b.in_flight and not b.closed]
+    done = subprocess.run([flux_path, "exec", "-r", "1", "flux", "getattr", "rundir"], capture_output=True, text=True,
+                          timeout=30, env={**os.environ, "FLUX_URI": block.info["flux_uri"]})
+    assert done.returncode == 0, done.stderr
+    return Path(done.stdout.strip())
+
+
+def test_losing_a_node_fails_the_block_and_a_new_block_serves(cluster, tmp_path, flux_path):
     """Kill pfnode2's broker: srun (--kill-on-bad-exit) ends the block, its
-    futures fail with BlockLost, and the driver carries on with a new block."""
+    futures fail with BlockLost, and the driver carries on with a new block.
+    The killed broker's run directory goes with it (issue 20, item 5: it was
+    left in /tmp, one per lost block)."""
     executor = cluster.executors["flux"]
     long = _sleeping_on_both_nodes(tmp_path / "started", 600)
     blocks_before = set(executor.blocks_to_job_id)
+    rundir = _rank1_rundir(executor, flux_path)
+    assert rundir.is_dir(), f"pfnode2's broker has no run directory {rundir} on the shared /tmp"
     pids = _broker_pids("pfnode2")
     assert pids, "no flux-broker found in pfnode2's namespace"
     for pid in pids:
@@ -353,6 +368,7 @@ def test_losing_a_node_fails_the_block_and_a_new_block_serves(cluster, tmp_path)
         pytest.fail("the app on the lost block did not fail within 120 s")
     assert isinstance(error, BlockLost), repr(error)
     assert time.monotonic() - lost_at < 120
+    wait_for(lambda: not rundir.exists(), 15, f"the killed rank-1 broker's run directory {rundir} to go")
 
     host, in_image, _ = where_am_i().result(timeout=START_S)
     assert host in NODES and in_image

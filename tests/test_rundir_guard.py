@@ -22,6 +22,8 @@ from conftest import wait_for
 from parsl_flux.allocation import rundir_guard
 
 START_S = 30
+WHILE_BROKER_LIVES = ("sh", "-c", "while kill -0 $PPID 2>/dev/null; do sleep 0.1; done")
+"""An initial program that ends with its broker: a SIGKILLed broker leaves no orphan behind."""
 
 
 def _guarded(flux_path: str, *program: str) -> List[str]:
@@ -59,7 +61,7 @@ def test_broker_argv_puts_the_attributes_before_the_initial_program():
 
 @pytest.mark.flux
 def test_a_sigkilled_broker_leaves_no_run_directory(flux_path: str, tmp_path: Path) -> None:
-    broker = subprocess.Popen(_guarded(flux_path, "sleep", "300"), env=_env(tmp_path))
+    broker = subprocess.Popen(_guarded(flux_path, *WHILE_BROKER_LIVES), env=_env(tmp_path))
     try:
         rundir = _started(broker, tmp_path)
         comm = Path(f"/proc/{broker.pid}/comm").read_text()
@@ -75,7 +77,7 @@ def test_a_sigkilled_broker_leaves_no_run_directory(flux_path: str, tmp_path: Pa
 @pytest.mark.flux
 def test_without_the_guard_a_sigkilled_broker_leaves_its_run_directory(flux_path: str, tmp_path: Path) -> None:
     """The control: what the guard is for (so the test above can fail)."""
-    broker = subprocess.Popen([flux_path, "start", "sleep", "300"], env=_env(tmp_path))
+    broker = subprocess.Popen([flux_path, "start", *WHILE_BROKER_LIVES], env=_env(tmp_path))
     try:
         rundir = _started(broker, tmp_path)
         os.kill(broker.pid, signal.SIGKILL)
@@ -92,14 +94,19 @@ def test_the_group_signal_ends_the_broker_cleanly_and_nothing_stays(flux_path: s
     """A provider's cancel signals the block's process group: the broker shuts
     down (its exit status is the initial program's, as without the guard) and
     the watcher, which ignores it, is not left behind."""
-    broker = subprocess.Popen(_guarded(flux_path, "sleep", "300"), env=_env(tmp_path), start_new_session=True)
-    rundir = _started(broker, tmp_path)
-    watchers = [pid for pid in _children(broker.pid) if b"rundir_guard" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-    assert len(watchers) == 1, "the broker's watcher is its child"
-    os.killpg(broker.pid, signal.SIGTERM)
-    assert broker.wait(timeout=30) != 0
-    wait_for(lambda: not rundir.exists(), 10, f"the run directory {rundir} to go")
-    wait_for(lambda: not Path(f"/proc/{watchers[0]}").exists(), 10, "the watcher to exit")
+    broker = subprocess.Popen(_guarded(flux_path, *WHILE_BROKER_LIVES), env=_env(tmp_path), start_new_session=True)
+    try:
+        rundir = _started(broker, tmp_path)
+        watchers = [pid for pid in _children(broker.pid)
+                    if b"rundir_guard" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(watchers) == 1, "the broker's watcher is its child"
+        os.killpg(broker.pid, signal.SIGTERM)
+        assert broker.wait(timeout=30) != 0
+        wait_for(lambda: not rundir.exists(), 10, f"the run directory {rundir} to go")
+        wait_for(lambda: not Path(f"/proc/{watchers[0]}").exists(), 10, "the watcher to exit")
+    finally:
+        broker.kill()
+        broker.wait()
 
 
 @pytest.mark.flux

@@ -91,7 +91,9 @@ def test_submits_through_sbatch(slurm, tmp_path):
         job_id = next(iter(executor.blocks_to_job_id.values()))
         assert job_id.isdigit()
         show = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=20)
-        assert job_id in show.stdout or job_id not in before  # known to Slurm (or already purged)
+        assert f"JobId={job_id} " in show.stdout and job_id not in before, show.stdout + show.stderr
+        # a block Slurm requeued would start for a driver that has replaced it
+        assert "Requeue=0" in show.stdout.split(), show.stdout
         scripts = os.listdir(executor.provider.script_dir)
         assert any(s.startswith("parsl.flux.block-0") and not s.endswith((".stdout", ".stderr")) for s in scripts)
     finally:
@@ -135,3 +137,10 @@ def test_app_runs_through_slurm_and_flux(slurm, flux_path, tmp_path):
         assert dfk.executors["flux"].provider.resources, "no Slurm job was used"
     finally:
         _cleanup()
+
+
+def test_blocks_are_not_requeued_unless_the_user_asks():
+    """Pure: the option is in every block's script; a user's own ``--requeue`` wins."""
+    assert SlurmProvider().scheduler_options.startswith("#SBATCH --no-requeue\n")
+    asked = SlurmProvider(scheduler_options="#SBATCH --requeue")
+    assert "--no-requeue" not in asked.scheduler_options and "#SBATCH --requeue" in asked.scheduler_options
