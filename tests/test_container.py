@@ -8,17 +8,21 @@ and the part after the image is exactly what the ``none`` runtime runs.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+import parsl
 import pytest
+from parsl import python_app
 from parsl.launchers import AprunLauncher, MpiExecLauncher, SimpleLauncher, SrunLauncher
 from parsl.providers import LocalProvider, SlurmProvider
 
-from parsl_flux import FluxExecutor
+from parsl_flux import FluxExecutor, sites
 from parsl_flux.container import ENGINES, PMI_ENV, RUNTIMES, Container, ContainerError
 
 MANAGER = "flux start flux env python3 -m parsl_flux.allocation.manager --url tcp://host:1234 --block-id 0 --workdir /w"
@@ -254,3 +258,33 @@ def test_executor_local_provider_uses_python3_in_image(paths: Dict[str, str], tm
     assert argv[:5] == ["apptainer", "exec", "--bind", f"{workdir}:{workdir}", paths["sif"]]
     assert argv[5:16] == ["env", "-u", "SLURM_JOB_ID", "python3", "-m", "parsl_flux.allocation.rundir_guard", "flux",
                           "start", "flux", "env", "python3"]
+
+
+ENGINE_IMAGE = os.environ.get("IMAGE", "parsl-flux:dev")  # `make image`
+
+
+@python_app
+def brokers_in_container() -> int:
+    """Flux brokers in the app's PID namespace (the container's own, under Podman)."""
+    import os
+
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                count += f.read().startswith("flux-broker")
+        except OSError:
+            continue
+    return count
+
+
+def test_a_podman_block_runs_one_broker_not_nested(tmp_path: Path) -> None:
+    """Through the image's real launch line, the block's broker is not nested
+    in an instance that the image's entrypoint started around the command
+    (``--entrypoint env``): one broker in the container, as with Apptainer."""
+    if shutil.which("podman") is None or subprocess.run(["podman", "image", "exists", ENGINE_IMAGE],
+                                                        capture_output=True, timeout=60).returncode != 0:
+        pytest.skip(f"podman image {ENGINE_IMAGE} not built (make image)")
+    config = sites.make_config("local", image=ENGINE_IMAGE, runtime="podman", run_dir=str(tmp_path / "runinfo"))
+    with parsl.load(config):
+        assert brokers_in_container().result(timeout=300) == 1
