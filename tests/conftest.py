@@ -10,6 +10,8 @@ is a failure, so no test can silently not run there.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator, Optional
@@ -72,6 +74,24 @@ def start_blocks(executor, n: int = 1, timeout: float = 60) -> None:
     executor.scale_out_facade(n)
     wait_for(lambda: sum(1 for b in executor.blocks.values() if b.live) >= before + n, timeout,
              f"{n} Flux block(s) to register")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def broker_scratch() -> Iterator[Path]:
+    """TMPDIR of every process the tests start, brokers included, removed after the session.
+
+    Many tests SIGKILL brokers on purpose, and those of their own launch lines
+    (``flux start --test-size=2``) have no ``rundir_guard``: their run and state
+    directories would be left in ``/tmp`` and ``/var/tmp`` of the user's machine
+    (7 from the failure tests alone). The path is short because Unix socket
+    paths (MPI's, under a job's temporary directory) are limited to 108 bytes.
+    This process's ``tempfile`` keeps its own directory (pytest's ``tmp_path``).
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="pf-tests-", dir=tempfile.gettempdir()))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TMPDIR", str(scratch))
+        yield scratch
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture

@@ -173,11 +173,33 @@ def _site_checks(name: str, overrides: Dict[str, Any]) -> List[Check]:
         if not found[0] or not pulled:
             return checks
     inside = "in the image" if box is not None else "on the host"
-    for what, argv in (("flux", [executor.flux_path or "flux", "version"]), ("mpi", ["mpiexec", "--version"])):
+    box = box.with_existing_binds() if box is not None else None  # the run directory is made by the first run
+    python = executor.python or ("python3" if box is not None else sys.executable)
+    for what, argv in (("flux", [executor.flux_path or "flux", "version"]), ("mpi", ["mpiexec", "--version"]),
+                       ("parsl-flux", [python, "-c", VERSION_PROBE])):
         command = shlex.join(argv)
         ok, line = _run_first_line(box.wrap(command) if box is not None else command)
+        if what == "parsl-flux" and ok:
+            ok, line = same_version(line)
         checks.append((ok, f"{what} ({inside})", line))
     return checks
+
+
+VERSION_PROBE = "import parsl_flux; print('parsl-flux', parsl_flux.__version__)"
+
+
+def same_version(probe_line: str) -> Check:
+    """Whether the compute side's parsl-flux (``VERSION_PROBE``'s line) is this driver's version.
+
+    Blocks run parts of the driver's version (the launch line's modules, the
+    wire format): an image of another version fails at every block start.
+    """
+    from parsl_flux import __version__
+
+    if probe_line == f"parsl-flux {__version__}":
+        return True, probe_line
+    return False, (f"{probe_line or 'no version'}, but this driver is parsl-flux {__version__}: use the image "
+                   "(or compute-side install) of the driver's version")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -186,7 +208,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     else:
         checks = _machine_checks()
     for ok, what, detail in checks:
-        print(f"  {'ok' if ok else 'MISSING':<8} {what:<22} {detail}")
+        print(f"  {'ok' if ok else 'MISSING':<8} {what:<26} {detail}")
     missing = [what for ok, what, _ in checks if not ok]
     if args.site:
         print(f"site {args.site}: " + ("everything it needs is here" if not missing

@@ -190,6 +190,17 @@ class Container:
         return Container(self.runtime, self.image, [*self.binds, *extra], dict(self.env), list(self.options),
                          self.gpus, check_paths=False, source=self.source)
 
+    def with_existing_binds(self) -> "Container":
+        """A copy without the binds whose host path does not exist (yet).
+
+        For checks on the driver before the first run (``parsl-flux doctor``):
+        the run directory a site config binds is made by the run, and a
+        runtime refuses to start with a bind it cannot find.
+        """
+        kept = [b for b in self.binds if os.path.exists(_parse_bind(b)[0])]
+        return Container(self.runtime, self.image, kept, dict(self.env), list(self.options), self.gpus,
+                         check_paths=False, source=self.source)
+
     def prepare(self) -> None:
         """Pull :attr:`source` into :attr:`image` unless it is there already.
 
