@@ -19,6 +19,7 @@ import pytest
 
 import parsl_flux
 from parsl_flux import cli, sites
+from parsl_flux.wire import versions
 
 pytestmark = pytest.mark.usefixtures("clean_site_env")
 
@@ -133,10 +134,19 @@ def test_doctor_local_with_flux(capsys, monkeypatch, flux_path):
     assert code == (0 if shutil.which("mpiexec") else 1)
 
 
-def test_doctor_compares_the_compute_sides_version_with_the_drivers():
-    assert cli.same_version(f"parsl-flux {parsl_flux.__version__}") == (True, f"parsl-flux {parsl_flux.__version__}")
-    ok, detail = cli.same_version("parsl-flux 0.0.1")
-    assert not ok and "parsl-flux 0.0.1" in detail and f"this driver is parsl-flux {parsl_flux.__version__}" in detail
+def test_doctor_compares_the_compute_sides_versions_with_the_drivers():
+    here = versions.this_side()
+    python = here[versions.PYTHON]
+    ok, detail = cli.compatible_versions(f"parsl-flux {parsl_flux.__version__} python {python}")
+    assert ok and detail == f"Python {python} and parsl-flux {parsl_flux.__version__}"
+    major, minor, micro = python.split(".")
+    assert cli.compatible_versions(f"parsl-flux {parsl_flux.__version__} python {major}.{minor}.99")[0]
+    ok, detail = cli.compatible_versions(f"parsl-flux 0.0.1 python {python}")
+    assert not ok and "parsl-flux 0.0.1" in detail and f"parsl-flux {parsl_flux.__version__}" in detail
+    ok, detail = cli.compatible_versions(f"parsl-flux {parsl_flux.__version__} python {major}.{int(minor) + 1}.0")
+    assert not ok and f"Python {major}.{int(minor) + 1}.0" in detail and f"only Python {major}.{minor} runs" in detail
+    ok, detail = cli.compatible_versions("parsl-flux 0.0.1")  # a probe line of another shape
+    assert not ok and detail.startswith("parsl-flux 0.0.1: not parsl-flux's version line")
 
 
 SIF = Path(os.environ.get("PARSL_FLUX_CLUSTER_SIF", Path(__file__).resolve().parents[1] / "parsl-flux.sif"))
@@ -150,7 +160,7 @@ def test_doctor_with_the_image_before_the_first_run(capsys):
         pytest.skip(f"needs apptainer and {SIF} (make sif)")
     code, out, _ = run(capsys, "doctor", "--site", "local", "--image", str(SIF), "--set", "runtime=apptainer")
     assert not os.path.exists("runinfo"), "doctor made the run directory"
-    for what, detail in (("flux", "0.88"), ("mpi", "OpenRTE"), ("parsl-flux", f"parsl-flux {parsl_flux.__version__}")):
+    for what, detail in (("flux", "0.88"), ("mpi", "OpenRTE"), ("parsl-flux", f"and parsl-flux {parsl_flux.__version__}")):
         assert re.search(rf"^  ok +{what} \(in the image\) .*{re.escape(detail)}", out, re.MULTILINE), out
     assert code == 0, out
 

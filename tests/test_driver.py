@@ -31,7 +31,7 @@ class CancelledWhileResolved(TaskFuture):
 
 def _driver() -> Driver:
     return Driver("test", logging.getLogger("test.driver"), 1.0, 10.0, protocol.DEFAULT_MAX_MESSAGE_BYTES,
-                  dict, lambda block, reason, mark_failed: None, {})
+                  dict, lambda block, reason, mark_failed: None, lambda error: None, {})
 
 
 def _value(task_id: int, value: object) -> dict:

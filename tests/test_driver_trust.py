@@ -11,7 +11,7 @@ import zmq
 from hostile import ZMTP_FLOOD, run_as_nobody
 
 from parsl_flux.driver.io_loop import MAX_HANDSHAKES, Driver
-from parsl_flux.wire import protocol, zap
+from parsl_flux.wire import protocol, versions, zap
 from parsl_flux.wire.protocol import Kind
 
 MiB = 1 << 20
@@ -21,7 +21,7 @@ MiB = 1 << 20
 def driver():
     drv = Driver("test", logging.getLogger("test.driver"), 0.2, 5.0, protocol.DEFAULT_MAX_MESSAGE_BYTES,
                  lambda: protocol.config_body(0, 5.0, {}, protocol.DEFAULT_MAX_MESSAGE_BYTES, "/"),
-                 lambda block, reason, failed: None, {})
+                 lambda block, reason, failed: None, lambda error: None, {})
     port, _ = drv.open("127.0.0.1", None, (54000, 55000), encrypt=False)
     drv.port = port
     yield drv
@@ -92,7 +92,7 @@ def test_replayed_hellos_do_not_evict_the_real_handshake(driver):
             replayers[i % 4].send_multipart(hello)
         time.sleep(1.0)  # the driver has handled every copy
         real.send_multipart(session.seal(Kind.REGISTER, protocol.register_body(
-            {"nodes": 1, "cores_per_node": 1, "gpus_per_node": 0}, "host", 1, "local://x", "0.88.0")))
+            {"nodes": 1, "cores_per_node": 1, "gpus_per_node": 0}, "host", 1, "local://x", "0.88.0", versions.this_side())))
         config = _recv(real)
         assert config is not None and session.open(config)[0] == Kind.CONFIG
         assert driver.blocks["0"].live

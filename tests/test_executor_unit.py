@@ -17,7 +17,7 @@ from conftest import wait_for
 from parsl_flux import FluxExecutor
 from parsl_flux.driver.executor import _unwrap_parsl_error_wrapper
 from parsl_flux.errors import ExecutorShutdown, InvalidResourceSpecification
-from parsl_flux.wire import protocol, zap
+from parsl_flux.wire import protocol, versions, zap
 
 
 @pytest.fixture
@@ -166,8 +166,8 @@ def _manager_handshake(sock, key, block_id="0"):
     assert sock.poll(5000), "no welcome from the driver"
     session = protocol.manager_session(key, nonce, protocol.open_welcome(key, nonce, sock.recv_multipart()),
                                        mac_buffers=False)
-    sock.send_multipart(session.seal(protocol.Kind.REGISTER,
-                                     {"resources": {"nodes": 1, "cores_per_node": 2, "gpus_per_node": 0}}))
+    sock.send_multipart(session.seal(protocol.Kind.REGISTER, protocol.register_body(
+        {"nodes": 1, "cores_per_node": 2, "gpus_per_node": 0}, "host", 1, "local://x", "0.88.0", versions.this_side())))
     return session
 
 

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from parsl_flux import fluxpath, sites
 from parsl_flux.driver import preflight
+from parsl_flux.wire import versions
 
 EXIT_FAILED = 1
 
@@ -180,26 +181,29 @@ def _site_checks(name: str, overrides: Dict[str, Any]) -> List[Check]:
         command = shlex.join(argv)
         ok, line = _run_first_line(box.wrap(command) if box is not None else command)
         if what == "parsl-flux" and ok:
-            ok, line = same_version(line)
+            ok, line = compatible_versions(line)
         checks.append((ok, f"{what} ({inside})", line))
     return checks
 
 
-VERSION_PROBE = "import parsl_flux; print('parsl-flux', parsl_flux.__version__)"
+VERSION_PROBE = ("import sys, parsl_flux; "
+                 "print('parsl-flux', parsl_flux.__version__, 'python', '%d.%d.%d' % sys.version_info[:3])")
+"""Prints the compute side's versions; written for any parsl-flux version an image may hold."""
 
 
-def same_version(probe_line: str) -> Check:
-    """Whether the compute side's parsl-flux (``VERSION_PROBE``'s line) is this driver's version.
-
-    Blocks run parts of the driver's version (the launch line's modules, the
-    wire format): an image of another version fails at every block start.
+def compatible_versions(probe_line: str) -> Check:
+    """Whether the compute side whose ``VERSION_PROBE`` printed ``probe_line``
+    can run this driver's tasks (:func:`parsl_flux.wire.versions.mismatch`:
+    the same Python minor version and parsl-flux version), as the driver
+    checks each block when it registers.
     """
-    from parsl_flux import __version__
-
-    if probe_line == f"parsl-flux {__version__}":
-        return True, probe_line
-    return False, (f"{probe_line or 'no version'}, but this driver is parsl-flux {__version__}: use the image "
-                   "(or compute-side install) of the driver's version")
+    words = probe_line.split()
+    if len(words) != 4 or words[0] != versions.PARSL_FLUX or words[2] != versions.PYTHON:
+        return False, (f"{probe_line or 'no version'}: not parsl-flux's version line; this driver runs "
+                       f"{versions.describe(versions.this_side())}")
+    block = {versions.PARSL_FLUX: words[1], versions.PYTHON: words[3]}
+    problem = versions.mismatch(versions.this_side(), block)
+    return (True, versions.describe(block)) if problem is None else (False, problem)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -119,3 +119,22 @@ class NodeLost(BlockLost):
         super().__init__(block_id, f"task {task_id} (Flux job {jobid or '<not submitted>'}) died with a node: "
                                    f"{status}")
         self.task_id, self.jobid, self.status = task_id, jobid, status
+
+
+class VersionMismatch(ExecutorError):
+    """A block's Python minor version or parsl-flux version differs from the driver's.
+
+    Functions defined in a workflow script travel as bytecode that only the same
+    Python minor version runs, and the block runs parsl-flux's own modules
+    (:mod:`parsl_flux.wire.versions`). Every block of an executor starts from the
+    same launch line, so the executor is set to bad state with this error, as
+    Parsl's HighThroughputExecutor does with its own ``VersionMismatch``.
+    """
+
+    def __init__(self, block_id: str, reason: str) -> None:
+        self.block_id = block_id
+        self.executor = None
+        self.reason = f"block {block_id} refused: {reason}"
+
+    def __str__(self) -> str:
+        return self.reason

@@ -34,7 +34,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 import zmq
 from zmq.utils import z85
@@ -46,7 +46,7 @@ from parsl_flux.allocation.events import (BrokerLost, Cancel, CancelNamed, Event
 from parsl_flux.allocation.linkwatch import LinkWatch
 from parsl_flux.allocation.node_watch import NodeWatch, died_with_a_node
 from parsl_flux.wire import launch
-from parsl_flux.wire import protocol, zap
+from parsl_flux.wire import protocol, versions, zap
 from parsl_flux.allocation.flux_backend import (SYS_PATH_ENV, FluxThreads, build_jobspec, instance_resources, read_tail,
                                      runner_command, site_adds_only_paths, task_output, worker_output)
 from parsl_flux.allocation.task_server import TaskServer
@@ -250,12 +250,13 @@ class Manager:
             self.ctx.term()
             return 2
         self.send(Kind.REGISTER, protocol.register_body(resources.to_wire(), socket.gethostname(), os.getpid(),
-                                                        handle.attr_get("local-uri"), handle.attr_get("version")))
+                                                        handle.attr_get("local-uri"), handle.attr_get("version"),
+                                                        versions.this_side()))
         del handle
         logger.info("block %s registered: %s", self.block_id, resources)
         config = self._await_config()
-        if config is None:
-            self._close(f"no configuration from the driver within {self.driver_timeout:.0f}s")
+        if isinstance(config, str):
+            self._close(config, bye=False)  # the driver refused the block or is silent: nobody to tell
             return 2
         self._configure(config, resources, broker_pid if one_node else None)
         self.flux = FluxThreads(self._emit, config.get("handle_kwargs"), novalidate=owner)
@@ -291,7 +292,9 @@ class Manager:
             return True
         return False
 
-    def _await_config(self) -> Optional[Mapping[str, Any]]:
+    def _await_config(self) -> Union[Mapping[str, Any], str]:
+        """The driver's answer to REGISTER: the block's configuration, or why there is none
+        (the driver refused the block: :mod:`parsl_flux.wire.versions`; or it said nothing)."""
         deadline = time.monotonic() + self.driver_timeout
         while time.monotonic() < deadline:
             if not self.driver.poll(500):
@@ -299,7 +302,9 @@ class Manager:
             msg = self._open(self.driver.recv_multipart())
             if msg is not None and msg[0] == Kind.CONFIG:
                 return msg[1]
-        return None
+            if msg is not None and msg[0] == Kind.SHUTDOWN:
+                return f"the driver refused this block: {msg[1]}"
+        return f"no configuration from the driver within {self.driver_timeout:.0f}s"
 
     def _open(self, frames: List[Any]) -> Optional[Tuple[str, Any]]:
         assert self.session is not None
@@ -368,8 +373,8 @@ class Manager:
                 self.send(Kind.HEARTBEAT)
                 last_heartbeat = now
 
-    def _close(self, reason: str, broker_lost: bool = False) -> None:
-        """End the block: cancel its jobs, kill what tasks left behind, say BYE.
+    def _close(self, reason: str, broker_lost: bool = False, bye: bool = True) -> None:
+        """End the block: cancel its jobs, kill what tasks left behind, say BYE (unless not ``bye``).
 
         With ``broker_lost`` (hung or dead broker) the driver hears BYE first,
         since cancels cannot drain, and a hung broker of our own instance is
@@ -399,7 +404,7 @@ class Manager:
             removed = broker_dirs.remove_when_gone(self.broker_dirs, BROKER_EXIT_WAIT)
             if removed:
                 logger.info("removed the dead broker's directories %s", removed)
-        if not broker_lost:
+        if bye and not broker_lost:
             self.send(Kind.BYE, protocol.bye_body(reason))
         self.link.close()
         self.driver.close()

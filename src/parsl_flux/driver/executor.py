@@ -287,7 +287,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._function_pickles = functools.lru_cache(maxsize=FUNCTION_PICKLES)(dump_function)
         self._shutting_down = False
         self._driver = Driver(label, self._logger, heartbeat_period, heartbeat_threshold, max_message_bytes,
-                              self._block_config, self._block_ended, self._tasks)
+                              self._block_config, self._block_ended, self.set_bad_state_and_fail_all, self._tasks)
         self._log: Optional[ExecutorLog] = None
         self._server_public: str = ""
         self._early_blocks = 0  # blocks start() launched that the strategy's first scale-out would repeat

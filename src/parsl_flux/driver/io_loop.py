@@ -29,9 +29,9 @@ from zmq.utils import z85
 
 from parsl_flux.driver.block_health import BlockHealth, reconnect_grace
 from parsl_flux.job.bash import to_parsl_exception
-from parsl_flux.wire import protocol
+from parsl_flux.wire import protocol, versions
 from parsl_flux.errors import (BlockLost, ExecutorShutdown, FluxJobFailed, InvalidResourceSpecification, NodeLost,
-                               RemoteTaskError)
+                               RemoteTaskError, VersionMismatch)
 from parsl_flux.driver.resources import InstanceResources, JobShape, block_window, check_fits
 from parsl_flux.driver.settle import set_exception, set_result
 from parsl_flux.wire.protocol import Kind
@@ -143,13 +143,18 @@ class Driver:
     on_lost : callable
         ``on_lost(block, reason, mark_failed)``: the executor records the
         block's end for Parsl (and has its batch job cancelled).
+    on_refused : callable
+        ``on_refused(error)``: a block's versions cannot run this driver's
+        tasks (:class:`~parsl_flux.errors.VersionMismatch`); the executor sets
+        itself to bad state, which fails every task with ``error``.
     registry : dict
         Parsl's ``executor._tasks`` (task id -> future), kept in step.
     """
 
     def __init__(self, label: str, logger: logging.Logger, heartbeat_period: float, heartbeat_threshold: float,
                  max_message_bytes: int, block_config: Callable[[], Dict[str, Any]],
-                 on_lost: Callable[[Block, str, bool], None], registry: Dict[Any, Future]) -> None:
+                 on_lost: Callable[[Block, str, bool], None], on_refused: Callable[[VersionMismatch], None],
+                 registry: Dict[Any, Future]) -> None:
         self.label = label
         self.logger = logger
         self.heartbeat_period = heartbeat_period
@@ -158,6 +163,7 @@ class Driver:
         self.max_message_bytes = max_message_bytes
         self.block_config = block_config
         self.on_lost = on_lost
+        self.on_refused = on_refused
         self.registry = registry
         self.lock = threading.RLock()
         self.blocks: Dict[str, Block] = {}
@@ -497,12 +503,26 @@ class Driver:
         block.route, block.session = route, session
         self._routes[route] = block
         block.last_seen = block.idle_since = time.monotonic()
+        problem = versions.mismatch(versions.this_side(), data.get("versions") or {})
+        if problem is not None:
+            self._refuse(block, problem)
+            return
         self._send(block, Kind.CONFIG, self.block_config())
         with self.lock:
             block.resources = InstanceResources.from_wire(data["resources"])
             block.info = data
         self.logger.info("block %s registered from %s (manager pid %s, %s): %s, Flux %s", block.block_id,
                          data["hostname"], data["pid"], data["flux_uri"], block.resources, data["flux_version"])
+
+    def _refuse(self, block: Block, problem: str) -> None:
+        """End a block that cannot run this driver's tasks, before any task is
+        sent to it: its manager is told why (and exits), and every task fails
+        with :class:`VersionMismatch` at once, since the executor's other blocks
+        start from the same launch line and would be refused too."""
+        self.logger.error("block %s refused: %s", block.block_id, problem)
+        self._send(block, Kind.SHUTDOWN, problem)
+        self.on_refused(VersionMismatch(block.block_id, problem))
+        self.lose(block, f"refused: {problem}")
 
     def _resume(self, block: Block, route: bytes, session: protocol.Session, data: Dict[str, Any]) -> None:
         """Bind a registered ``block`` to the new connection whose fresh session

@@ -96,7 +96,7 @@ class Kind:
 
     HELLO = "hello"          # M->D: block id + nonce (block key)
     WELCOME = "welcome"      # D->M: nonce (block key); a session starts
-    REGISTER = "register"    # M->D: resources, flux version, hostname
+    REGISTER = "register"    # M->D: resources, flux version, hostname, Python and parsl-flux versions
     RESUME = "resume"        # M->D: instead of REGISTER after a reconnect: the tasks it holds (resume.py)
     DEGRADED = "degraded"    # M->D: the instance lost broker ranks (nodes): no new work for it
     CONFIG = "config"        # D->M: answer to REGISTER (packing pool, Flux handle options, cwd)
@@ -119,11 +119,14 @@ KINDS = frozenset(v for k, v in vars(Kind).items() if k.isupper())
 # ---------------------------------------------------------------------------
 # Message bodies: one constructor each, so every field written is one that a
 # reader uses (plain dicts, pickled; no dataclasses: the runner stays lean).
-def register_body(resources: dict, hostname: str, pid: int, flux_uri: str, flux_version: str) -> dict:
-    """M->D REGISTER: the instance's size (``InstanceResources.to_wire()``) and
-    where it runs (the driver logs all of it)."""
+def register_body(resources: dict, hostname: str, pid: int, flux_uri: str, flux_version: str,
+                  versions: dict) -> dict:
+    """M->D REGISTER: the instance's size (``InstanceResources.to_wire()``),
+    where it runs (the driver logs all of it) and the block's Python and
+    parsl-flux versions (:func:`parsl_flux.wire.versions.this_side`), which the
+    driver checks before it sends any task."""
     return {"resources": resources, "hostname": hostname, "pid": pid, "flux_uri": flux_uri,
-            "flux_version": flux_version}
+            "flux_version": flux_version, "versions": versions}
 
 
 def resume_body(tasks: list, done: list) -> dict:
