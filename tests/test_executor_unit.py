@@ -16,8 +16,9 @@ from parsl.serialize.errors import SerializationError
 from conftest import wait_for
 from parsl_flux import FluxExecutor
 from parsl_flux.driver.executor import _unwrap_parsl_error_wrapper
+from parsl_flux.driver import options
 from parsl_flux.errors import ExecutorShutdown, InvalidResourceSpecification
-from parsl_flux.wire import protocol, versions, zap
+from parsl_flux.wire import launch, protocol, versions, zap
 
 
 @pytest.fixture
@@ -41,6 +42,42 @@ def test_constructor_rejects_bad_arguments():
         FluxExecutor(heartbeat_period=5, heartbeat_threshold=1)
     with pytest.raises(ValueError, match="hex"):
         FluxExecutor(secret="not-hex")
+
+
+@pytest.mark.parametrize("kwargs, error, says", [
+    ({"container": "docker"}, TypeError, "container='docker' must be a parsl_flux.Container"),
+    ({"address": "login 1"}, ValueError, "address='login 1' is not a host name or IP address"),
+    ({"address": "-bad.example"}, ValueError, "address='-bad.example'"),
+    ({"port": 70000}, ValueError, "port=70000 must be a port number"),
+    ({"port": True}, ValueError, "port=True"),
+    ({"port_range": (55000, 54000)}, ValueError, r"port_range=\(55000, 54000\)"),
+    ({"port_range": (1,)}, ValueError, r"port_range=\(1,\)"),
+    ({"working_dir": 5}, TypeError, "working_dir=5 must be a path"),
+    ({"python": ["python3"]}, TypeError, r"python=\['python3'\]"),
+    ({"label": ""}, ValueError, "label='' must be a non-empty name"),
+    ({"label": "a/b"}, ValueError, "label='a/b'"),
+    ({"launch_cmd": "echo hi"}, ValueError, r"launch_cmd 'echo hi' lacks placeholder\(s\) \['block_id', 'url'\]"),
+])
+def test_a_bad_argument_fails_at_construction_naming_itself(kwargs, error, says):
+    """Each of these once surfaced only when a block ran, as an error that did not name it
+    (container='docker': "'str' object has no attribute 'wrap'"; a bad address: a ZMQ error
+    in the block's stderr; a launch_cmd without {url}: a block that never connected)."""
+    with pytest.raises(error, match=says):
+        FluxExecutor(**kwargs)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "login1", "login1.cluster.example.org", "nid00012",
+                                     "node-7.", "10.1.2.3"])
+def test_good_addresses_are_accepted(address):
+    assert options.is_host(address)
+
+
+def test_an_encrypted_connection_needs_the_server_key_in_a_launch_cmd():
+    template = "{flux} start {flux} env {python} -m parsl_flux.allocation.manager --url {url} --block-id {block_id}"
+    launch.check_template(template)  # loopback: not encrypted, no server key needed
+    with pytest.raises(ValueError, match=r"lacks placeholder\(s\) \['server_key'\].*encrypted"):
+        launch.check_template(template, encrypted=True)
+    launch.check_template(launch.START_CMD, encrypted=True)
 
 
 def test_secret_never_shown_in_repr():

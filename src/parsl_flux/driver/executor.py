@@ -34,7 +34,7 @@ from parsl.utils import RepresentationMixin
 
 from parsl_flux import fluxpath
 from parsl_flux.container import Container
-from parsl_flux.driver import preflight, relaunch
+from parsl_flux.driver import options, preflight, relaunch
 from parsl_flux.driver.io_loop import Block, BlockView, Driver, Task, TaskFuture
 from parsl_flux.driver.logfile import ExecutorLog
 from parsl_flux.driver.monitoring import FluxRadio
@@ -243,6 +243,13 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
                              f"known: {sorted(FLUX_EXECUTOR_KWARGS)}")
         if launch_cmd is not None:
             launch.check_template(launch_cmd)
+        options.check_label(label)
+        options.check_path_or_none("working_dir", working_dir)
+        options.check_path_or_none("flux_path", flux_path)
+        options.check_path_or_none("python", python)
+        options.check_address(address)
+        options.check_port(port, port_range)
+        options.check_container(container)
         if heartbeat_period <= 0 or heartbeat_threshold <= heartbeat_period:
             raise ValueError(f"need 0 < heartbeat_period ({heartbeat_period}) < "
                              f"heartbeat_threshold ({heartbeat_threshold})")
@@ -324,15 +331,18 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             os.makedirs(self.provider.script_dir, exist_ok=True)
         # this executor's own logger: another executor's lines stay out, the user's console shows no more
         self._log = ExecutorLog(self._logger, os.path.join(self._log_dir, "executor.log"))
-        prepare = getattr(self.container, "prepare", None)
-        if prepare is not None:  # pull an image reference once, here, rather than on every node
-            prepare()
         if self.address is None:
             self.address = self.default_address()
         loopback = self.address in ("127.0.0.1", "localhost", "::1")
+        encrypted = self.encrypt if self.encrypt is not None else not loopback
+        if self.launch_cmd is not None:
+            launch.check_template(self.launch_cmd, encrypted)
+        prepare = getattr(self.container, "prepare", None)
+        if prepare is not None:  # pull an image reference once, here, rather than on every node
+            prepare()
         self._driver.monitoring_messages = self.monitoring_messages
         port, self._server_public = self._driver.open("127.0.0.1" if loopback else "*", self.port, self.port_range,
-                                                      self.encrypt if self.encrypt is not None else not loopback)
+                                                      encrypted)
         self.url = f"tcp://{self.address}:{port}"
         self._logger.info("%s listening on %s", self.label, self.url)
         # without `with` or cleanup(), an error or Ctrl-C ends the interpreter and not

@@ -41,12 +41,23 @@ def template_fields(template: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(template) if name}
 
 
-def check_template(template: str) -> None:
-    """Reject a user ``launch_cmd`` that uses placeholders we do not fill."""
-    unknown = template_fields(template) - FIELDS
+REQUIRED_FIELDS = frozenset({"url", "block_id"})
+"""Placeholders every launch command needs: the manager dials ``{url}`` as block ``{block_id}``."""
+
+
+def check_template(template: str, encrypted: bool = False) -> None:
+    """Reject a user ``launch_cmd`` that uses placeholders we do not fill, or
+    lacks one its manager needs to reach the driver (``{server_key}`` too when
+    the connection is ``encrypted``): such a block would start and never connect."""
+    fields = template_fields(template)
+    unknown = fields - FIELDS
     if unknown:
         raise ValueError(f"launch_cmd {template!r} uses unknown placeholder(s) {sorted(unknown)}; "
                          f"available: {sorted(FIELDS)}")
+    missing = (REQUIRED_FIELDS | ({"server_key"} if encrypted else set())) - fields
+    if missing:
+        raise ValueError(f"launch_cmd {template!r} lacks placeholder(s) {sorted(missing)}, without which its "
+                         "manager cannot reach the driver" + (" (the connection is encrypted)" if encrypted else ""))
 
 
 def render(template: str, fields: Mapping[str, str]) -> str:
