@@ -193,6 +193,8 @@ def test_sandbox_directory_and_remote_images(tmp_path: Path) -> None:
     ({"runtime": "docker", "image": "x", "env": {"BAD-NAME": "1"}}, "'BAD-NAME'"),
     ({"runtime": "docker", "image": "x", "gpus": "intel"}, "'intel'"),
     ({"runtime": "apptainer", "image": "docker://x", "options": ["--cleanenv"]}, "'--cleanenv'"),
+    ({"runtime": "apptainer", "image": "docker://ghcr.io/org/parsl flux:1"}, "'docker://ghcr.io/org/parsl flux:1'"),
+    ({"runtime": "apptainer", "image": "oras://ghcr.io/Org/parsl-flux-sif:latest"}, "'Org/parsl-flux-sif'"),
 ])
 def test_bad_input_names_the_value(kwargs: dict, named: str) -> None:
     with pytest.raises(ContainerError, match=re.escape(named)):

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from parsl_flux import imageref
+
 RUNTIMES = ("apptainer", "singularity", "docker", "podman", "podman-hpc", "shifter", "none")
 ENGINES = ("docker", "podman", "podman-hpc")
 """Runtimes that run the image's ENTRYPOINT, which starts a new Flux instance
@@ -143,6 +145,11 @@ class Container:
             raise ContainerError(f"unknown container runtime {self.runtime!r}; choose one of {', '.join(RUNTIMES)}")
         if self.runtime != "none" and not self.image:
             raise ContainerError(f"runtime {self.runtime!r} needs an image")
+        if imageref.is_reference(self.image):  # a malformed one failed only in the runtime, on every node
+            try:
+                imageref.parse(self.image)
+            except imageref.ImageRefError as exc:
+                raise ContainerError(str(exc)) from None
         if self.gpus is not None and self.gpus not in GPU_VENDORS:
             raise ContainerError(f"gpus={self.gpus!r}: choose one of {GPU_VENDORS} or None")
         if isinstance(self.binds, str) or isinstance(self.options, str):
@@ -215,7 +222,7 @@ class Container:
         """
         if self.source is None:
             return
-        from parsl_flux import imagepull, imageref
+        from parsl_flux import imagepull
 
         ref = imageref.parse(self.source)
         if self.runtime in imagepull.SIF_RUNTIMES:
