@@ -31,7 +31,20 @@ class InvalidResourceSpecification(_ParslInvalidSpec):
         return str(self.message)
 
 
-class FluxJobFailed(ExecutorError):
+class _ReasonError(ExecutorError):
+    """An executor error whose message is its ``reason`` alone: Parsl's
+    ``ExecutorError.__str__`` names ``executor.label``, and these errors are
+    raised where no executor object is at hand (the driver's I/O thread, a
+    block), so ``executor`` is None."""
+
+    executor = None
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class FluxJobFailed(_ReasonError):
     """The Flux job of a task ended without producing a result.
 
     Carries the Flux job id, Flux's description of how it ended (exit code or
@@ -43,50 +56,34 @@ class FluxJobFailed(ExecutorError):
         self.jobid = jobid
         self.status = status
         self.stderr_tail = stderr_tail
-        self.executor = None
         text = f"task {task_id} (Flux job {jobid or '<not submitted>'}) failed: {status}"
         if stderr_tail:
             text += "\n--- tail of stderr ---\n" + stderr_tail.rstrip()
         self.reason = text
 
-    def __str__(self) -> str:
-        return self.reason
 
-
-class BlockLost(ExecutorError):
+class BlockLost(_ReasonError):
     """The Flux instance (block) that held a task died or became unreachable."""
 
     def __init__(self, block_id: str, reason: str) -> None:
         self.block_id = block_id
-        self.executor = None
         self.reason = f"Flux instance of block {block_id} lost: {reason}"
 
-    def __str__(self) -> str:
-        return self.reason
 
-
-class ExecutorShutdown(ExecutorError):
+class ExecutorShutdown(_ReasonError):
     """The executor was shut down before the task finished, or submit came after shutdown."""
 
     def __init__(self, reason: str = "executor has been shut down") -> None:
-        self.executor = None
         self.reason = reason
 
-    def __str__(self) -> str:
-        return self.reason
 
-
-class PayloadTooLarge(ExecutorError):
+class PayloadTooLarge(_ReasonError):
     """An app's function and arguments pickle to more than ``max_message_bytes``."""
 
     def __init__(self, name: str, size: int, limit: int) -> None:
-        self.executor = None
         self.reason = (f"app {name!r}: its function and arguments pickle to {size} bytes, more than "
                        f"max_message_bytes={limit}; pass large data through files")
         self.name, self.size, self.limit = name, size, limit
-
-    def __str__(self) -> str:
-        return str(self.reason)
 
 
 class RemoteTaskError(Exception):
@@ -121,7 +118,7 @@ class NodeLost(BlockLost):
         self.task_id, self.jobid, self.status = task_id, jobid, status
 
 
-class VersionMismatch(ExecutorError):
+class VersionMismatch(_ReasonError):
     """A block's Python minor version or parsl-flux version differs from the driver's.
 
     Functions defined in a workflow script travel as bytecode that only the same
@@ -133,8 +130,4 @@ class VersionMismatch(ExecutorError):
 
     def __init__(self, block_id: str, reason: str) -> None:
         self.block_id = block_id
-        self.executor = None
         self.reason = f"block {block_id} refused: {reason}"
-
-    def __str__(self) -> str:
-        return self.reason
