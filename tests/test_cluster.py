@@ -30,6 +30,7 @@ import pytest
 from parsl import bash_app, python_app
 
 from conftest import wait_for
+from parsl_flux.allocation import rundir_guard
 from parsl_flux import sites
 from parsl_flux.driver import relaunch
 from parsl_flux.errors import BlockLost
@@ -351,12 +352,14 @@ def test_losing_a_node_fails_the_block_and_a_new_block_serves(cluster, tmp_path,
     """Kill pfnode2's broker: srun (--kill-on-bad-exit) ends the block, its
     futures fail with BlockLost, and the driver carries on with a new block.
     The killed broker's run directory goes with it (issue 20, item 5: it was
-    left in /tmp, one per lost block)."""
+    left in /tmp, one per lost block), and so does the app's rank on that node
+    (it outlived its broker, reparented to init, until its sleep ended)."""
     executor = cluster.executors["flux"]
     long = _sleeping_on_both_nodes(tmp_path / "started", 600)
     blocks_before = set(executor.blocks_to_job_id)
     rundir = _rank1_rundir(executor, flux_path)
     assert rundir.is_dir(), f"pfnode2's broker has no run directory {rundir} on the shared /tmp"
+    assert rundir_guard.jobs_left(str(rundir)), "the app's rank on pfnode2 is not seen as a job of its broker"
     pids = _broker_pids("pfnode2")
     assert pids, "no flux-broker found in pfnode2's namespace"
     for pid in pids:
@@ -369,6 +372,7 @@ def test_losing_a_node_fails_the_block_and_a_new_block_serves(cluster, tmp_path,
     assert isinstance(error, BlockLost), repr(error)
     assert time.monotonic() - lost_at < 120
     wait_for(lambda: not rundir.exists(), 15, f"the killed rank-1 broker's run directory {rundir} to go")
+    wait_for(lambda: not rundir_guard.jobs_left(str(rundir)), 15, "the app's rank on pfnode2 to end with its broker")
 
     host, in_image, _ = where_am_i().result(timeout=START_S)
     assert host in NODES and in_image

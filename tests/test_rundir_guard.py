@@ -19,7 +19,7 @@ from typing import Dict, List
 import pytest
 
 from conftest import wait_for
-from parsl_flux.allocation import rundir_guard
+from parsl_flux.allocation import leftovers, rundir_guard
 
 START_S = 30
 WHILE_BROKER_LIVES = ("sh", "-c", "while kill -0 $PPID 2>/dev/null; do sleep 0.1; done")
@@ -87,6 +87,38 @@ def test_without_the_guard_a_sigkilled_broker_leaves_its_run_directory(flux_path
     finally:
         broker.kill()
         broker.wait()
+
+
+def _job_then_wait(mark: str) -> List[str]:
+    """An initial program that starts a long job carrying ``mark`` in its environment, then lives as its broker."""
+    return ["sh", "-c", f"flux submit --env=PF_GUARD_MARK={mark} sleep 300 >/dev/null; "
+                        "while kill -0 $PPID 2>/dev/null; do sleep 0.1; done"]
+
+
+@pytest.mark.flux
+@pytest.mark.parametrize("guarded", [True, False], ids=["guarded", "control-without-guard"])
+def test_a_sigkilled_brokers_job_processes_do_not_outlive_it(flux_path: str, tmp_path: Path, guarded: bool) -> None:
+    """The job shells die with a SIGKILLed broker, the apps do not (reparented to
+    init, found by no batch system that tracks processes by parent): the watcher
+    kills them. The control shows the app outliving an unguarded broker."""
+    mark = {"PF_GUARD_MARK": tmp_path.name}
+    program = _job_then_wait(tmp_path.name)
+    broker = subprocess.Popen(_guarded(flux_path, *program) if guarded else [flux_path, "start", *program],
+                              env=_env(tmp_path))
+    try:
+        _started(broker, tmp_path)
+        wait_for(lambda: leftovers.processes_with_env(mark), START_S, "the job's sleep to start")
+        os.kill(broker.pid, signal.SIGKILL)
+        broker.wait(timeout=10)
+        if guarded:
+            wait_for(lambda: not leftovers.processes_with_env(mark), 10, "the dead broker's job to be killed")
+        else:
+            time.sleep(2)
+            assert leftovers.processes_with_env(mark), "without the guard the job's process outlives its broker"
+    finally:
+        broker.kill()
+        broker.wait()
+        leftovers.kill_all(leftovers.processes_with_env(mark))
 
 
 @pytest.mark.flux

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import List, Mapping
+from typing import Callable, List, Mapping
 
 
-def processes_with_env(wanted: Mapping[str, str]) -> List[int]:
-    """PIDs (not ours) whose environment holds every ``wanted`` assignment."""
-    needles = [f"{k}={v}".encode() for k, v in wanted.items()]
+def processes_where(match: Callable[[List[bytes]], bool]) -> List[int]:
+    """PIDs (not ours) whose environment, as its ``NAME=value`` entries, satisfies ``match``."""
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -29,9 +28,15 @@ def processes_with_env(wanted: Mapping[str, str]) -> List[int]:
                 env = f.read().split(b"\0")
         except OSError:  # gone, or another user's
             continue
-        if all(n in env for n in needles):
+        if match(env):
             found.append(int(entry.name))
     return found
+
+
+def processes_with_env(wanted: Mapping[str, str]) -> List[int]:
+    """PIDs (not ours) whose environment holds every ``wanted`` assignment."""
+    needles = [f"{k}={v}".encode() for k, v in wanted.items()]
+    return processes_where(lambda env: all(n in env for n in needles))
 
 
 def kill_all(pids: List[int]) -> int:

@@ -16,6 +16,15 @@ and ignores the signals a launcher sends to a step, waits for the broker to
 exit, however it exits, and removes the directory if it is still there (a
 clean broker has removed it already). Only a kill of the watcher itself (a node
 lost, a Slurm step's cgroup killed before the broker) leaves it.
+
+A broker that did not shut down cleanly also leaves its jobs' processes
+running, reparented to init: the job shells go with the broker, the apps do not,
+and they hold the node's cores and memory until they end by themselves. A batch
+system that tracks a job's processes by parent or group (Slurm's
+``proctrack/linuxproc`` or ``pgid``, a container without cgroups) does not find
+them when the block's job ends. So the watcher first kills them: each carries,
+in its environment, the job temporary directory its shell made under the
+broker's run directory (``FLUX_JOB_TMPDIR=RUNDIR/jobtmp-...``).
 """
 
 from __future__ import annotations
@@ -29,8 +38,13 @@ import tempfile
 import time
 from typing import List, NoReturn, Sequence
 
+from parsl_flux.allocation import leftovers
+
 POLL_S = 0.5
 """How often the watcher checks its parent where ``pidfd_open`` is missing (Linux < 5.3)."""
+KILL_ROUNDS = 5
+"""Scans for the dead broker's job processes, 0.1 s apart: one that forked while
+the others were killed is found by the next."""
 
 
 class UsageError(ValueError):
@@ -62,8 +76,21 @@ def _wait_for_exit(pid: int) -> None:
         time.sleep(POLL_S)
 
 
+def jobs_left(rundir: str) -> List[int]:
+    """Processes of the Flux jobs of the broker whose run directory is ``rundir``."""
+    mark = f"FLUX_JOB_TMPDIR={rundir}/".encode()
+    return leftovers.processes_where(lambda env: any(entry.startswith(mark) for entry in env))
+
+
+def _end_jobs_left(rundir: str) -> None:
+    for _ in range(KILL_ROUNDS):
+        if not leftovers.kill_all(jobs_left(rundir)):
+            return
+        time.sleep(0.1)
+
+
 def _watch(parent: int, rundir: str) -> NoReturn:
-    """The watcher process: outlive the broker, then remove ``rundir``."""
+    """The watcher process: outlive the broker, then end what its jobs left and remove ``rundir``."""
     try:
         os.setsid()  # a signal to the step's process group is the broker's, not ours
         for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
@@ -73,6 +100,7 @@ def _watch(parent: int, rundir: str) -> NoReturn:
             os.dup2(devnull, fd)
         os.closerange(3, max(os.sysconf("SC_OPEN_MAX"), 1024))  # PMI's and the launcher's sockets
         _wait_for_exit(parent)
+        _end_jobs_left(rundir)
         shutil.rmtree(rundir, ignore_errors=True)
     finally:
         os._exit(0)
