@@ -122,6 +122,23 @@ def test_a_sigkilled_brokers_job_processes_do_not_outlive_it(flux_path: str, tmp
 
 
 @pytest.mark.flux
+def test_a_daemon_a_job_left_is_killed_when_its_broker_ends_cleanly(flux_path: str, tmp_path: Path) -> None:
+    """A task that started a daemon (``setsid``, every fd of the job closed, so
+    its job finished): on nodes other than the manager's nothing else finds it
+    when the block ends."""
+    mark = {"PF_GUARD_MARK": tmp_path.name}
+    program = ["sh", "-c", f"flux run --env=PF_GUARD_MARK={tmp_path.name} "
+                           "bash -c 'eval \"exec $PMI_FD>&-\"; setsid sleep 300 </dev/null >/dev/null 2>&1 & sleep 1'"]
+    try:
+        done = subprocess.run(_guarded(flux_path, *program), env=_env(tmp_path), capture_output=True, text=True,
+                              timeout=START_S)
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: not leftovers.processes_with_env(mark), 10, "the daemon to be killed")
+    finally:
+        leftovers.kill_all(leftovers.processes_with_env(mark))
+
+
+@pytest.mark.flux
 def test_the_group_signal_ends_the_broker_cleanly_and_nothing_stays(flux_path: str, tmp_path: Path) -> None:
     """A provider's cancel signals the block's process group: the broker shuts
     down (its exit status is the initial program's, as without the guard) and
