@@ -333,7 +333,7 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         self._log = ExecutorLog(self._logger, os.path.join(self._log_dir, "executor.log"))
         if self.address is None:
             self.address = self.default_address()
-        loopback = self.address in ("127.0.0.1", "localhost", "::1")
+        loopback = self.address in ("127.0.0.1", "localhost")
         encrypted = self.encrypt if self.encrypt is not None else not loopback
         if self.launch_cmd is not None:
             launch.check_template(self.launch_cmd, encrypted)

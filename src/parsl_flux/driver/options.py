@@ -20,11 +20,10 @@ PORT_MIN, PORT_MAX = 1, 65535
 
 
 def is_host(address: str) -> bool:
-    """Whether ``address`` is an IP address or a host name (RFC 1123 labels; an
-    underscore, which some sites' internal names hold, is let through)."""
+    """Whether ``address`` is an IPv4 address or a host name (RFC 1123 labels;
+    an underscore, which some sites' internal names hold, is let through)."""
     try:
-        ipaddress.ip_address(address)
-        return True
+        return ipaddress.ip_address(address).version == 4
     except ValueError:
         pass
     labels = address[:-1].split(".") if address.endswith(".") else address.split(".")
@@ -32,8 +31,10 @@ def is_host(address: str) -> bool:
 
 
 def check_address(address: Optional[str]) -> None:
+    """The driver listens on IPv4 only (and writes ``tcp://ADDRESS:PORT``), so an
+    IPv6 address is refused here rather than by every block's manager."""
     if address is not None and (not isinstance(address, str) or not is_host(address)):
-        raise ValueError(f"address={address!r} is not a host name or IP address that managers could dial")
+        raise ValueError(f"address={address!r} is not a host name or IPv4 address that managers could dial")
 
 
 def check_port(port: Optional[int], port_range: Tuple[int, int]) -> None:
