@@ -7,7 +7,8 @@ from parsl.jobs.states import JobState, JobStatus
 from parsl.providers import LocalProvider
 
 from parsl_flux import FluxExecutor
-from parsl_flux.driver.relaunch import FIRST_DELAY, MAX_DELAY, failure_streak, relaunch_allowed, relaunch_delay
+from parsl_flux.driver.relaunch import (FIRST_DELAY, GIVE_UP_STREAK, MAX_DELAY, failure_streak, give_up, relaunch_allowed,
+                                       relaunch_delay)
 
 
 def test_the_streak_counts_failed_launches_back_to_the_newest_registered_block():
@@ -21,6 +22,20 @@ def test_the_streak_counts_failed_launches_back_to_the_newest_registered_block()
     assert failure_streak([(0, False, True), (1, True, False), (2, False, False), (3, True, False)]) == 2
     # ordered by number, not by the order given (10 is newer than 9)
     assert failure_streak([(10, True, False), (9, False, True)]) == 1
+
+
+def test_failed_launches_end_the_run_only_in_a_streak_with_no_block_ever_registered():
+    """(number, failed launch, registered). The first failed launch of a run is
+    taken for a fault (a node lost while the block started), not a broken
+    configuration; a run that had a working block is never ended by them."""
+    assert GIVE_UP_STREAK == 3
+    assert not give_up([(0, True, False)])
+    assert not give_up([(0, True, False), (1, True, False)])
+    assert give_up([(0, True, False), (1, True, False), (2, True, False)])
+    assert give_up([(0, True, False), (1, True, False), (2, True, False), (3, True, False)])
+    assert not give_up([(0, False, True), (1, True, False), (2, True, False), (3, True, False), (4, True, False)]), \
+        "a run that had a working block: a long partition, not a broken configuration"
+    assert not give_up([])
 
 
 def test_the_delay_starts_after_the_second_failure_doubles_and_is_bounded():

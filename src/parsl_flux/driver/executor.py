@@ -26,6 +26,7 @@ from parsl.addresses import address_by_hostname
 from parsl.app.errors import wrap_error
 from parsl.executors.status_handling import BlockProviderExecutor
 from parsl.jobs.states import TERMINAL_STATES, JobState, JobStatus
+from parsl.jobs.error_handlers import simple_error_handler
 from parsl.monitoring.radios.base import RadioConfig
 from parsl.providers import LocalProvider
 from parsl.providers.base import ExecutionProvider
@@ -80,6 +81,21 @@ class HiddenSecret(str):
 
     def __repr__(self) -> str:
         return "<secret hidden>"
+
+
+_STARTING = JobStatus(JobState.PENDING)
+
+
+def failed_starts_error_handler(executor: "FluxExecutor", status: Dict[str, JobStatus]) -> None:
+    """The default ``block_error_handler``: Parsl's ``simple_error_handler``
+    (every block failed: bad state, every task fails with
+    ``TooManyJobFailuresError`` and the blocks' output), applied only once
+    :func:`parsl_flux.driver.relaunch.give_up` holds: three launches in a row
+    failed and no block of the run ever registered. Parsl's handler alone ends
+    the run at its first failed launch when that is its only block, which a
+    node lost while the block started also causes."""
+    if relaunch.give_up(executor.launch_record()):
+        simple_error_handler(executor, status)
 
 
 class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
@@ -160,10 +176,13 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
     packing_idle_timeout : float
         Seconds an idle packing worker lingers before it exits.
     block_error_handler : bool or callable
-        As for Parsl's HighThroughputExecutor. A block whose manager never
-        connected counts as failed; a block lost after it registered does not
-        (it is reported CANCELLED with the reason, and a new block replaces it),
-        so one lost node does not end the workflow.
+        As for Parsl's HighThroughputExecutor, but ``True`` (the default) is
+        :func:`failed_starts_error_handler`: failed block launches end the
+        workflow once three in a row failed and no block ever registered,
+        not at the first. A block whose manager never connected counts as
+        failed; a block lost after it registered does not (it is reported
+        CANCELLED with the reason, and a new block replaces it), so one lost
+        node does not end the workflow.
     encrypt : bool, optional
         Encrypt the driver-manager connection with CurveZMQ. Default: on
         unless managers dial a loopback address (blocks on this machine).
@@ -236,7 +255,8 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         remote_monitoring_radio: Optional[RadioConfig] = None,
     ) -> None:
         provider = provider if provider is not None else LocalProvider()
-        super().__init__(provider=provider, block_error_handler=block_error_handler)
+        super().__init__(provider=provider, block_error_handler=failed_starts_error_handler
+                         if block_error_handler is True else block_error_handler)
         unknown = set(flux_executor_kwargs) - FLUX_EXECUTOR_KWARGS
         if unknown:
             raise ValueError(f"flux_executor_kwargs has unknown key(s) {sorted(unknown)}; "
@@ -570,16 +590,24 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
             return []
         return super().scale_out_facade(n - absorbed)
 
+    def launch_record(self) -> List[Tuple[int, bool, bool]]:
+        """Every block launched so far as ``(number, failed launch, registered)``
+        (:mod:`parsl_flux.driver.relaunch`), after taking the ends the driver
+        reported. A launch that raised (Parsl records it FAILED, "Failed to
+        start block") never reached the driver and is a failed launch too."""
+        self._take_ended()
+        registered = {v.block_id: v.registered for v in self._driver.snapshot()}
+        return [(int(b), self._simulated_status.get(b, _STARTING).state == JobState.FAILED, registered.get(b, False))
+                for b in set(registered) | set(self._simulated_status) if b.isdigit()]
+
     def _relaunch_backing_off(self) -> bool:
         """Whether launches failed often enough in a row, and recently enough,
         that no block is launched now (:mod:`parsl_flux.driver.relaunch`): a node cut
         off from the driver then costs a batch job every few minutes at most,
         not one per strategy tick. The strategy asks again at its next tick."""
-        self._take_ended()
+        blocks = self.launch_record()
         if not self._failed_launches:
             return False
-        blocks = [(int(v.block_id), v.block_id in self._failed_launches, v.registered)
-                  for v in self._driver.snapshot() if v.block_id.isdigit()]
         streak = relaunch.failure_streak(blocks)
         last = max(self._failed_launches.values())
         if relaunch.relaunch_allowed(streak, last, time.monotonic()):
@@ -650,11 +678,16 @@ class FluxExecutor(BlockProviderExecutor, RepresentationMixin):
         return [self.job_ids_to_block[j] for j in self._filter_scale_in_ids(job_ids, killed)]
 
     def set_bad_state_and_fail_all(self, exception: Exception) -> None:
-        """Mark the executor bad and fail every unresolved future with ``exception``."""
-        self._logger.error("executor %s set to bad state: %s", self.label, exception)
-        self._executor_exception = exception
-        self._executor_bad_state.set()
-        self._driver.fail_all(exception)
+        """Mark the executor bad and fail every unresolved future with the
+        first such ``exception``: Parsl's job status poller calls the block
+        error handler at every poll, bad state or not, and its later
+        ``TooManyJobFailuresError`` must not replace the cause (a refused
+        block's :class:`VersionMismatch`), nor be logged every poll."""
+        if not self.bad_state_is_set:
+            self._logger.error("executor %s set to bad state: %s", self.label, exception)
+            self._executor_exception = exception
+            self._executor_bad_state.set()
+        self._driver.fail_all(self.executor_exception)
 
     def shutdown(self, wait: bool = False) -> None:
         """Shut down: later :meth:`submit` calls raise, managers drain and exit,
